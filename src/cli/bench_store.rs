@@ -1,0 +1,9 @@
+//! `srlm bench store`.
+use super::Ctx;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
+    anyhow::bail!("`srlm bench store` is not implemented yet")
+}

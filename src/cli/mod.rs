@@ -1,0 +1,168 @@
+//! The command-line interface: one file per verb, each with its clap `Args` (whose doc comment
+//! is the verb's help text) and a `run` function. This is the only layer that prints; it uses
+//! `anyhow` for errors, the library below it uses typed errors.
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod init;
+pub mod add;
+pub mod status;
+pub mod commit;
+pub mod log;
+pub mod show;
+pub mod checkout;
+pub mod tag;
+pub mod branch;
+pub mod lineage;
+pub mod fsck;
+pub mod gc;
+pub mod diff;
+pub mod generate;
+pub mod logprob;
+pub mod bench;
+pub mod bench_diff;
+pub mod bench_engine;
+pub mod bench_store;
+pub mod bench_train;
+pub mod import;
+pub mod sft;
+pub mod gen_prompts;
+pub mod gen_responses;
+pub mod judge;
+pub mod pairs;
+pub mod dpo;
+pub mod eval_judge;
+pub mod run;
+pub mod iterate;
+pub mod reproduce;
+pub mod demo;
+
+/// srlm: a versioned dataset-and-experiment tracker for self-rewarding language models.
+#[derive(Debug, Parser)]
+#[command(name = "srlm", version, about, long_about = None)]
+pub struct Cli {
+    /// Run as if srlm was started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print less (no progress bars).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Args),
+    Add(add::Args),
+    Status(status::Args),
+    Commit(commit::Args),
+    Log(log::Args),
+    Show(show::Args),
+    Checkout(checkout::Args),
+    Tag(tag::Args),
+    Branch(branch::Args),
+    Lineage(lineage::Args),
+    Fsck(fsck::Args),
+    Gc(gc::Args),
+    Diff(diff::Args),
+    Generate(generate::Args),
+    Logprob(logprob::Args),
+    Bench(bench::Args),
+    Import(import::Args),
+    Sft(sft::Args),
+    GenPrompts(gen_prompts::Args),
+    GenResponses(gen_responses::Args),
+    Judge(judge::Args),
+    Pairs(pairs::Args),
+    Dpo(dpo::Args),
+    EvalJudge(eval_judge::Args),
+    Run(run::Args),
+    Iterate(iterate::Args),
+    Reproduce(reproduce::Args),
+    Demo(demo::Args),
+}
+
+/// What every command gets: where to write, where it runs.
+pub struct Ctx<'a> {
+    /// Standard output (data and reports).
+    pub out: &'a mut dyn Write,
+    /// Standard error (progress, warnings).
+    pub err: &'a mut dyn Write,
+    /// The directory the command runs in (`-C DIR` or the process's current directory).
+    pub cwd: PathBuf,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+/// An error that means "the check ran and found a problem" (fsck found corruption, a
+/// reproduction differs, a hook rejected a commit): exit code 3 instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+/// Run one parsed command.
+pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
+    match cmd {
+        Command::Init(a) => init::run(a, ctx),
+        Command::Add(a) => add::run(a, ctx),
+        Command::Status(a) => status::run(a, ctx),
+        Command::Commit(a) => commit::run(a, ctx),
+        Command::Log(a) => log::run(a, ctx),
+        Command::Show(a) => show::run(a, ctx),
+        Command::Checkout(a) => checkout::run(a, ctx),
+        Command::Tag(a) => tag::run(a, ctx),
+        Command::Branch(a) => branch::run(a, ctx),
+        Command::Lineage(a) => lineage::run(a, ctx),
+        Command::Fsck(a) => fsck::run(a, ctx),
+        Command::Gc(a) => gc::run(a, ctx),
+        Command::Diff(a) => diff::run(a, ctx),
+        Command::Generate(a) => generate::run(a, ctx),
+        Command::Logprob(a) => logprob::run(a, ctx),
+        Command::Bench(a) => bench::run(a, ctx),
+        Command::Import(a) => import::run(a, ctx),
+        Command::Sft(a) => sft::run(a, ctx),
+        Command::GenPrompts(a) => gen_prompts::run(a, ctx),
+        Command::GenResponses(a) => gen_responses::run(a, ctx),
+        Command::Judge(a) => judge::run(a, ctx),
+        Command::Pairs(a) => pairs::run(a, ctx),
+        Command::Dpo(a) => dpo::run(a, ctx),
+        Command::EvalJudge(a) => eval_judge::run(a, ctx),
+        Command::Run(a) => run::run(a, ctx),
+        Command::Iterate(a) => iterate::run(a, ctx),
+        Command::Reproduce(a) => reproduce::run(a, ctx),
+        Command::Demo(a) => demo::run(a, ctx),
+    }
+}
+
+/// Entry point of the binary: exit 0 on success, 1 on error, 2 on usage error (clap),
+/// 3 when a check found a problem.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let cwd = match cli.dir.clone() {
+        Some(d) => d,
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut err = std::io::stderr();
+    let mut ctx = Ctx { out: &mut out, err: &mut err, cwd, quiet: cli.quiet };
+    match dispatch(cli.command, &mut ctx) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out_flush(&mut ctx);
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<CheckFailed>().is_some() {
+                std::process::ExitCode::from(3)
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn out_flush(ctx: &mut Ctx) -> std::io::Result<()> {
+    ctx.out.flush()
+}

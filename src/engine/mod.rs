@@ -1,0 +1,21 @@
+//! The model engine on candle: loading (GGUF, Hugging Face llama folders, srlm checkpoints),
+//! tokenizer, chat template, generation, judging, and training (SFT, DPO, LoRA) on CPU,
+//! deterministically. Knows nothing of the store or the stages.
+
+// Inference side.
+pub mod chat;
+pub mod fixture;
+pub mod generate;
+pub mod gguf;
+pub mod judge;
+pub mod model;
+pub mod tokenizer;
+
+// Training side.
+pub mod checkpoint;
+pub mod config;
+pub mod llama;
+pub mod logprob;
+pub mod lora;
+pub mod train;
+pub mod weights;

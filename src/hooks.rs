@@ -1,0 +1,1 @@
+//! Hooks: run the scripts in `.srlm/hooks/` around commits and stages.

@@ -1,0 +1,1 @@
+//! Run records and lineage walks (upstream / downstream, dot / mermaid / json).

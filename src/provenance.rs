@@ -1,0 +1,1 @@
+//! Provenance: the user's code version (git2), environment, run records.

@@ -1,0 +1,34 @@
+//! Helpers shared by the integration tests (each `tests/*.rs` file is its own crate and
+//! includes this with `mod common;`).
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+/// The real data beside the checkout (`../shared/data`), or `None` with a message on stderr.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: {} is absent (real data lives in ../shared/data)", p.display());
+        None
+    }
+}
+
+/// The default model (`SRLM_MODEL` or `~/.cache/srlm/models/...gguf`), or `None` with a message.
+pub fn default_model() -> Option<PathBuf> {
+    let p = std::env::var_os("SRLM_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: default model {} is absent (see README set-up)", p.display());
+        None
+    }
+}
+
+/// A `Command` for the real `srlm` binary built by cargo for this test run.
+pub fn srlm() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_srlm"))
+}
