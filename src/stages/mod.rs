@@ -2,6 +2,7 @@
 //! parameters to outputs plus metrics; provenance is recorded and committed around every stage
 //! by one wrapper, not inside each.
 
+pub mod eval_judge;
 pub mod gen_prompts;
 pub mod import;
 pub mod pairs;
