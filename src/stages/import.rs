@@ -670,3 +670,86 @@ mod tests {
         }
     }
 }
+
+/// Stage names and versions.
+pub const IMPORT: (&str, &str) = ("import-oasst2", "1");
+pub const SEED: (&str, &str) = ("seed", "1");
+
+/// `import-oasst2` as a stage: inputs `ift` and optionally `eft` (OASST2 files; `ift` also
+/// serves as the EFT source when `eft` is absent) and, for `--eft-from model`, `model` (the
+/// judge); outputs `ift`, `eft`, `eval`.
+pub fn stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+    use super::model_io::{input, metrics_of, model_path, output, params};
+    let p: ImportParams = params(io)?;
+    let (_, ift_threads) = read_threads(input(io, "ift")?, &p.lang)?;
+    let eft_threads = match io.inputs.get("eft") {
+        Some(path) => read_threads(path, &p.lang)?.1,
+        None => ift_threads.clone(),
+    };
+    let prompt = |i: &str, r: &str| crate::engine::judge::judge_prompt(i, r);
+    let out = match p.eft_from {
+        EftFrom::Human => build(&ift_threads, &eft_threads, &p, &prompt, None)?,
+        EftFrom::Model => {
+            let mp = model_path(io, "model")?;
+            let model = crate::engine::model::load(&mp.path, crate::engine::model::WeightMode::Auto)?;
+            let judge = crate::engine::judge::Judge::new(&model)?;
+            let jp = crate::engine::judge::JudgeParams { samples: 1, ..Default::default() };
+            let mut failure = None;
+            let mut f = |i: &str, r: &str| match judge.judge(i, r, &jp, &mut |_| {}) {
+                Ok(j) => {
+                    let text = j.samples.into_iter().next().map(|s| s.text).unwrap_or_default();
+                    (text, j.score)
+                }
+                Err(e) => {
+                    failure.get_or_insert(e.to_string());
+                    (String::new(), None)
+                }
+            };
+            let out = build(&ift_threads, &eft_threads, &p, &prompt, Some(&mut f));
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            out?
+        }
+    };
+    super::pairs::write_jsonl(output(io, "ift")?, &out.ift)?;
+    super::pairs::write_jsonl(output(io, "eft")?, &out.eft)?;
+    super::pairs::write_jsonl(output(io, "eval")?, &out.eval)?;
+    Ok(metrics_of(&out.metrics))
+}
+
+/// The built-in seed set srlm ships for the demo: a few dozen instructions with answers, and
+/// judged examples (instruction, response, justification ending in `Score: N`).
+pub const BUILTIN_IFT: &str = include_str!("seed/ift.jsonl");
+pub const BUILTIN_EFT: &str = include_str!("seed/eft.jsonl");
+
+#[derive(Deserialize)]
+struct BuiltinEft {
+    instruction: String,
+    response: String,
+    judgement: String,
+    score: f64,
+}
+
+/// `seed` as a stage: no inputs; outputs `ift` and `eft` from the built-in seed set.
+pub fn seed_stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+    use super::model_io::output;
+    let ift: Vec<IftRow> = BUILTIN_IFT.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let eft: Vec<EftRow> = BUILTIN_EFT
+        .lines()
+        .map(|l| {
+            let b: BuiltinEft = serde_json::from_str(l)?;
+            Ok(EftRow {
+                prompt: crate::engine::judge::judge_prompt(&b.instruction, &b.response),
+                response: b.judgement,
+                score: b.score,
+            })
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    super::pairs::write_jsonl(output(io, "ift")?, &ift)?;
+    super::pairs::write_jsonl(output(io, "eft")?, &eft)?;
+    let mut m = super::record::Metrics::new();
+    m.insert("ift_rows".into(), ift.len().into());
+    m.insert("eft_rows".into(), eft.len().into());
+    Ok(m)
+}
