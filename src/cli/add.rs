@@ -1,5 +1,4 @@
 //! `srlm add`.
-use std::io::Write;
 use std::path::PathBuf;
 
 use srlm_store::{AddProgress, Store};

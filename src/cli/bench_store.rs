@@ -151,7 +151,7 @@ fn generate(work: &Path, size: u64, rows: u64) -> anyhow::Result<()> {
         "response", "prompt", "step", "first", "because", "data", "train",
     ];
     let mut f = std::io::BufWriter::new(std::fs::File::create(work.join("pairs.jsonl"))?);
-    let mut text = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
+    let text = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
         (0..n).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
     };
     for i in 0..rows {

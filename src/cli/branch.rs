@@ -1,5 +1,4 @@
 //! `srlm branch`.
-use std::io::Write;
 
 use srlm_store::{Head, Store};
 

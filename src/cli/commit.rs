@@ -1,5 +1,4 @@
 //! `srlm commit`.
-use std::io::Write;
 
 use srlm_store::{CommitOptions, Head, Store};
 

@@ -1,5 +1,4 @@
 //! `srlm gc`.
-use std::io::Write;
 
 use srlm_store::Store;
 

@@ -1,5 +1,4 @@
 //! `srlm log`.
-use std::io::Write;
 
 use srlm_store::Store;
 

@@ -1,5 +1,4 @@
 //! `srlm show`.
-use std::io::Write;
 
 use srlm_store::Store;
 

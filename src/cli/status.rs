@@ -1,5 +1,4 @@
 //! `srlm status`.
-use std::io::Write;
 
 use srlm_store::{Change, ChangeKind, Head, Store};
 

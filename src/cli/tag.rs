@@ -1,5 +1,4 @@
 //! `srlm tag`.
-use std::io::Write;
 
 use srlm_store::Store;
 
