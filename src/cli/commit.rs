@@ -37,7 +37,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Head::Detached { .. } => "detached HEAD".into(),
     };
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::json!({"commit": id, "branch": branch}))?;
+        writeln!(
+            ctx.out,
+            "{}",
+            serde_json::json!({"commit": id, "branch": branch})
+        )?;
     } else {
         writeln!(ctx.out, "[{branch} {}] {}", id.short(), args.message)?;
     }
