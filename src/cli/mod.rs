@@ -38,6 +38,7 @@ pub mod run;
 pub mod iterate;
 pub mod reproduce;
 pub mod demo;
+pub mod validate;
 
 /// srlm: a versioned dataset-and-experiment tracker for self-rewarding language models.
 #[derive(Debug, Parser)]
@@ -83,6 +84,7 @@ pub enum Command {
     Iterate(iterate::Args),
     Reproduce(reproduce::Args),
     Demo(demo::Args),
+    Validate(validate::Args),
 }
 
 /// What every command gets: where to write, where it runs.
@@ -134,6 +136,7 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Iterate(a) => iterate::run(a, ctx),
         Command::Reproduce(a) => reproduce::run(a, ctx),
         Command::Demo(a) => demo::run(a, ctx),
+        Command::Validate(a) => validate::run(a, ctx),
     }
 }
 
