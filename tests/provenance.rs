@@ -181,7 +181,7 @@ fn dirty_code_is_captured_with_its_patch() {
     assert_eq!(code["commit"], sha.to_string());
     let patch_id: srlm_store::ObjectId = code["patch"].as_str().unwrap().parse().unwrap();
     let store = srlm_store::Store::discover(p).unwrap();
-    let patch = String::from_utf8(store.get_bytes(patch_id).unwrap()).unwrap();
+    let patch = String::from_utf8(store.get_object(&patch_id).unwrap()).unwrap();
     assert!(patch.contains("-print('v1')") && patch.contains("+print('v2 with a tweak')"), "{patch}");
     assert!(patch.contains("+SECRET_SAUCE = 42"), "{patch}");
     assert!(!patch.contains(".srlm") && !patch.contains("d2.jsonl") && !patch.contains("noise"), "{patch}");
