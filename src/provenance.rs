@@ -300,3 +300,61 @@ fn hash_file(path: &Path) -> Result<String, ProvenanceError> {
     }
     Ok(h.finalize().to_hex().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit_all(repo: &git2::Repository) -> git2::Oid {
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[]).unwrap()
+    }
+
+    #[test]
+    fn outside_git_there_is_no_code_version() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(capture_code(d.path(), &HashSet::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn dirty_tree_never_looks_clean_and_srlm_data_is_not_code() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().canonicalize().unwrap();
+        let repo = git2::Repository::init(&p).unwrap();
+        std::fs::write(p.join("train.py"), "lr = 1e-6\n").unwrap();
+        let oid = commit_all(&repo);
+        std::fs::create_dir_all(p.join(".srlm")).unwrap();
+        std::fs::write(p.join(".srlm/x"), "store internals").unwrap();
+        std::fs::write(p.join("pairs.jsonl"), "{}\n").unwrap();
+        let exclude: HashSet<PathBuf> = [p.join("pairs.jsonl")].into();
+
+        let c = capture_code(&p, &exclude).unwrap().unwrap();
+        assert_eq!(c.version.commit, Some(oid.to_string()));
+        assert!(!c.version.dirty, "only srlm's data changed");
+        assert!(c.patch.is_none());
+
+        std::fs::write(p.join("train.py"), "lr = 5e-7\n").unwrap();
+        std::fs::write(p.join("notes.txt"), "try beta 0.2\n").unwrap();
+        let c = capture_code(&p, &exclude).unwrap().unwrap();
+        assert!(c.version.dirty);
+        let patch = String::from_utf8(c.patch.unwrap()).unwrap();
+        assert!(patch.contains("-lr = 1e-6") && patch.contains("+lr = 5e-7"), "{patch}");
+        assert!(patch.contains("+try beta 0.2"), "{patch}");
+        assert!(!patch.contains("pairs.jsonl") && !patch.contains("store internals"), "{patch}");
+    }
+
+    #[test]
+    fn run_key_ignores_key_order_but_not_values() {
+        let stage = StageInfo { name: "judge".into(), version: "1".into() };
+        let id = ObjectId::of(b"x");
+        let a = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"k": 3, "t": 0.7}));
+        let b = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"t": 0.7, "k": 3}));
+        let c = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"t": 0.7, "k": 4}));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -412,3 +412,102 @@ pub fn clear_pending_run(store_dir: &Path) -> Result<(), RecordError> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upper(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+        let text = std::fs::read_to_string(&io.inputs["src"])?;
+        std::fs::write(&io.outputs["out"], text.to_uppercase())?;
+        Ok([("rows".to_string(), Value::from(text.lines().count()))].into())
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let wd = d.path().canonicalize().unwrap();
+        Store::init(&wd).unwrap();
+        std::fs::write(wd.join("in.jsonl"), "{\"a\":\"x\"}\n{\"a\":\"y\"}\n").unwrap();
+        (d, wd)
+    }
+
+    fn stage() -> Stage {
+        Stage::new("upper", "1").input("src", "in.jsonl").output("out", "out/up.jsonl").params(serde_json::json!({"seed": 7}))
+    }
+
+    #[test]
+    fn a_stage_is_recorded_committed_and_indexed() {
+        let (_d, wd) = setup();
+        let o = run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        assert!(!o.reused);
+        assert_eq!(std::fs::read_to_string(wd.join("out/up.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        let store = Store::open(&wd).unwrap();
+        let commit = store.read_commit(&o.commit.unwrap()).unwrap();
+        assert_eq!(commit.run, Some(o.run));
+        let tree = store.read_tree(&commit.tree).unwrap();
+        // the output and the working-tree input are both committed, with the recorded ids
+        assert_eq!(tree.entries["out/up.jsonl"].id.0, o.record.outputs["out"].id);
+        assert_eq!(tree.entries["in.jsonl"].id.0, o.record.inputs["src"].id);
+        assert_eq!(store.runs_producing(&o.record.outputs["out"].id).unwrap(), vec![o.run]);
+        assert_eq!(store.runs_consuming(&o.record.inputs["src"].id).unwrap(), vec![o.run]);
+        let rec = RunRecord::load(&store, o.run).unwrap();
+        assert_eq!(rec.metrics["rows"], 2);
+        assert_eq!(rec.params["seed"], 7);
+        assert_eq!(rec.status, RunStatus::Ok);
+    }
+
+    #[test]
+    fn a_committed_run_is_reused_and_a_changed_param_is_not() {
+        let (_d, wd) = setup();
+        let first = run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        let mut again = stage();
+        again.reuse = true;
+        let o = run_stage(&wd, &again, &mut |_| {}, |_| panic!("must not run again")).unwrap();
+        assert!(o.reused);
+        assert_eq!((o.run, o.commit), (first.run, first.commit));
+        again.params = serde_json::json!({"seed": 8});
+        let o = run_stage(&wd, &again, &mut |_| {}, upper).unwrap();
+        assert!(!o.reused);
+        assert_ne!(o.run, first.run);
+    }
+
+    #[test]
+    fn a_failed_stage_commits_nothing_but_is_on_record() {
+        let (_d, wd) = setup();
+        let e = run_stage(&wd, &stage(), &mut |_| {}, |_| Err("out of memory".into())).unwrap_err();
+        let RecordError::StageFailed { run, message, .. } = e else { panic!("{e}") };
+        assert_eq!(message, "out of memory");
+        let store = Store::open(&wd).unwrap();
+        assert_eq!(store.head().unwrap().commit(), None);
+        let rec = RunRecord::load(&store, run).unwrap();
+        assert_eq!(rec.status, RunStatus::Failed);
+        assert!(rec.outputs.is_empty());
+    }
+
+    #[test]
+    fn no_commit_leaves_the_run_pending() {
+        let (_d, wd) = setup();
+        let mut s = stage();
+        s.commit = false;
+        let o = run_stage(&wd, &s, &mut |_| {}, upper).unwrap();
+        assert!(o.commit.is_none());
+        let store = Store::open(&wd).unwrap();
+        assert_eq!(pending_run(&store).unwrap(), Some(o.run));
+        assert!(store.staged().unwrap().entries.contains_key("out/up.jsonl"));
+        assert_eq!(store.head().unwrap().commit(), None);
+    }
+
+    #[test]
+    fn committed_inputs_are_read_from_the_store_when_the_file_changed() {
+        let (_d, wd) = setup();
+        run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        std::fs::write(wd.join("in.jsonl"), "{\"a\":\"changed\"}\n").unwrap();
+        let s = Stage::new("upper", "1").input("src", "HEAD:in.jsonl").output("out", "again.jsonl");
+        let o = run_stage(&wd, &s, &mut |_| {}, upper).unwrap();
+        assert_eq!(std::fs::read_to_string(wd.join("again.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        assert_eq!(o.record.inputs["src"].path, "in.jsonl");
+        let bad = Stage::new("upper", "1").input("src", "HEAD:missing.jsonl").output("out", "x.jsonl");
+        let e = run_stage(&wd, &bad, &mut |_| {}, upper).unwrap_err().to_string();
+        assert!(e.contains("src=HEAD:missing.jsonl") && e.contains("missing.jsonl"), "{e}");
+    }
+}
