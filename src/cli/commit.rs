@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use srlm_store::{CommitOptions, Store};
+use srlm_store::{CommitOptions, Head, Store};
 
 use super::{CheckFailed, Ctx};
 use crate::hooks::{commit_with_hooks, CommitError, HookError};
@@ -151,11 +151,15 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     if let Some(Err(e)) = &done.post_commit {
         writeln!(ctx.err, "warning: {e} (the commit stands)")?;
     }
+    let branch = match Store::discover(&ctx.cwd)?.head()? {
+        Head::Branch { name, .. } => name,
+        Head::Detached { .. } => "detached HEAD".into(),
+    };
     if args.json {
-        let v = serde_json::json!({"commit": done.id.to_string(), "run": run.map(|r| r.to_string())});
+        let v = serde_json::json!({"commit": done.id, "branch": branch, "run": run});
         writeln!(ctx.out, "{v}")?;
     } else {
-        writeln!(ctx.out, "[{}] {}", done.id.short(), args.message)?;
+        writeln!(ctx.out, "[{branch} {}] {}", done.id.short(), args.message)?;
         if let Some(r) = run {
             writeln!(ctx.out, "run {}", r.short())?;
         }

@@ -1,10 +1,45 @@
 //! `srlm fsck`.
-use super::Ctx;
+use std::io::Write;
 
-/// Verify every object in the store: hashes, references, manifests.
+use srlm_store::Store;
+
+use super::{CheckFailed, Ctx};
+
+/// Verify the whole store: re-hash every object and every chunk and row, and check every
+/// reference (refs, commits, trees, manifests, run records, staged files). Exits with status 3
+/// when it finds a problem. Never changes the store.
+///
+/// Example: `srlm fsck`
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm fsck` is not implemented yet")
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let store = Store::discover(&ctx.cwd)?;
+    let rep = store.fsck()?;
+    if args.json {
+        writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;
+    } else {
+        writeln!(
+            ctx.out,
+            "checked {} objects, {} pieces in {} packs, {} refs",
+            rep.loose_objects, rep.pieces, rep.packs, rep.refs
+        )?;
+        for n in &rep.notes {
+            writeln!(ctx.out, "note: {n}")?;
+        }
+        for p in &rep.problems {
+            writeln!(ctx.out, "problem: {p}")?;
+        }
+    }
+    if !rep.is_clean() {
+        return Err(CheckFailed(format!("fsck found {} problem(s)", rep.problems.len())).into());
+    }
+    if !args.json {
+        writeln!(ctx.out, "ok")?;
+    }
+    Ok(())
 }

@@ -1,10 +1,43 @@
 //! `srlm gc`.
+use std::io::Write;
+
+use srlm_store::Store;
+
+use super::add::human_bytes;
 use super::Ctx;
 
-/// Remove objects unreachable from any ref or the staging area.
+/// Remove objects that nothing reaches: not a branch, tag or HEAD (through commits, trees,
+/// manifests and run records), not a staged file. Packs holding some unreachable pieces are
+/// rewritten; leftovers of interrupted writes are removed.
+///
+/// Example: `srlm gc --dry-run`
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm gc` is not implemented yet")
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut store = Store::discover(&ctx.cwd)?;
+    let rep = store.gc(args.dry_run)?;
+    if args.json {
+        writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;
+        return Ok(());
+    }
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    writeln!(
+        ctx.out,
+        "{verb} {} objects, {} pieces ({} packs dropped, {} rewritten), {} leftovers: {} freed",
+        rep.loose_removed,
+        rep.pieces_removed,
+        rep.packs_removed,
+        rep.packs_rewritten,
+        rep.leftovers_removed,
+        human_bytes(rep.bytes_freed)
+    )?;
+    Ok(())
 }
