@@ -1,12 +1,26 @@
 //! `srlm commit`.
+use std::collections::{BTreeMap, HashSet};
 
+use anyhow::{bail, Context};
+use serde_json::Value;
 use srlm_store::{CommitOptions, Head, Store};
 
-use super::Ctx;
+use super::{CheckFailed, Ctx};
+use crate::hooks::{commit_with_hooks, CommitError, HookError};
+use crate::provenance::{capture_code, now_rfc3339, EnvInfo, ObjectRef, RunRecord, RunStatus, StageInfo, RUN_TYPE};
+use crate::stages::record::{clear_pending_run, pending_run, resolve_object, tracked_paths};
 
-/// Record the staged files as a commit on the current branch.
+/// Record the staged files as a commit. The pre-commit hook (`.srlm/hooks/pre-commit`; the
+/// shipped one validates every staged dataset) runs first and can abort it; post-commit after.
 ///
-/// Example: `srlm commit -m "IFT and EFT seed data"`
+/// With --stage, the commit carries a run record: manual provenance for a stage that ran outside
+/// srlm. Its inputs (--input ROLE=REV:PATH or ROLE=PATH, resolved to object ids), parameters and
+/// metrics (--param/--metric K=V, V parsed as JSON when it is JSON, else kept as a string), the
+/// code version of the enclosing git repository (commit, branch, dirty flag, uncommitted diff)
+/// and the machine are recorded; its outputs are the files this commit adds or changes. Without
+/// --stage, a run left pending by `--no-commit` is attached.
+///
+/// Example: `srlm commit -m "AIFT(M1) from the cluster" --stage trl-pairs --input responses=M1:responses.jsonl --param seed=7 --metric pairs=583`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The commit message.
@@ -15,35 +29,140 @@ pub struct Args {
     /// Author (default: $SRLM_AUTHOR, then $USER).
     #[arg(long)]
     pub author: Option<String>,
-    /// Commit even if nothing changed since the parent commit.
+    /// Commit even if nothing changed.
     #[arg(long)]
     pub allow_empty: bool,
-    /// Print the result as JSON.
+    /// Print the commit (and run) id as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Attach a run record for this stage (manual provenance).
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The stage's version.
+    #[arg(long, value_name = "V", default_value = "1")]
+    pub stage_version: String,
+    /// An input of the stage: ROLE=REV:PATH (a committed file) or ROLE=PATH (a working-tree file).
+    #[arg(long = "input", value_name = "ROLE=REF", requires = "stage")]
+    pub inputs: Vec<String>,
+    /// A parameter of the stage (seed, sampling settings, …).
+    #[arg(long = "param", value_name = "K=V", requires = "stage")]
+    pub params: Vec<String>,
+    /// A metric the stage reported.
+    #[arg(long = "metric", value_name = "K=V", requires = "stage")]
+    pub metrics: Vec<String>,
+}
+
+/// `K=V` pairs as a JSON map (V as JSON when it parses, else a string).
+fn key_values(specs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, Value>> {
+    let mut m = BTreeMap::new();
+    for spec in specs {
+        let Some((k, v)) = spec.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--{what} {spec:?}: expected KEY=VALUE");
+        };
+        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        if m.insert(k.to_string(), v).is_some() {
+            bail!("--{what} {k} is given twice");
+        }
+    }
+    Ok(m)
+}
+
+/// Build and store the manual run record; returns its id.
+fn manual_run(store: &mut Store, args: &Args, stage: &str, ctx: &Ctx) -> anyhow::Result<srlm_store::RunId> {
+    let params = key_values(&args.params, "param")?;
+    let metrics = key_values(&args.metrics, "metric")?;
+    let mut inputs = BTreeMap::new();
+    for (role, reference) in super::run::parse_inputs(store, &ctx.cwd, &args.inputs)? {
+        let (obj, _) = resolve_object(store, &reference).with_context(|| format!("--input {role}={reference}"))?;
+        if inputs.insert(role.clone(), obj).is_some() {
+            bail!("--input {role} is given twice");
+        }
+    }
+    // outputs: what this commit adds or changes
+    let staged = store.staged()?;
+    let head_tree = match store.head()?.commit() {
+        Some(c) => store.commit_tree(&c)?,
+        None => Default::default(),
+    };
+    let outputs: BTreeMap<String, ObjectRef> = staged
+        .entries
+        .iter()
+        .filter(|(p, e)| head_tree.entries.get(*p) != Some(*e))
+        .map(|(p, e)| (p.clone(), ObjectRef { id: e.id.0, kind: e.kind, path: p.clone() }))
+        .collect();
+    let workdir = store.workdir().to_path_buf();
+    let exclude: HashSet<_> = tracked_paths(store)?.into_iter().map(|p| workdir.join(p)).collect();
+    let code = match capture_code(&workdir, &exclude)? {
+        Some(mut c) => {
+            if let Some(patch) = c.patch.take() {
+                c.version.patch = Some(store.put_object(&patch)?);
+            }
+            Some(c.version)
+        }
+        None => None,
+    };
+    let now = now_rfc3339();
+    let record = RunRecord {
+        type_: RUN_TYPE.to_string(),
+        stage: StageInfo { name: stage.to_string(), version: args.stage_version.clone() },
+        replay: None,
+        inputs,
+        params: Value::Object(params.into_iter().collect()),
+        engine: Value::Object(Default::default()),
+        code,
+        env: EnvInfo::current(),
+        outputs,
+        metrics,
+        started: now.clone(),
+        finished: now,
+        status: RunStatus::Ok,
+        error: None,
+    };
+    Ok(record.store(store)?)
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut store = Store::discover(&ctx.cwd)?;
+    let (run, from_pending) = match &args.stage {
+        Some(stage) => (Some(manual_run(&mut store, &args, stage, ctx)?), false),
+        None => {
+            let p = pending_run(&store)?;
+            (p, p.is_some())
+        }
+    };
+    let store_dir = store.store_dir().to_path_buf();
+    drop(store);
     let opts = CommitOptions {
         message: args.message.clone(),
-        author: args.author,
-        run: None,
+        author: args.author.clone(),
+        run,
         allow_empty: args.allow_empty,
     };
-    let id = store.commit(&opts)?;
-    let branch = match store.head()? {
+    let done = match commit_with_hooks(&ctx.cwd, &opts) {
+        Ok(d) => d,
+        Err(CommitError::Hook(e @ HookError::Rejected { .. })) => {
+            return Err(CheckFailed(format!("{e}\nnothing was committed")).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if from_pending {
+        clear_pending_run(&store_dir)?;
+    }
+    if let Some(Err(e)) = &done.post_commit {
+        writeln!(ctx.err, "warning: {e} (the commit stands)")?;
+    }
+    let branch = match Store::discover(&ctx.cwd)?.head()? {
         Head::Branch { name, .. } => name,
         Head::Detached { .. } => "detached HEAD".into(),
     };
     if args.json {
-        writeln!(
-            ctx.out,
-            "{}",
-            serde_json::json!({"commit": id, "branch": branch})
-        )?;
+        let v = serde_json::json!({"commit": done.id, "branch": branch, "run": run});
+        writeln!(ctx.out, "{v}")?;
     } else {
-        writeln!(ctx.out, "[{branch} {}] {}", id.short(), args.message)?;
+        writeln!(ctx.out, "[{branch} {}] {}", done.id.short(), args.message)?;
+        if let Some(r) = run {
+            writeln!(ctx.out, "run {}", r.short())?;
+        }
     }
     Ok(())
 }

@@ -36,8 +36,10 @@ pub mod reproduce;
 pub mod run;
 pub mod sft;
 pub mod show;
+pub mod stage_util;
 pub mod status;
 pub mod tag;
+pub mod validate;
 
 /// srlm: a versioned dataset-and-experiment tracker for self-rewarding language models.
 #[derive(Debug, Parser)]
@@ -83,6 +85,7 @@ pub enum Command {
     Iterate(iterate::Args),
     Reproduce(reproduce::Args),
     Demo(demo::Args),
+    Validate(validate::Args),
 }
 
 /// What every command gets: where to write, where it runs.
@@ -134,6 +137,7 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Iterate(a) => iterate::run(a, ctx),
         Command::Reproduce(a) => reproduce::run(a, ctx),
         Command::Demo(a) => demo::run(a, ctx),
+        Command::Validate(a) => validate::run(a, ctx),
     }
 }
 

@@ -1,10 +1,101 @@
 //! `srlm reproduce`.
-use super::Ctx;
 
-/// Replay the runs upstream of a revision and check every output byte for byte.
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use srlm_store::Store;
+
+use super::{CheckFailed, Ctx};
+use crate::lineage::start_objects;
+use crate::stages::reproduce::{default_registry, replay_runs, upstream_runs};
+
+/// Replay every run upstream of TARGET (or only the last N) in scratch directories, from the
+/// recorded input objects and parameters, and compare each output's id with the recorded one.
+/// Prints a table stage | output | recorded | reproduced | identical? and, where an output
+/// differs, how many dataset rows or which tensors (with the largest absolute difference).
+/// Exit status 0 only if every output is identical; 3 if any differs or a run could not be
+/// replayed (the reason is shown: a missing input object, a command that no longer exists, a
+/// stage without a replay function). TARGET is REV[:PATH] or a working-tree path.
+///
+/// Example: `srlm reproduce M3:model.safetensors --last 2`
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// REV[:PATH] (or a path, meaning HEAD:PATH) whose upstream runs to replay.
+    pub target: String,
+    /// Replay only the last N runs before the target.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm reproduce` is not implemented yet")
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let store = Store::discover(&ctx.cwd)?;
+    let start = start_objects(&store, &args.target)?;
+    let runs = upstream_runs(&store, start, args.last)?;
+    if runs.is_empty() {
+        anyhow::bail!("{}: no recorded run produced it, so there is nothing to reproduce", args.target);
+    }
+    let workdir = store.workdir().to_path_buf();
+    drop(store);
+    let registry = default_registry();
+    let err = &mut *ctx.err;
+    let quiet = ctx.quiet;
+    let checks = replay_runs(&workdir, &runs, &registry, &mut |p| {
+        if !quiet && p.total > 0 {
+            let _ = writeln!(err, "{}", p.message);
+        }
+    })?;
+    if args.json {
+        let v: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "run": c.run.to_string(), "stage": c.stage, "refused": c.refused, "failed": c.failed,
+                    "outputs": c.outputs.iter().map(|o| serde_json::json!({
+                        "role": o.role, "path": o.path, "recorded": o.recorded.to_string(),
+                        "reproduced": o.reproduced.map(|r| r.to_string()), "identical": o.identical(),
+                        "detail": o.detail,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(["stage", "output", "recorded", "reproduced", "identical?"]);
+        for c in &checks {
+            if let Some(reason) = c.refused.as_ref().or(c.failed.as_ref()) {
+                let what = if c.refused.is_some() { "refused" } else { "failed" };
+                t.add_row([c.stage.clone(), "-".into(), "-".into(), format!("{what}: {reason}"), "no".into()]);
+            }
+            for o in &c.outputs {
+                let reproduced = o.reproduced.map(|r| r.short()).unwrap_or_else(|| "missing".into());
+                t.add_row([
+                    c.stage.clone(),
+                    o.path.clone(),
+                    o.recorded.short(),
+                    reproduced,
+                    if o.identical() { "yes".into() } else { "NO".into() },
+                ]);
+            }
+        }
+        writeln!(ctx.out, "{t}")?;
+        for c in &checks {
+            for o in c.outputs.iter().filter(|o| !o.identical()) {
+                if let Some(d) = &o.detail {
+                    writeln!(ctx.out, "{} {}: {d}", c.stage, o.path)?;
+                }
+            }
+        }
+    }
+    let bad = checks.iter().filter(|c| !c.ok()).count();
+    if bad > 0 {
+        return Err(CheckFailed(format!("{bad} of {} run(s) did not reproduce", checks.len())).into());
+    }
+    if !args.json {
+        writeln!(ctx.out, "all {} run(s) reproduced identically", checks.len())?;
+    }
+    Ok(())
 }

@@ -1,0 +1,513 @@
+//! The stage wrapper: runs one stage with provenance, written once for every stage.
+//!
+//! A stage is a plain function `FnOnce(&mut StageIo) -> Result<Metrics, StageFailure>`: it reads
+//! its inputs from `io.inputs[role]`, its parameters from `io.params`, writes `io.outputs[role]`,
+//! reports progress through `io.progress`, and returns metrics. It knows nothing about the
+//! store. [`run_stage`] around it:
+//!
+//! 1. resolves every input (`REV:path` or a working-tree path) to an object id and hashes it
+//!    BEFORE the stage runs (working-tree inputs are staged, so they are committed with the
+//!    outputs and stay reachable);
+//! 2. captures the code version (git2) and environment;
+//! 3. if [`Stage::reuse`] is set and a committed run has the same stage, inputs and params
+//!    ([`find_committed`]), returns it instead of running (a resumed loop skips finished stages);
+//! 4. runs the stage WITHOUT holding the store (its lock is released, so a long job does not
+//!    block `srlm log`, and a stage may call srlm itself), then hashes and stages the outputs
+//!    AFTER, writes the run record (`put_run`) and commits (with the pre-/post-commit hooks), or
+//!    leaves everything staged with the record pending for `srlm commit` when [`Stage::commit`]
+//!    is false;
+//! 5. on failure, stores a `failed` record (so the attempt is on record) and commits nothing.
+//!
+//! ```ignore
+//! let stage = Stage::new("pairs", "1")
+//!     .input("judgements", "HEAD:judged.jsonl")
+//!     .output("pairs", "aift.jsonl")
+//!     .params(serde_json::json!({"drop_ties": true}));
+//! let outcome = run_stage(&workdir, &stage, &mut |_| {}, |io| {
+//!     let n = make_pairs(&io.inputs["judgements"], &io.outputs["pairs"])?;
+//!     Ok([("pairs".to_string(), n.into())].into())
+//! })?;
+//! ```
+//! The same function is what `srlm reproduce` replays: register it under the stage name in
+//! [`crate::stages::reproduce::Registry`].
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
+
+use crate::provenance::{
+    capture_code, now_rfc3339, EnvInfo, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
+    RUN_TYPE,
+};
+
+/// Metrics a stage returns (name → number, string, …), recorded in the run record.
+pub type Metrics = BTreeMap<String, Value>;
+
+/// The error a stage function returns; its message is recorded in the failed run.
+pub type StageFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Progress of a long stage: `done` of `total` units (`total` 0 when unknown), and a message.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub done: u64,
+    pub total: u64,
+    pub message: &'a str,
+}
+
+/// What a stage function sees.
+pub struct StageIo<'a> {
+    /// The directory relative paths are resolved against (the store's working directory, or a
+    /// scratch directory during a replay). External commands run here.
+    pub dir: &'a Path,
+    /// The store's working directory (equal to `dir` except during a replay).
+    pub workdir: &'a Path,
+    /// Parameters, exactly as recorded.
+    pub params: &'a Value,
+    /// Input role → file to read (absolute).
+    pub inputs: BTreeMap<String, PathBuf>,
+    /// Output role → file to write (absolute; its directory exists).
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// Progress callback.
+    pub progress: &'a mut dyn FnMut(Progress),
+}
+
+/// One stage invocation: identity, inputs, outputs, parameters, engine choices.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub version: String,
+    /// Role → `REV:path` (a committed file) or a path relative to the working directory.
+    pub inputs: Vec<(String, String)>,
+    /// Role → path relative to the working directory.
+    pub outputs: Vec<(String, String)>,
+    pub params: Value,
+    pub engine: Value,
+    /// Commit message (default: `stage NAME`).
+    pub message: Option<String>,
+    /// Commit the outputs with the run (default), or only stage them (`--no-commit`).
+    pub commit: bool,
+    /// Skip running when a committed run has the same stage, inputs and params.
+    pub reuse: bool,
+    /// Replay function name, when it is not the stage name (`external` for `srlm run`).
+    pub replay: Option<String>,
+}
+
+impl Stage {
+    pub fn new(name: &str, version: &str) -> Self {
+        Stage {
+            name: name.to_string(),
+            version: version.to_string(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            params: Value::Object(Default::default()),
+            engine: Value::Object(Default::default()),
+            message: None,
+            commit: true,
+            reuse: false,
+            replay: None,
+        }
+    }
+    pub fn input(mut self, role: &str, reference: &str) -> Self {
+        self.inputs.push((role.to_string(), reference.to_string()));
+        self
+    }
+    pub fn output(mut self, role: &str, path: &str) -> Self {
+        self.outputs.push((role.to_string(), path.to_string()));
+        self
+    }
+    pub fn params(mut self, params: Value) -> Self {
+        self.params = params;
+        self
+    }
+    pub fn engine(mut self, engine: Value) -> Self {
+        self.engine = engine;
+        self
+    }
+}
+
+/// Errors of the wrapper (the stage's own failure is [`RecordError::StageFailed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] srlm_store::StoreError),
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
+    #[error(transparent)]
+    Commit(#[from] crate::hooks::CommitError),
+    #[error("stage {stage}: input {role}={reference}: {reason}")]
+    BadInput { stage: String, role: String, reference: String, reason: String },
+    #[error("stage {stage}: output {role}={path}: {reason}")]
+    BadOutput { stage: String, role: String, path: String, reason: String },
+    #[error("stage {stage} failed (run {run} records the failure; nothing was committed): {message}")]
+    StageFailed { stage: String, run: RunId, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What [`run_stage`] did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run: RunId,
+    pub record: RunRecord,
+    /// The commit holding the outputs (None with `commit: false`).
+    pub commit: Option<CommitId>,
+    /// True when a committed run was reused instead of running the stage.
+    pub reused: bool,
+}
+
+/// A resolved input: its object and where the stage reads it.
+struct Resolved {
+    obj: ObjectRef,
+    path: PathBuf,
+}
+
+/// Run `f` as stage `stage` in the store that contains `dir` (see the module docs).
+pub fn run_stage(
+    dir: &Path,
+    stage: &Stage,
+    progress: &mut dyn FnMut(Progress),
+    f: impl FnOnce(&mut StageIo) -> Result<Metrics, StageFailure>,
+) -> Result<Outcome, RecordError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("srlm-stage-")
+        .tempdir()
+        .map_err(|source| RecordError::Io { path: std::env::temp_dir(), source })?;
+    let mut store = Store::discover(dir)?;
+    let workdir = store.workdir().to_path_buf();
+    let inputs = resolve_inputs(&mut store, stage, scratch.path())?;
+    let stage_info = StageInfo { name: stage.name.clone(), version: stage.version.clone() };
+    let key = RunKey::new(&stage_info, inputs.iter().map(|(r, x)| (r.as_str(), x.obj.id)), &stage.params);
+    if stage.reuse {
+        if let Some((commit, run, record)) = find_committed(&store, key)? {
+            return Ok(Outcome { run, record, commit: Some(commit), reused: true });
+        }
+    }
+    let mut outputs = BTreeMap::new();
+    for (role, rel) in &stage.outputs {
+        outputs.insert(role.clone(), (rel.clone(), checked_output(stage, role, rel, &workdir)?));
+    }
+    // srlm's own data is recorded by id: it is not the user's code
+    let mut exclude: HashSet<PathBuf> = tracked_paths(&store)?.into_iter().map(|p| workdir.join(p)).collect();
+    exclude.extend(outputs.values().map(|(_, abs)| abs.clone()));
+    exclude.extend(inputs.values().map(|x| x.path.clone()));
+    let code = match capture_code(&workdir, &exclude)? {
+        Some(mut c) => {
+            if let Some(patch) = c.patch.take() {
+                c.version.patch = Some(store.put_object(&patch)?);
+            }
+            Some(c.version)
+        }
+        None => None,
+    };
+    let mut record = RunRecord {
+        type_: RUN_TYPE.to_string(),
+        stage: stage_info,
+        replay: stage.replay.clone(),
+        inputs: inputs.iter().map(|(r, x)| (r.clone(), x.obj.clone())).collect(),
+        params: stage.params.clone(),
+        engine: stage.engine.clone(),
+        code,
+        env: EnvInfo::current(),
+        outputs: BTreeMap::new(),
+        metrics: BTreeMap::new(),
+        started: now_rfc3339(),
+        finished: String::new(),
+        status: RunStatus::Ok,
+        error: None,
+    };
+    drop(store);
+    let mut io = StageIo {
+        dir: &workdir,
+        workdir: &workdir,
+        params: &stage.params,
+        inputs: inputs.iter().map(|(r, x)| (r.clone(), x.path.clone())).collect(),
+        outputs: outputs.iter().map(|(r, (_, abs))| (r.clone(), abs.clone())).collect(),
+        progress,
+    };
+    let result = f(&mut io);
+    record.finished = now_rfc3339();
+    let mut store = Store::open(&workdir)?;
+    record.metrics = match result {
+        Ok(m) => m,
+        Err(e) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(e.to_string());
+            let run = record.store(&store)?;
+            return Err(RecordError::StageFailed { stage: stage.name.clone(), run, message: e.to_string() });
+        }
+    };
+    // outputs are hashed only now, after the stage wrote them
+    for (role, (rel, abs)) in &outputs {
+        if !abs.is_file() {
+            return Err(RecordError::BadOutput {
+                stage: stage.name.clone(),
+                role: role.clone(),
+                path: rel.clone(),
+                reason: "the stage did not write it".into(),
+            });
+        }
+    }
+    let rels: Vec<PathBuf> = outputs.values().map(|(rel, _)| PathBuf::from(rel)).collect();
+    store.add(&workdir, &rels)?;
+    let staged = store.staged()?;
+    for (role, (rel, _)) in &outputs {
+        let e = &staged.entries[rel.as_str()];
+        record.outputs.insert(role.clone(), ObjectRef { id: e.id.0, kind: e.kind, path: rel.clone() });
+    }
+    let run = record.store(&store)?;
+    let commit = if stage.commit {
+        drop(store);
+        let opts = CommitOptions {
+            message: stage.message.clone().unwrap_or_else(|| format!("stage {}", stage.name)),
+            run: Some(run),
+            // the run is news even when its outputs equal the parent's files
+            allow_empty: true,
+            ..Default::default()
+        };
+        Some(crate::hooks::commit_with_hooks(&workdir, &opts)?.id)
+    } else {
+        set_pending_run(&store, run)?;
+        None
+    };
+    Ok(Outcome { run, record, commit, reused: false })
+}
+
+/// Paths srlm tracks (staged or in HEAD), relative to the working directory.
+pub fn tracked_paths(store: &Store) -> Result<Vec<String>, RecordError> {
+    let mut paths: Vec<String> = store.staged()?.entries.into_keys().collect();
+    if let Some(head) = store.head()?.commit() {
+        paths.extend(store.commit_tree(&head)?.entries.into_keys());
+    }
+    Ok(paths)
+}
+
+fn checked_output(stage: &Stage, role: &str, rel: &str, workdir: &Path) -> Result<PathBuf, RecordError> {
+    let bad = |reason: String| RecordError::BadOutput {
+        stage: stage.name.clone(),
+        role: role.to_string(),
+        path: rel.to_string(),
+        reason,
+    };
+    srlm_store::check_tree_path(rel).map_err(|e| bad(e.to_string()))?;
+    let abs = workdir.join(rel);
+    if let Some(parent) = abs.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| RecordError::Io { path: parent.to_path_buf(), source })?;
+    }
+    Ok(abs)
+}
+
+/// Resolve every input to an object (hashing working-tree files now, before the stage runs)
+/// and a readable path (committed files not in the working tree are written to `scratch`).
+fn resolve_inputs(store: &mut Store, stage: &Stage, scratch: &Path) -> Result<BTreeMap<String, Resolved>, RecordError> {
+    let mut out = BTreeMap::new();
+    for (role, reference) in &stage.inputs {
+        let bad = |reason: String| RecordError::BadInput {
+            stage: stage.name.clone(),
+            role: role.clone(),
+            reference: reference.clone(),
+            reason,
+        };
+        if out.contains_key(role) {
+            return Err(bad("the same role is given twice".into()));
+        }
+        let r = resolve_input(store, reference, scratch).map_err(|e| bad(e.to_string()))?;
+        out.insert(role.clone(), r);
+    }
+    Ok(out)
+}
+
+/// `reference` is a path relative to the working directory, or `REV:path`.
+fn resolve_input(store: &mut Store, reference: &str, scratch: &Path) -> Result<Resolved, RecordError> {
+    let (obj, local) = resolve_object(store, reference)?;
+    if let Some(path) = local {
+        return Ok(Resolved { obj, path });
+    }
+    let dest = scratch.join(obj.id.to_string()).join(&obj.path);
+    materialise(store, &obj, &dest)?;
+    Ok(Resolved { obj, path: dest })
+}
+
+/// Resolve a reference (a path relative to the working directory, or `REV:path`) to its object,
+/// and the working-tree file holding exactly that object, if there is one. A working-tree file
+/// is staged (hashed now), so it is committed with the outputs and stays reachable.
+pub fn resolve_object(store: &mut Store, reference: &str) -> Result<(ObjectRef, Option<PathBuf>), RecordError> {
+    let workdir = store.workdir().to_path_buf();
+    let local = workdir.join(reference);
+    if !reference.contains(':') || local.exists() {
+        let tp = store.tree_path(&workdir, Path::new(reference))?;
+        store.add(&workdir, &[PathBuf::from(&tp)])?;
+        let e = store.staged()?.entries.remove(&tp).ok_or(srlm_store::StoreError::Missing(local.clone()))?;
+        return Ok((ObjectRef { id: e.id.0, kind: e.kind, path: tp }, Some(local)));
+    }
+    let (_, path, entry) = store.resolve_path(reference)?;
+    let obj = ObjectRef { id: entry.id.0, kind: entry.kind, path: path.clone() };
+    // the working-tree copy will do when it is that very object (a stat, thanks to the stat cache)
+    let wt = workdir.join(&path);
+    let same = wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id);
+    Ok((obj, same.then_some(wt)))
+}
+
+/// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read).
+pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), RecordError> {
+    let io = |source| RecordError::Io { path: dest.to_path_buf(), source };
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let entry = entry_of(obj.id, obj.kind);
+    let mut r = store.open_entry(&entry)?;
+    let mut f = std::fs::File::create(dest).map_err(io)?;
+    std::io::copy(&mut r, &mut f).map_err(io)?;
+    Ok(())
+}
+
+/// A tree entry naming object `id` (enough to read it back).
+fn entry_of(id: srlm_store::ObjectId, kind: EntryKind) -> TreeEntry {
+    TreeEntry { kind, id: ManifestId(id), size: 0, rows: None }
+}
+
+/// The committed run (reachable from HEAD) with this key, newest first, if any.
+pub fn find_committed(store: &Store, key: RunKey) -> Result<Option<(CommitId, RunId, RunRecord)>, RecordError> {
+    let Some(head) = store.head()?.commit() else { return Ok(None) };
+    for (id, c) in store.log(&head)? {
+        let Some(run) = c.run else { continue };
+        let record = RunRecord::load(store, run)?;
+        if record.status == RunStatus::Ok && record.key() == key {
+            return Ok(Some((id, run, record)));
+        }
+    }
+    Ok(None)
+}
+
+const PENDING: &str = "pending-run";
+
+/// Remember a run whose outputs are staged but not committed (`--no-commit`): the next
+/// `srlm commit` attaches it.
+pub fn set_pending_run(store: &Store, run: RunId) -> Result<(), RecordError> {
+    let path = store.store_dir().join(PENDING);
+    let mut tmp = tempfile::NamedTempFile::new_in(store.store_dir())
+        .map_err(|source| RecordError::Io { path: path.clone(), source })?;
+    std::io::Write::write_all(&mut tmp, run.to_string().as_bytes())
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|source| RecordError::Io { path: path.clone(), source })?;
+    tmp.persist(&path).map_err(|e| RecordError::Io { path: path.clone(), source: e.error })?;
+    Ok(())
+}
+
+/// The pending run, if any.
+pub fn pending_run(store: &Store) -> Result<Option<RunId>, RecordError> {
+    let path = store.store_dir().join(PENDING);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().parse()?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RecordError::Io { path, source }),
+    }
+}
+
+/// Forget the pending run (after a commit attached it).
+pub fn clear_pending_run(store_dir: &Path) -> Result<(), RecordError> {
+    let path = store_dir.join(PENDING);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RecordError::Io { path, source: e }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upper(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+        let text = std::fs::read_to_string(&io.inputs["src"])?;
+        std::fs::write(&io.outputs["out"], text.to_uppercase())?;
+        Ok([("rows".to_string(), Value::from(text.lines().count()))].into())
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let wd = d.path().canonicalize().unwrap();
+        Store::init(&wd).unwrap();
+        std::fs::write(wd.join("in.jsonl"), "{\"a\":\"x\"}\n{\"a\":\"y\"}\n").unwrap();
+        (d, wd)
+    }
+
+    fn stage() -> Stage {
+        Stage::new("upper", "1").input("src", "in.jsonl").output("out", "out/up.jsonl").params(serde_json::json!({"seed": 7}))
+    }
+
+    #[test]
+    fn a_stage_is_recorded_committed_and_indexed() {
+        let (_d, wd) = setup();
+        let o = run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        assert!(!o.reused);
+        assert_eq!(std::fs::read_to_string(wd.join("out/up.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        let store = Store::open(&wd).unwrap();
+        let commit = store.read_commit(&o.commit.unwrap()).unwrap();
+        assert_eq!(commit.run, Some(o.run));
+        let tree = store.read_tree(&commit.tree).unwrap();
+        // the output and the working-tree input are both committed, with the recorded ids
+        assert_eq!(tree.entries["out/up.jsonl"].id.0, o.record.outputs["out"].id);
+        assert_eq!(tree.entries["in.jsonl"].id.0, o.record.inputs["src"].id);
+        assert_eq!(store.runs_producing(&o.record.outputs["out"].id).unwrap(), vec![o.run]);
+        assert_eq!(store.runs_consuming(&o.record.inputs["src"].id).unwrap(), vec![o.run]);
+        let rec = RunRecord::load(&store, o.run).unwrap();
+        assert_eq!(rec.metrics["rows"], 2);
+        assert_eq!(rec.params["seed"], 7);
+        assert_eq!(rec.status, RunStatus::Ok);
+    }
+
+    #[test]
+    fn a_committed_run_is_reused_and_a_changed_param_is_not() {
+        let (_d, wd) = setup();
+        let first = run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        let mut again = stage();
+        again.reuse = true;
+        let o = run_stage(&wd, &again, &mut |_| {}, |_| panic!("must not run again")).unwrap();
+        assert!(o.reused);
+        assert_eq!((o.run, o.commit), (first.run, first.commit));
+        again.params = serde_json::json!({"seed": 8});
+        let o = run_stage(&wd, &again, &mut |_| {}, upper).unwrap();
+        assert!(!o.reused);
+        assert_ne!(o.run, first.run);
+    }
+
+    #[test]
+    fn a_failed_stage_commits_nothing_but_is_on_record() {
+        let (_d, wd) = setup();
+        let e = run_stage(&wd, &stage(), &mut |_| {}, |_| Err("out of memory".into())).unwrap_err();
+        let RecordError::StageFailed { run, message, .. } = e else { panic!("{e}") };
+        assert_eq!(message, "out of memory");
+        let store = Store::open(&wd).unwrap();
+        assert_eq!(store.head().unwrap().commit(), None);
+        let rec = RunRecord::load(&store, run).unwrap();
+        assert_eq!(rec.status, RunStatus::Failed);
+        assert!(rec.outputs.is_empty());
+    }
+
+    #[test]
+    fn no_commit_leaves_the_run_pending() {
+        let (_d, wd) = setup();
+        let mut s = stage();
+        s.commit = false;
+        let o = run_stage(&wd, &s, &mut |_| {}, upper).unwrap();
+        assert!(o.commit.is_none());
+        let store = Store::open(&wd).unwrap();
+        assert_eq!(pending_run(&store).unwrap(), Some(o.run));
+        assert!(store.staged().unwrap().entries.contains_key("out/up.jsonl"));
+        assert_eq!(store.head().unwrap().commit(), None);
+    }
+
+    #[test]
+    fn committed_inputs_are_read_from_the_store_when_the_file_changed() {
+        let (_d, wd) = setup();
+        run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
+        std::fs::write(wd.join("in.jsonl"), "{\"a\":\"changed\"}\n").unwrap();
+        let s = Stage::new("upper", "1").input("src", "HEAD:in.jsonl").output("out", "again.jsonl");
+        let o = run_stage(&wd, &s, &mut |_| {}, upper).unwrap();
+        assert_eq!(std::fs::read_to_string(wd.join("again.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        assert_eq!(o.record.inputs["src"].path, "in.jsonl");
+        let bad = Stage::new("upper", "1").input("src", "HEAD:missing.jsonl").output("out", "x.jsonl");
+        let e = run_stage(&wd, &bad, &mut |_| {}, upper).unwrap_err().to_string();
+        assert!(e.contains("src=HEAD:missing.jsonl") && e.contains("missing.jsonl"), "{e}");
+    }
+}

@@ -1,0 +1,457 @@
+//! Reproduction: replay the runs upstream of a revision from their recorded inputs and
+//! parameters, in scratch directories, and check every output id against the recorded one.
+//!
+//! Replay is a [`Registry`]: replay name (the stage name, or the record's `replay` field) → the
+//! stage function, the same `FnOnce(&mut StageIo) -> Result<Metrics, StageFailure>` shape that
+//! [`crate::stages::record::run_stage`] runs. To make a stage reproducible, register its
+//! function in [`default_registry`]:
+//!
+//! ```ignore
+//! reg.register("dpo", |io| crate::stages::dpo::run(io));
+//! ```
+//! During a replay `io.dir` is the scratch directory, `io.inputs` hold the recorded input
+//! objects (written out from the store), `io.params` the recorded parameters, and the outputs
+//! must be written to `io.outputs`. A function that cannot replay a record (code gone) returns
+//! [`NotReplayable`]; the run is then reported as refused with its reason.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use srlm_store::{ObjectId, RunId, Store};
+
+use compare::{diff_rows, diff_tensors, TensorDiff};
+pub use super::external::NotReplayable;
+use super::record::{materialise, Metrics, Progress, RecordError, StageFailure, StageIo};
+use crate::lineage::{self, Direction, LineageError};
+use crate::provenance::{ObjectRef, RunRecord};
+
+/// A replayable stage function.
+pub type ReplayFn = Box<dyn Fn(&mut StageIo) -> Result<Metrics, StageFailure>>;
+
+/// Replay name → stage function.
+#[derive(Default)]
+pub struct Registry {
+    map: BTreeMap<String, ReplayFn>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register (or replace) the function that replays runs named `name`.
+    pub fn register(&mut self, name: &str, f: impl Fn(&mut StageIo) -> Result<Metrics, StageFailure> + 'static) {
+        self.map.insert(name.to_string(), Box::new(f));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ReplayFn> {
+        self.map.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+}
+
+/// Every replay function srlm knows: external commands (`srlm run`); the model stages register
+/// here too.
+pub fn default_registry() -> Registry {
+    let mut reg = Registry::new();
+    reg.register(super::external::REPLAY, super::external::run_external);
+    reg
+}
+
+/// Errors that stop a reproduction as a whole (a run that cannot be replayed is a report, not
+/// an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ReproduceError {
+    #[error(transparent)]
+    Store(#[from] srlm_store::StoreError),
+    #[error(transparent)]
+    Lineage(#[from] LineageError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// One output of one replayed run.
+#[derive(Debug, Clone)]
+pub struct OutputCheck {
+    pub role: String,
+    pub path: String,
+    pub recorded: ObjectId,
+    /// None when the replay did not produce the file.
+    pub reproduced: Option<ObjectId>,
+    /// What differs, when it does (rows or tensors).
+    pub detail: Option<String>,
+}
+
+impl OutputCheck {
+    pub fn identical(&self) -> bool {
+        self.reproduced == Some(self.recorded)
+    }
+}
+
+/// The result of replaying one run.
+#[derive(Debug, Clone)]
+pub struct RunCheck {
+    pub run: RunId,
+    pub stage: String,
+    /// Why the run was not replayed (missing input object, no replay function, code gone).
+    pub refused: Option<String>,
+    /// The replay ran and failed.
+    pub failed: Option<String>,
+    pub outputs: Vec<OutputCheck>,
+}
+
+impl RunCheck {
+    pub fn ok(&self) -> bool {
+        self.refused.is_none() && self.failed.is_none() && self.outputs.iter().all(OutputCheck::identical)
+    }
+}
+
+/// The runs upstream of `start` in replay order (roots first); `last` keeps the `last` runs
+/// nearest the target.
+pub fn upstream_runs(store: &Store, start: Vec<ObjectRef>, last: Option<usize>) -> Result<Vec<(RunId, RunRecord)>, ReproduceError> {
+    let walk = lineage::walk(store, start, Direction::Up)?;
+    let mut runs: Vec<_> = walk.runs.into_iter().collect();
+    // deeper runs first: every run's inputs come from runs at a greater depth
+    runs.sort_by(|a, b| b.depth.cmp(&a.depth).then_with(|| a.record.started.cmp(&b.record.started)));
+    let skip = last.map(|n| runs.len().saturating_sub(n)).unwrap_or(0);
+    Ok(runs.into_iter().skip(skip).map(|r| (r.id, r.record)).collect())
+}
+
+/// Replay `runs` (from [`upstream_runs`]) with `registry`, each in its own scratch directory,
+/// in the store of working directory `workdir` (opened only around each replay, not during it).
+pub fn replay_runs(
+    workdir: &Path,
+    runs: &[(RunId, RunRecord)],
+    registry: &Registry,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<RunCheck>, ReproduceError> {
+    let mut checks = Vec::new();
+    for (i, (run, record)) in runs.iter().enumerate() {
+        let msg = format!("replaying {} (run {}), {}/{}", record.stage.name, run.short(), i + 1, runs.len());
+        progress(Progress { done: i as u64, total: runs.len() as u64, message: &msg });
+        checks.push(replay_one(workdir, *run, record, registry, progress)?);
+    }
+    Ok(checks)
+}
+
+fn replay_one(
+    workdir: &Path,
+    run: RunId,
+    record: &RunRecord,
+    registry: &Registry,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunCheck, ReproduceError> {
+    let mut check = RunCheck { run, stage: record.stage.name.clone(), refused: None, failed: None, outputs: Vec::new() };
+    let Some(f) = registry.get(record.replay_name()) else {
+        check.refused = Some(format!(
+            "no replay function is registered for stage `{}` (known: {})",
+            record.replay_name(),
+            registry.names().collect::<Vec<_>>().join(", ")
+        ));
+        return Ok(check);
+    };
+    let store = Store::open(workdir)?;
+    for (role, o) in &record.inputs {
+        if !store.has_object(&o.id)? {
+            check.refused = Some(format!("input {role} ({} {}) is missing from the store", o.path, o.id.short()));
+            return Ok(check);
+        }
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("srlm-replay-")
+        .tempdir()
+        .map_err(|source| ReproduceError::Io { path: std::env::temp_dir(), source })?;
+    let dir = scratch.path().join("work");
+    let recorded_dir = scratch.path().join("recorded");
+    let mut inputs = BTreeMap::new();
+    let mut placed: BTreeMap<String, ObjectId> = BTreeMap::new();
+    for (role, o) in &record.inputs {
+        // inputs go to their recorded paths (commands name them so); two different objects
+        // recorded at one path go under a per-role directory instead
+        let rel = match placed.get(&o.path) {
+            Some(id) if *id != o.id => format!(".srlm-inputs/{role}/{}", o.path),
+            _ => o.path.clone(),
+        };
+        let dest = dir.join(&rel);
+        if !dest.exists() {
+            materialise(&store, o, &dest)?;
+        }
+        placed.insert(rel, o.id);
+        inputs.insert(role.clone(), dest);
+    }
+    let mut outputs = BTreeMap::new();
+    for (role, o) in &record.outputs {
+        let dest = dir.join(&o.path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ReproduceError::Io { path: parent.to_path_buf(), source })?;
+        }
+        outputs.insert(role.clone(), dest);
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| ReproduceError::Io { path: dir.clone(), source })?;
+    drop(store);
+    let mut io = StageIo {
+        dir: &dir,
+        workdir,
+        params: &record.params,
+        inputs,
+        outputs: outputs.clone(),
+        progress,
+    };
+    if let Err(e) = f(&mut io) {
+        if let Some(n) = e.downcast_ref::<NotReplayable>() {
+            check.refused = Some(n.0.clone());
+        } else {
+            check.failed = Some(e.to_string());
+        }
+        return Ok(check);
+    }
+    let store = Store::open(workdir)?;
+    for (role, o) in &record.outputs {
+        let produced = &outputs[role];
+        // an absolute path is hashed where it is, exactly as `add` would (kind from its name)
+        let reproduced =
+            if produced.is_file() { Some(store.hash_file(&produced.to_string_lossy())?.id.0) } else { None };
+        let mut out = OutputCheck { role: role.clone(), path: o.path.clone(), recorded: o.id, reproduced, detail: None };
+        if reproduced.is_none() {
+            out.detail = Some("the replay did not write it".into());
+        } else if !out.identical() {
+            let rec_path = recorded_dir.join(&o.path);
+            materialise(&store, o, &rec_path)?;
+            out.detail = Some(describe_difference(&rec_path, produced, o));
+        }
+        check.outputs.push(out);
+    }
+    Ok(check)
+}
+
+/// Rows that differ for datasets, tensors for safetensors checkpoints, else nothing more.
+fn describe_difference(recorded: &Path, reproduced: &Path, o: &ObjectRef) -> String {
+    if o.kind == srlm_store::EntryKind::Dataset {
+        return match diff_rows(recorded, reproduced) {
+            Ok(d) => format!(
+                "{} of {} recorded rows differ; {} of {} reproduced rows are new",
+                d.only_recorded, d.rows_recorded, d.only_reproduced, d.rows_reproduced
+            ),
+            Err(e) => format!("rows not compared: {e}"),
+        };
+    }
+    if o.path.ends_with(".safetensors") {
+        return match diff_tensors(recorded, reproduced) {
+            Ok(d) if d.is_empty() => "tensors equal; metadata differs".into(),
+            Ok(d) => {
+                let parts: Vec<String> = d
+                    .iter()
+                    .map(|(name, t)| match t {
+                        TensorDiff::OnlyRecorded => format!("{name}: missing"),
+                        TensorDiff::OnlyReproduced => format!("{name}: extra"),
+                        TensorDiff::Layout { recorded, reproduced } => format!("{name}: {recorded} -> {reproduced}"),
+                        TensorDiff::Values { max_abs: Some(m), differing, total } => {
+                            format!("{name}: {differing}/{total} values, max abs diff {m:.3e}")
+                        }
+                        TensorDiff::Values { max_abs: None, differing, total } => {
+                            format!("{name}: {differing}/{total} values")
+                        }
+                    })
+                    .collect();
+                format!("{} tensor(s) differ: {}", d.len(), parts.join("; "))
+            }
+            Err(e) => format!("tensors not compared: {e}"),
+        };
+    }
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    format!("{} bytes recorded, {} reproduced", size(recorded), size(reproduced))
+}
+
+pub mod compare {
+    //! What differs between a recorded output and its reproduction: for datasets, how many rows
+    //! (by the BLAKE3 of each line's exact bytes, as the store addresses rows); for safetensors
+    //! checkpoints, which tensors and their largest absolute difference.
+    use std::collections::{BTreeMap, HashMap};
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+
+    use safetensors::{Dtype, SafeTensors};
+
+    /// Errors reading the files being compared.
+    #[derive(Debug, thiserror::Error)]
+    pub enum CompareError {
+        #[error("{path}: {source}")]
+        Io { path: PathBuf, source: std::io::Error },
+        #[error("{path}: not a safetensors file: {detail}")]
+        Safetensors { path: PathBuf, detail: String },
+    }
+
+    /// Rows on one side only (a row present twice on one side and once on the other counts once).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RowDiff {
+        pub rows_recorded: u64,
+        pub rows_reproduced: u64,
+        pub only_recorded: u64,
+        pub only_reproduced: u64,
+    }
+
+    /// Compare two JSONL files row by row (order-insensitive multiset of exact line bytes).
+    pub fn diff_rows(recorded: &Path, reproduced: &Path) -> Result<RowDiff, CompareError> {
+        let mut counts: HashMap<[u8; 32], i64> = HashMap::new();
+        let rows_recorded = for_each_row(recorded, |h| *counts.entry(h).or_insert(0) += 1)?;
+        let rows_reproduced = for_each_row(reproduced, |h| *counts.entry(h).or_insert(0) -= 1)?;
+        let only_recorded = counts.values().filter(|&&c| c > 0).map(|&c| c as u64).sum();
+        let only_reproduced = counts.values().filter(|&&c| c < 0).map(|&c| (-c) as u64).sum();
+        Ok(RowDiff { rows_recorded, rows_reproduced, only_recorded, only_reproduced })
+    }
+
+    fn for_each_row(path: &Path, mut f: impl FnMut([u8; 32])) -> Result<u64, CompareError> {
+        let io = |source| CompareError::Io { path: path.to_path_buf(), source };
+        let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut buf = Vec::new();
+        let mut n = 0;
+        loop {
+            buf.clear();
+            if r.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+                return Ok(n);
+            }
+            // the final newline's presence is part of the file, not of the row
+            let row = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            f(*blake3::hash(row).as_bytes());
+            n += 1;
+        }
+    }
+
+    /// How one tensor differs.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TensorDiff {
+        OnlyRecorded,
+        OnlyReproduced,
+        /// Shape or dtype changed: `recorded` vs `reproduced`, as text.
+        Layout { recorded: String, reproduced: String },
+        /// Same layout, different values; `max_abs` for float and integer dtypes.
+        Values { max_abs: Option<f64>, differing: u64, total: u64 },
+    }
+
+    /// The tensors that differ between two safetensors files, by name.
+    pub fn diff_tensors(recorded: &Path, reproduced: &Path) -> Result<BTreeMap<String, TensorDiff>, CompareError> {
+        let a_bytes = read(recorded)?;
+        let b_bytes = read(reproduced)?;
+        let a = parse(recorded, &a_bytes)?;
+        let b = parse(reproduced, &b_bytes)?;
+        let mut out = BTreeMap::new();
+        for (name, ta) in a.iter() {
+            let Ok(tb) = b.tensor(name) else {
+                out.insert(name.to_string(), TensorDiff::OnlyRecorded);
+                continue;
+            };
+            if ta.dtype() != tb.dtype() || ta.shape() != tb.shape() {
+                out.insert(
+                    name.to_string(),
+                    TensorDiff::Layout {
+                        recorded: format!("{:?}{:?}", ta.dtype(), ta.shape()),
+                        reproduced: format!("{:?}{:?}", tb.dtype(), tb.shape()),
+                    },
+                );
+                continue;
+            }
+            if ta.data() == tb.data() {
+                continue;
+            }
+            let (xa, xb) = (values(ta.dtype(), ta.data()), values(tb.dtype(), tb.data()));
+            let d = match (xa, xb) {
+                (Some(xa), Some(xb)) => {
+                    let mut max_abs = 0f64;
+                    let mut differing = 0;
+                    for (x, y) in xa.iter().zip(&xb) {
+                        if x.to_bits() != y.to_bits() {
+                            differing += 1;
+                            max_abs = max_abs.max((x - y).abs());
+                        }
+                    }
+                    TensorDiff::Values { max_abs: Some(max_abs), differing, total: xa.len() as u64 }
+                }
+                _ => {
+                    let w = ta.dtype().bitsize().div_ceil(8).max(1);
+                    let differing =
+                        ta.data().chunks(w).zip(tb.data().chunks(w)).filter(|(x, y)| x != y).count() as u64;
+                    TensorDiff::Values { max_abs: None, differing, total: (ta.data().len() / w) as u64 }
+                }
+            };
+            out.insert(name.to_string(), d);
+        }
+        for name in b.names() {
+            if a.tensor(name).is_err() {
+                out.insert(name.to_string(), TensorDiff::OnlyReproduced);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(path: &Path) -> Result<Vec<u8>, CompareError> {
+        std::fs::read(path).map_err(|source| CompareError::Io { path: path.to_path_buf(), source })
+    }
+
+    fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, CompareError> {
+        SafeTensors::deserialize(bytes)
+            .map_err(|e| CompareError::Safetensors { path: path.to_path_buf(), detail: e.to_string() })
+    }
+
+    /// Element values as f64 for the dtypes a checkpoint uses.
+    fn values(dtype: Dtype, data: &[u8]) -> Option<Vec<f64>> {
+        fn conv<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+            data.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact gives N bytes"))).collect()
+        }
+        Some(match dtype {
+            Dtype::F32 => conv(data, |b| f32::from_le_bytes(b) as f64),
+            Dtype::F64 => conv(data, f64::from_le_bytes),
+            Dtype::F16 => conv(data, |b| half::f16::from_le_bytes(b).to_f64()),
+            Dtype::BF16 => conv(data, |b| half::bf16::from_le_bytes(b).to_f64()),
+            Dtype::I32 => conv(data, |b| i32::from_le_bytes(b) as f64),
+            Dtype::I64 => conv(data, |b| i64::from_le_bytes(b) as f64),
+            Dtype::U8 => conv(data, |b: [u8; 1]| b[0] as f64),
+            Dtype::I8 => conv(data, |b: [u8; 1]| b[0] as i8 as f64),
+            _ => return None,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rows_counted_by_content_not_order() {
+            let d = tempfile::tempdir().unwrap();
+            let (a, b) = (d.path().join("a"), d.path().join("b"));
+            std::fs::write(&a, "{\"x\":1}\n{\"x\":2}\n{\"x\":3}\n").unwrap();
+            std::fs::write(&b, "{\"x\":3}\n{\"x\":1}\n{\"x\":4}\n{\"x\":5}").unwrap();
+            let r = diff_rows(&a, &b).unwrap();
+            assert_eq!(r, RowDiff { rows_recorded: 3, rows_reproduced: 4, only_recorded: 1, only_reproduced: 2 });
+        }
+
+        #[test]
+        fn tensors_report_name_and_max_abs() {
+            use safetensors::tensor::TensorView;
+            let d = tempfile::tempdir().unwrap();
+            let write = |p: &Path, w: [f32; 3], extra: bool| {
+                let wb: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let bb: Vec<u8> = [1f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+                let mut t = vec![
+                    ("w", TensorView::new(Dtype::F32, vec![3], &wb).unwrap()),
+                    ("b", TensorView::new(Dtype::F32, vec![2], &bb).unwrap()),
+                ];
+                if extra {
+                    t.push(("e", TensorView::new(Dtype::F32, vec![2], &bb).unwrap()));
+                }
+                safetensors::serialize_to_file(t, None, p).unwrap();
+            };
+            let (a, b) = (d.path().join("a"), d.path().join("b"));
+            write(&a, [1.0, 2.0, 3.0], false);
+            write(&b, [1.0, 2.5, 2.0], true);
+            let diff = diff_tensors(&a, &b).unwrap();
+            assert_eq!(diff.len(), 2, "{diff:?}");
+            assert_eq!(diff["w"], TensorDiff::Values { max_abs: Some(1.0), differing: 2, total: 3 });
+            assert_eq!(diff["e"], TensorDiff::OnlyReproduced);
+        }
+    }
+}
