@@ -1,0 +1,212 @@
+//! Diffing files and directories outside any store (`srlm diff --files A B`): every line is
+//! parsed once into a row record; the engine then re-reads only the lines it must show or
+//! compare field by field.
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::engine::{self, DatasetDiff, DiffOptions, RowFetch, Side};
+use super::record::{is_blank, make_record, parse_row, RowRecord, SchemaTable, SideSpec};
+use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
+use super::DatasetError;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
+    move |source| DatasetError::Io { path: path.to_owned(), source }
+}
+
+/// Call `f(line_number, line_bytes)` for each non-blank line (newline and `\r` stripped);
+/// `f` returns `false` to stop early.
+pub fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(u32, &[u8]) -> Result<bool, DatasetError>,
+) -> Result<(), DatasetError> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    let mut buf = Vec::new();
+    let mut line = 0u32;
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).map_err(io_err(path))? == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let mut bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if is_blank(bytes) {
+            continue;
+        }
+        if !f(line, bytes)? {
+            return Ok(());
+        }
+    }
+}
+
+/// The first row of a JSONL file (`None`: no rows).
+pub fn first_row(path: &Path, label: &str) -> Result<Option<Map<String, Value>>, DatasetError> {
+    let mut first = None;
+    for_each_line(path, |line, bytes| {
+        first = Some(parse_row(label, line as u64, bytes)?);
+        Ok(false)
+    })?;
+    Ok(first)
+}
+
+/// Parse every line of a JSONL file into records.
+pub fn read_records(path: &Path, label: &str, spec: &SideSpec) -> Result<(Vec<RowRecord>, SchemaTable), DatasetError> {
+    let key = spec.key_spec();
+    let mut table = SchemaTable::default();
+    let mut records = Vec::new();
+    for_each_line(path, |line, bytes| {
+        let row = parse_row(label, line as u64, bytes)?;
+        let id = *blake3::hash(bytes).as_bytes();
+        records.push(make_record(spec, &key, &mut table, label, line, id, &row)?);
+        Ok(true)
+    })?;
+    Ok((records, table))
+}
+
+/// Rows of a file (or of no file: a side where the dataset does not exist).
+pub struct FileRows(pub Option<PathBuf>);
+
+impl RowFetch for FileRows {
+    fn fetch(
+        &mut self,
+        wanted: &[RowRecord],
+        f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
+    ) -> Result<(), DatasetError> {
+        let Some(path) = &self.0 else { return Ok(()) };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut k = 0;
+        for_each_line(path, |line, bytes| {
+            while k < wanted.len() && wanted[k].line == line {
+                f(k, bytes)?;
+                k += 1;
+            }
+            Ok(k < wanted.len())
+        })
+    }
+}
+
+/// Row-level diff of two JSONL files (`None`: the dataset is absent on that side).
+pub fn diff_files(a: Option<&Path>, b: Option<&Path>, opts: &DiffOptions) -> Result<DatasetDiff, DatasetError> {
+    let label = |p: Option<&Path>| p.map(|p| p.display().to_string()).unwrap_or_else(|| "(absent)".into());
+    let (la, lb) = (label(a), label(b));
+    let first = |p: Option<&Path>, l: &str| p.map(|p| first_row(p, l)).transpose().map(Option::flatten);
+    let (fa, fb) = (first(a, &la)?, first(b, &lb)?);
+    let mut specs = engine::plan_many(&[fa, fb], opts.key.as_ref()).into_iter();
+    let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
+    let read = |p: Option<&Path>, l: &str, s: &SideSpec| match p {
+        Some(p) => read_records(p, l, s),
+        None => Ok((Vec::new(), SchemaTable::default())),
+    };
+    let (ra, ta) = read(a, &la, &sa)?;
+    let (rb, tb) = read(b, &lb, &sb)?;
+    let (mut fa, mut fb) = (FileRows(a.map(Path::to_owned)), FileRows(b.map(Path::to_owned)));
+    engine::diff(
+        Side { label: la, spec: sa, records: ra, schemas: ta.schemas, rows: &mut fa },
+        Side { label: lb, spec: sb, records: rb, schemas: tb.schemas, rows: &mut fb },
+        opts,
+    )
+}
+
+/// True when the file looks binary (a NUL byte in its first 8000 bytes, git's heuristic).
+pub fn looks_binary(path: &Path) -> Result<bool, DatasetError> {
+    let mut head = Vec::with_capacity(8000);
+    File::open(path).map_err(io_err(path))?.take(8000).read_to_end(&mut head).map_err(io_err(path))?;
+    Ok(head.contains(&0))
+}
+
+/// True for paths diffed row by row.
+pub fn is_dataset_path(path: &str) -> bool {
+    path.ends_with(".jsonl") || path.ends_with(".ndjson")
+}
+
+fn entry_side(path: &Path) -> Result<EntrySide, DatasetError> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(File::open(path).map_err(io_err(path))?).map_err(io_err(path))?;
+    let size = std::fs::metadata(path).map_err(io_err(path))?.len();
+    Ok(EntrySide { id: h.finalize().to_hex().to_string(), size, rows: None })
+}
+
+/// Relative paths of the files under `root` (sorted, `/`-separated; `.srlm` and `.git` skipped).
+fn walk(root: &Path) -> Result<Vec<String>, DatasetError> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let e = e.map_err(io_err(&dir))?;
+            let name = e.file_name();
+            if name == ".srlm" || name == ".git" {
+                continue;
+            }
+            let p = rel.join(&name);
+            if e.file_type().map_err(io_err(&e.path()))?.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Diff two files or two directories: changed paths, and a row-level diff of each changed
+/// JSONL dataset. With `keep_going`, a dataset that fails is reported and the others go on.
+pub fn diff_paths(a: &Path, b: &Path, opts: &DiffOptions, keep_going: bool) -> Result<Report, DatasetError> {
+    let mut report = Report::new(a.display().to_string(), b.display().to_string());
+    let pairs: Vec<(String, Option<PathBuf>, Option<PathBuf>)> = match (a.is_dir(), b.is_dir()) {
+        (false, false) => vec![(b.display().to_string(), Some(a.to_owned()), Some(b.to_owned()))],
+        (true, true) => {
+            let (wa, wb) = (walk(a)?, walk(b)?);
+            let mut all: Vec<&String> = wa.iter().chain(wb.iter()).collect();
+            all.sort();
+            all.dedup();
+            all.into_iter()
+                .map(|p| {
+                    let side = |root: &Path, w: &[String]| w.binary_search(p).is_ok().then(|| root.join(p));
+                    (p.clone(), side(a, &wa), side(b, &wb))
+                })
+                .collect()
+        }
+        _ => {
+            return Err(DatasetError::Usage(format!(
+                "--files needs two files or two directories, got {} and {}",
+                a.display(),
+                b.display()
+            )))
+        }
+    };
+    for (path, pa, pb) in pairs {
+        let (ea, eb) = (pa.as_deref().map(entry_side).transpose()?, pb.as_deref().map(entry_side).transpose()?);
+        let status = match (&ea, &eb) {
+            (Some(x), Some(y)) if x == y => {
+                report.unchanged_paths += 1;
+                continue;
+            }
+            (Some(_), Some(_)) => "modified",
+            (None, _) => "added",
+            (_, None) => "removed",
+        };
+        let mut binary = false;
+        for p in [&pa, &pb].into_iter().flatten() {
+            binary |= looks_binary(p)?;
+        }
+        let dataset = !binary && (is_dataset_path(&path) || pa.is_some() && pb.is_some() && !a.is_dir());
+        let kind = if binary { "binary" } else if dataset { "dataset" } else { "file" };
+        report.changes.push(EntryChange { path: path.clone(), status, kind: kind.into(), a: ea, b: eb });
+        if !dataset {
+            continue;
+        }
+        match diff_files(pa.as_deref(), pb.as_deref(), opts) {
+            Ok(diff) => report.datasets.push(DatasetReport { path, diff }),
+            Err(e) if keep_going => report.errors.push(ErrorReport::new(&path, &e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,294 @@
+//! Row records: what the diff and the statistics need to know about one row (its id, its key
+//! hash, a few lengths and scores, its schema), computed once per row so that a row present in
+//! both versions of a dataset never has to be parsed again.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::kind::{DatasetKind, KeySpec};
+use super::DatasetError;
+
+/// BLAKE3 of a row's bytes (for files: the line without its newline; for committed datasets:
+/// the store's row id).
+pub type RowId = [u8; 32];
+
+/// A length slot that the row does not have.
+pub const NO_LEN: u32 = u32::MAX;
+
+/// Score slot states (two bits per slot in [`RowRecord::flags`]).
+pub const SCORE_ABSENT: u8 = 0;
+pub const SCORE_PARSED: u8 = 1;
+pub const SCORE_UNPARSED: u8 = 2;
+/// Flag bit: `chosen == rejected`.
+pub const FLAG_SAME_PAIR: u8 = 1 << 4;
+
+/// One row, reduced to what the diff and the statistics need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRecord {
+    pub id: RowId,
+    /// First 16 bytes of the BLAKE3 of the key fields' canonical JSON.
+    pub key: u128,
+    /// 1-based line in the file (committed datasets: position in the manifest).
+    pub line: u32,
+    /// Lengths in characters of the side's length fields ([`NO_LEN`]: field absent).
+    pub lens: [u32; 3],
+    /// Scores of the side's score fields (meaningful when the slot state is [`SCORE_PARSED`]).
+    pub scores: [f32; 2],
+    /// Score slot states (bits 0-1, 2-3) and [`FLAG_SAME_PAIR`].
+    pub flags: u8,
+    /// Index into the side's schema table.
+    pub schema: u32,
+}
+
+impl RowRecord {
+    /// State of score slot `i`.
+    pub fn score_state(&self, i: usize) -> u8 {
+        (self.flags >> (2 * i)) & 3
+    }
+    /// Score of slot `i` if it parsed.
+    pub fn score(&self, i: usize) -> Option<f32> {
+        (self.score_state(i) == SCORE_PARSED).then_some(self.scores[i])
+    }
+}
+
+/// A row's schema: its fields in order with their JSON types.
+pub type Schema = Vec<(String, String)>;
+
+/// How one side turns rows into records: the shared key, and the side's own statistics fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SideSpec {
+    pub kind: String,
+    /// Key fields (empty: the whole row).
+    pub key: Vec<String>,
+    pub length_fields: Vec<String>,
+    pub score_fields: Vec<String>,
+    /// Whether to compare `chosen` with `rejected` (preference pairs).
+    pub pairs: bool,
+}
+
+impl SideSpec {
+    /// The spec for a side whose first row is `first`, with the key shared by both sides.
+    pub fn new(kind: DatasetKind, first: &Map<String, Value>, key: &KeySpec) -> SideSpec {
+        SideSpec {
+            kind: kind.name().into(),
+            key: key.fields().to_vec(),
+            length_fields: kind.length_fields(first).into_iter().take(3).collect(),
+            score_fields: kind.score_fields(first).into_iter().take(2).collect(),
+            pairs: kind == DatasetKind::Aift,
+        }
+    }
+
+    /// The key as a [`KeySpec`].
+    pub fn key_spec(&self) -> KeySpec {
+        if self.key.is_empty() {
+            KeySpec::WholeRow
+        } else {
+            KeySpec::Fields(self.key.clone())
+        }
+    }
+
+    /// A short stable digest of the spec (names cache files).
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("spec serialises");
+        blake3::hash(&bytes).to_hex()[..16].to_string()
+    }
+}
+
+/// Parse one line of a JSONL file into an object, with errors naming file and line.
+pub fn parse_row(file: &str, line: u64, bytes: &[u8]) -> Result<Map<String, Value>, DatasetError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| DatasetError::NotUtf8 {
+        file: file.into(),
+        line,
+        offset: e.valid_up_to(),
+    })?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(DatasetError::NotObject { file: file.into(), line }),
+        Err(e) => Err(DatasetError::NotJson { file: file.into(), line, message: e.to_string() }),
+    }
+}
+
+/// True for lines that hold no row (empty or whitespace only): JSONL readers skip them.
+pub fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Length in characters of a field value: a string's characters; a list of chat messages counts
+/// the characters of their `content` (TRL's conversational format); other values their JSON.
+pub fn value_len(v: &Value) -> u32 {
+    let n = match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => return items.iter().map(value_len).fold(0u32, u32::saturating_add),
+        Value::Object(m) => match m.get("content") {
+            Some(c) => return value_len(c),
+            None => v.to_string().chars().count(),
+        },
+        Value::Null => 0,
+        other => other.to_string().chars().count(),
+    };
+    u32::try_from(n).unwrap_or(NO_LEN - 1)
+}
+
+/// A score: a number, a numeric string, a judgement text with `Score: N`, or a list of samples
+/// (averaged, as the paper averages three judge samples). `None`: present but unparseable.
+pub fn parse_score(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let t = s.trim();
+            t.parse::<f64>().ok().or_else(|| {
+                let (i, m) = t.match_indices("Score:").last()?;
+                let rest = t[i + m.len()..].trim_start();
+                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+                rest[..end].trim_end_matches('.').parse().ok()
+            })
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let xs: Option<Vec<f64>> = items.iter().map(parse_score).collect();
+            xs.map(|xs| xs.iter().sum::<f64>() / xs.len() as f64)
+        }
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Builds records for one side: owns the side's schema table.
+#[derive(Debug, Default)]
+pub struct SchemaTable {
+    pub schemas: Vec<Schema>,
+    index: HashMap<Schema, u32>,
+}
+
+impl SchemaTable {
+    /// A table holding `schemas` (as loaded from a cache).
+    pub fn from_schemas(schemas: Vec<Schema>) -> SchemaTable {
+        let index = schemas.iter().cloned().enumerate().map(|(i, s)| (s, i as u32)).collect();
+        SchemaTable { schemas, index }
+    }
+
+    /// The index of `schema`, added if new.
+    pub fn intern(&mut self, schema: Schema) -> u32 {
+        if let Some(&i) = self.index.get(&schema) {
+            return i;
+        }
+        let i = self.schemas.len() as u32;
+        self.index.insert(schema.clone(), i);
+        self.schemas.push(schema);
+        i
+    }
+
+    fn intern_row(&mut self, row: &Map<String, Value>) -> u32 {
+        let schema: Schema = row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect();
+        self.intern(schema)
+    }
+}
+
+/// The record of one parsed row.
+pub fn make_record(
+    spec: &SideSpec,
+    key: &KeySpec,
+    table: &mut SchemaTable,
+    file: &str,
+    line: u32,
+    id: RowId,
+    row: &Map<String, Value>,
+) -> Result<RowRecord, DatasetError> {
+    let key_hash = key.key_hash(row).map_err(|field| DatasetError::MissingKey {
+        file: file.into(),
+        line: line.into(),
+        field,
+        key: key.describe(),
+    })?;
+    let mut lens = [NO_LEN; 3];
+    for (slot, f) in spec.length_fields.iter().enumerate() {
+        if let Some(v) = row.get(f) {
+            lens[slot] = value_len(v);
+        }
+    }
+    let mut scores = [0f32; 2];
+    let mut flags = 0u8;
+    for (slot, f) in spec.score_fields.iter().enumerate() {
+        let state = match row.get(f) {
+            None | Some(Value::Null) => SCORE_ABSENT,
+            Some(v) => match parse_score(v) {
+                Some(x) => {
+                    scores[slot] = x as f32;
+                    SCORE_PARSED
+                }
+                None => SCORE_UNPARSED,
+            },
+        };
+        flags |= state << (2 * slot);
+    }
+    if spec.pairs && row.get("chosen").is_some() && row.get("chosen") == row.get("rejected") {
+        flags |= FLAG_SAME_PAIR;
+    }
+    Ok(RowRecord { id, key: key_hash, line, lens, scores, flags, schema: table.intern_row(row) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lengths_count_characters_and_chat_contents() {
+        assert_eq!(value_len(&json!("héllo")), 5);
+        assert_eq!(
+            value_len(&json!([{"role": "user", "content": "abc"}, {"role": "assistant", "content": "de"}])),
+            5
+        );
+        assert_eq!(value_len(&json!(null)), 0);
+    }
+
+    #[test]
+    fn scores_parse_from_numbers_strings_judgements_and_samples() {
+        assert_eq!(parse_score(&json!(4)), Some(4.0));
+        assert_eq!(parse_score(&json!(" 3.5 ")), Some(3.5));
+        assert_eq!(parse_score(&json!("Clear and complete.\nScore: 5")), Some(5.0));
+        assert_eq!(parse_score(&json!("Score: 4.")), Some(4.0));
+        assert_eq!(parse_score(&json!([4, 5, 3])), Some(4.0));
+        assert_eq!(parse_score(&json!("excellent")), None);
+        assert_eq!(parse_score(&json!([4, "x"])), None);
+        assert_eq!(parse_score(&json!(true)), None);
+    }
+
+    #[test]
+    fn records_carry_key_lengths_scores_and_flags() {
+        let row = json!({"prompt": "p", "chosen": "same", "rejected": "same", "score_chosen": 4, "score_rejected": "n/a"});
+        let row = row.as_object().unwrap();
+        let key = KeySpec::parse("prompt").unwrap();
+        let spec = SideSpec::new(DatasetKind::Aift, row, &key);
+        let mut t = SchemaTable::default();
+        let r = make_record(&spec, &key, &mut t, "f.jsonl", 7, [0; 32], row).unwrap();
+        assert_eq!(r.lens, [1, 4, 4]);
+        assert_eq!(r.score(0), Some(4.0));
+        assert_eq!(r.score_state(1), SCORE_UNPARSED);
+        assert!(r.flags & FLAG_SAME_PAIR != 0);
+        assert_eq!(t.schemas[r.schema as usize][4], ("score_rejected".into(), "string".into()));
+
+        let bad = json!({"chosen": "c", "rejected": "r"});
+        let e = make_record(&spec, &key, &mut t, "f.jsonl", 9, [0; 32], bad.as_object().unwrap()).unwrap_err();
+        assert_eq!(e.to_string().split(" (").next().unwrap(), "f.jsonl:9: field `prompt` is missing");
+    }
+
+    #[test]
+    fn parse_errors_name_file_and_line() {
+        assert!(matches!(parse_row("a", 3, b"{\"x\": 1"), Err(DatasetError::NotJson { line: 3, .. })));
+        assert!(matches!(parse_row("a", 4, b"[1]"), Err(DatasetError::NotObject { line: 4, .. })));
+        let e = parse_row("a", 5, b"{\"x\": \"\xff\"}").unwrap_err();
+        assert_eq!(e.to_string(), "a:5: not valid UTF-8 (byte 7 of the line)");
+    }
+}
