@@ -1,0 +1,190 @@
+//! `fsck`: re-hash every object and piece, and check every reference (refs → commits → trees →
+//! manifests → pieces, run records, the staging area).
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::objects::{tag_of, Manifest, RunObject};
+use crate::pack::{PackIndex, Packs};
+use crate::{Commit, ObjectId, Result, Store, Tree};
+
+/// What `fsck` checked and found. `problems` are corruption or dangling references; `notes` are
+/// harmless leftovers (temp files of interrupted writes) that `gc` removes.
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub loose_objects: u64,
+    pub packs: u64,
+    pub pieces: u64,
+    pub refs: u64,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Store {
+    /// Verify the whole store. Never modifies it.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut rep = FsckReport::default();
+        let packs_dir = self.store_dir().join("packs");
+        // 1. packs: every piece re-hashed (frames read in file order, each decompressed once)
+        let mut pieces: HashMap<ObjectId, u32> = HashMap::new();
+        let mut reader = Packs::new(packs_dir.clone());
+        for name in Packs::names(&packs_dir)? {
+            let ix = match PackIndex::load(&packs_dir.join(format!("{name}.idx"))) {
+                Ok(ix) => ix,
+                Err(e) => {
+                    rep.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            rep.packs += 1;
+            let mut entries: Vec<_> = ix.entries().collect();
+            entries.sort_by_key(|e| (e.frame_off, e.off));
+            for e in entries {
+                rep.pieces += 1;
+                match reader.read_entry(&name, &e) {
+                    Ok(_) => {
+                        pieces.insert(e.id, e.len);
+                    }
+                    Err(err) => rep.problems.push(format!("pack {name}: {err}")),
+                }
+            }
+        }
+        // 2. loose objects: re-hashed, decoded, references collected
+        let mut kinds: HashMap<ObjectId, &'static str> = HashMap::new();
+        let mut manifests: HashMap<ObjectId, (bool, u64, u64)> = HashMap::new();
+        let mut wants: Vec<(ObjectId, ObjectId, &'static str)> = Vec::new();
+        let mut trees: Vec<(ObjectId, Tree)> = Vec::new();
+        for id in crate::loose::list(&self.objects_dir())? {
+            rep.loose_objects += 1;
+            let raw = match self.get_object(&id) {
+                Ok(r) => r,
+                Err(e) => {
+                    rep.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let kind = tag_of(&raw).unwrap_or("object");
+            let parsed: Result<()> = (|| {
+                match kind {
+                    "commit" => {
+                        let c = Commit::decode(&id, &raw)?;
+                        wants.push((id, c.tree.0, "tree"));
+                        wants.extend(c.parents.iter().map(|p| (id, p.0, "commit")));
+                        wants.extend(c.run.iter().map(|r| (id, r.0, "run")));
+                    }
+                    "tree" => trees.push((id, Tree::decode(&id, &raw)?)),
+                    "manifest" => {
+                        let m = Manifest::decode(&id, &raw)?;
+                        for (piece, len) in m.pieces() {
+                            match pieces.get(&piece.0) {
+                                Some(l) if l == len => {}
+                                Some(_) => rep.problems.push(format!(
+                                    "manifest {id}: piece {piece} has the wrong length"
+                                )),
+                                None => rep.problems.push(format!(
+                                    "manifest {id}: piece {piece} is missing or corrupt"
+                                )),
+                            }
+                        }
+                        let rows = match &m {
+                            Manifest::Rows(r) => (true, r.rows.len() as u64),
+                            Manifest::Chunks(_) => (false, 0),
+                        };
+                        manifests.insert(id, (rows.0, m.size(), rows.1));
+                    }
+                    "run" => {
+                        RunObject::decode(&id, &raw)?;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })();
+            match parsed {
+                Ok(()) => {
+                    kinds.insert(id, kind);
+                }
+                Err(e) => rep.problems.push(e.to_string()),
+            }
+        }
+        for (tid, t) in &trees {
+            for (path, e) in &t.entries {
+                match manifests.get(&e.id.0) {
+                    None => rep.problems.push(format!(
+                        "tree {tid}: '{path}' names manifest {} which is missing or corrupt",
+                        e.id
+                    )),
+                    Some(&(is_rows, size, rows)) => {
+                        let want_rows = e.kind == crate::EntryKind::Dataset;
+                        if is_rows != want_rows
+                            || size != e.size
+                            || (want_rows && e.rows != Some(rows))
+                        {
+                            rep.problems.push(format!(
+                                "tree {tid}: '{path}' disagrees with its manifest (kind/size/rows)"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (from, to, want) in wants {
+            match kinds.get(&to) {
+                Some(k) if *k == want => {}
+                _ => rep.problems.push(format!("{from}: {want} {to} is missing or corrupt")),
+            }
+        }
+        // 3. refs and the staging area
+        let mut refs = self.index().refs_with_prefix("refs/")?;
+        if let Some(h) = self.index().get_ref("HEAD")? {
+            if !h.starts_with("ref: ") {
+                refs.push(("HEAD".into(), h));
+            }
+        }
+        for (name, v) in refs {
+            rep.refs += 1;
+            match v.parse::<ObjectId>() {
+                Ok(id) if kinds.get(&id) == Some(&"commit") => {}
+                _ => rep.problems.push(format!("ref {name} points at a missing commit {v}")),
+            }
+        }
+        for (path, e) in self.index().stage_entries()? {
+            if !manifests.contains_key(&e.id.0) {
+                rep.problems.push(format!("staged '{path}': manifest {} is missing", e.id));
+            }
+        }
+        // 4. leftovers of interrupted writes
+        let tmp = std::fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
+        if tmp > 0 {
+            rep.notes.push(format!("{tmp} temp file(s) of interrupted writes in .srlm/tmp (gc removes them)"));
+        }
+        let orphans = orphan_packs(&packs_dir)?;
+        if !orphans.is_empty() {
+            rep.notes.push(format!(
+                "{} pack(s) without an index, left by an interrupted add (gc removes them)",
+                orphans.len()
+            ));
+        }
+        Ok(rep)
+    }
+}
+
+/// `.pack` files with no `.idx` beside them.
+pub(crate) fn orphan_packs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().map(|x| x == "pack").unwrap_or(false) && !p.with_extension("idx").exists()
+            {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
