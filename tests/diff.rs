@@ -130,7 +130,7 @@ fn text_output_fits_80_columns_and_highlights_words() {
         assert!(line.chars().count() <= 80, "wider than 80 columns: {line:?}");
     }
     assert!(text.contains("+4 added  -59 removed  ~59 modified  =465 unchanged"), "{text}");
-    assert!(text.contains("{+(edited v2)+}"), "{text}");
+    assert!(text.contains("{+ (edited"), "{text}");
     assert!(text.contains("chosen length mean / median"));
     let stat = ok(dir.path(), &["diff", "--files", "a.jsonl", "b.jsonl", "--stat"]);
     assert!(stat.contains("=465 unchanged"));
@@ -299,4 +299,120 @@ fn trend_over_three_files() {
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "{line:?}");
     }
+}
+
+/// Commit each version of `aift.jsonl` in a fresh store (through the store library, so the test
+/// does not depend on the other verbs) and tag them M1, M2, ….
+fn commit_versions(dir: &Path, versions: &[&[Value]]) {
+    let mut store = srlm_store::Store::init(dir).unwrap();
+    for (i, rows) in versions.iter().enumerate() {
+        write_rows(&dir.join("aift.jsonl"), rows);
+        store.add(dir, &[std::path::PathBuf::from("aift.jsonl")]).unwrap();
+        let id = store
+            .commit(&srlm_store::CommitOptions { message: format!("AIFT(M{})", i + 1), ..Default::default() })
+            .unwrap();
+        store.set_tag(&format!("M{}", i + 1), &id, false).unwrap();
+    }
+}
+
+#[test]
+fn real_pairs_from_two_commits_give_exactly_the_known_counts() {
+    let Some(src) = common::shared_data(PAIRS) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let base = lines_of(&std::fs::read_to_string(&src).unwrap());
+    let d = derive(&base, 25, "v2");
+    commit_versions(dir.path(), &[&base, &d.rows]);
+    let unchanged = base.len() as u64 - d.removed - d.modified;
+    let want = (d.added, d.removed, d.modified, unchanged);
+
+    // Cold (no record cache), then warm (from the cache): the same answer.
+    for round in ["cold", "warm"] {
+        let doc = json_of(dir.path(), &["diff", "M1", "M2", "--json"]);
+        assert_eq!(summary(&doc, 0), want, "{round}");
+        assert_eq!(doc["changes"][0]["path"], "aift.jsonl");
+        assert_eq!(doc["changes"][0]["kind"], "dataset");
+        assert_eq!(doc["changes"][0]["b"]["rows"], json!(d.rows.len()));
+        let ds = &doc["datasets"][0];
+        assert_eq!(ds["field_changes"], json!({"chosen": d.modified}));
+        assert_eq!(ds["a"]["label"], "M1:aift.jsonl");
+        assert_eq!(ds["b"]["stats"]["rows"], json!(d.rows.len()));
+        let m = &ds["examples"]["modified"][0];
+        assert_eq!((m["line_a"].as_u64(), m["line_b"].as_u64()), (Some(2), Some(1)));
+    }
+    let cache = dir.path().join(".srlm/cache/diff");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "one record file per manifest");
+
+    // The statistics equal those of the file diff of the same two versions.
+    std::fs::copy(&src, dir.path().join("a.jsonl")).unwrap();
+    write_rows(&dir.path().join("b.jsonl"), &d.rows);
+    let files = json_of(dir.path(), &["diff", "--files", "a.jsonl", "b.jsonl", "--json"]);
+    let commits = json_of(dir.path(), &["diff", "M1", "M2", "aift.jsonl", "--json"]);
+    assert_eq!(files["datasets"][0]["a"]["stats"], commits["datasets"][0]["a"]["stats"]);
+    assert_eq!(files["datasets"][0]["b"]["stats"], commits["datasets"][0]["b"]["stats"]);
+
+    // --stat reads no rows beyond the records and still counts; paths filter.
+    let stat = ok(dir.path(), &["diff", "M1", "M2", "--stat"]);
+    assert!(stat.contains(&format!("+{} added  -{} removed  ~{} modified  ={unchanged} unchanged", d.added, d.removed, d.modified)), "{stat}");
+    let none = json_of(dir.path(), &["diff", "M1", "M2", "other.jsonl", "--json"]);
+    assert!(none["changes"].as_array().unwrap().is_empty());
+    // A damaged cache file is rebuilt, not trusted.
+    for e in std::fs::read_dir(&cache).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len() / 2;
+        bytes[n] ^= 0xff;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    assert_eq!(summary(&json_of(dir.path(), &["diff", "M1", "M2", "--json"]), 0), want);
+}
+
+#[test]
+fn trend_over_three_commits() {
+    let Some(src) = common::shared_data(PAIRS) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let base = lines_of(&std::fs::read_to_string(&src).unwrap());
+    let m2 = derive(&base, 10, "m2");
+    let m3 = derive(&m2.rows, 20, "m3");
+    commit_versions(dir.path(), &[&base, &m2.rows, &m3.rows]);
+    let doc = json_of(dir.path(), &["diff", "M1", "M2", "M3", "--path", "aift.jsonl", "--json"]);
+    assert_eq!(doc["schema"], "srlm.trend/v1");
+    let revs = doc["revisions"].as_array().unwrap();
+    let rows: Vec<u64> = revs.iter().map(|r| r["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![583, m2.rows.len() as u64, m3.rows.len() as u64]);
+    assert_eq!(revs[1]["overlap_prev"].as_u64(), Some(m2.rows.len() as u64 - 10));
+    assert_eq!(revs[2]["overlap_prev"].as_u64(), Some(m3.rows.len() as u64 - 20));
+    let mean = |rows: &[Value]| rows.iter().map(|r| r["chosen"].as_str().unwrap().chars().count()).sum::<usize>() as f64 / rows.len() as f64;
+    for (r, want) in revs.iter().zip([mean(&base), mean(&m2.rows), mean(&m3.rows)]) {
+        assert!((r["chosen_len_mean"].as_f64().unwrap() - want).abs() < 1e-9);
+    }
+    let text = ok(dir.path(), &["diff", "M1", "M2", "M3", "--path", "aift.jsonl"]);
+    assert!(text.lines().any(|l| l.contains("M3") && l.contains(&m3.rows.len().to_string())), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{line:?}");
+    }
+}
+
+#[test]
+fn committed_bad_rows_name_revision_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = json!({"prompt": "p", "chosen": "c", "rejected": "r"});
+    let mut store = srlm_store::Store::init(dir.path()).unwrap();
+    for (i, extra) in ["", "{\"chosen\": \"c\", \"rejected\": \"r\"}\n"].iter().enumerate() {
+        std::fs::write(dir.path().join("aift.jsonl"), format!("{good}\n{extra}")).unwrap();
+        std::fs::write(dir.path().join("ok.jsonl"), format!("{{\"prompt\": \"{i}\"}}\n")).unwrap();
+        store.add(dir.path(), &[".".into()]).unwrap();
+        let id = store.commit(&srlm_store::CommitOptions { message: "x".into(), ..Default::default() }).unwrap();
+        store.set_tag(&format!("M{}", i + 1), &id, false).unwrap();
+    }
+    drop(store);
+    let out = run(dir.path(), &["diff", "M1", "M2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("M2:aift.jsonl:2: field `prompt` is missing"), "{err}");
+    let out = run(dir.path(), &["diff", "M1", "M2", "--keep-going", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["errors"][0]["field"], "prompt");
+    assert_eq!(doc["datasets"][0]["path"], "ok.jsonl");
+    assert_eq!(summary(&doc, 0), (1, 1, 0, 0));
 }

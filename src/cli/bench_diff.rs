@@ -42,7 +42,8 @@ const WORDS: &[&str] = &[
     "concise", "relevant", "accurate", "user", "question", "information", "provide", "improve", "loop",
 ];
 
-fn text(rng: &mut ChaCha8Rng, chars: usize) -> String {
+fn text(rng: &mut ChaCha8Rng, lo: usize, hi: usize) -> String {
+    let chars = rng.gen_range(lo..hi);
     let mut s = String::with_capacity(chars + 16);
     while s.len() < chars {
         if !s.is_empty() {
@@ -54,9 +55,9 @@ fn text(rng: &mut ChaCha8Rng, chars: usize) -> String {
 }
 
 fn pair(rng: &mut ChaCha8Rng, id: usize) -> serde_json::Value {
-    let prompt = format!("Task {id}: {}", text(rng, rng.gen_range(150..450)));
-    let chosen = text(rng, rng.gen_range(1000..2000));
-    let rejected = text(rng, rng.gen_range(500..1300));
+    let prompt = format!("Task {id}: {}", text(rng, 150, 450));
+    let chosen = text(rng, 1000, 2000);
+    let rejected = text(rng, 500, 1300);
     serde_json::json!({
         "prompt": prompt,
         "chosen": chosen,
@@ -115,7 +116,7 @@ fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
     let opts = DiffOptions { stat_only: false, ..DiffOptions::default() };
     let t = Instant::now();
     let report = match mode {
-        "files" => crate::dataset::files::diff_paths(Path::new(a), Path::new(b), &opts, false)?,
+        "files" => crate::dataset::files::diff_paths((Path::new(a), a), (Path::new(b), b), &opts, false)?,
         "commits" => {
             let store = srlm_store::Store::discover(&ctx.cwd)?;
             crate::dataset::committed::diff_revisions(&store, a, b, &[], &opts, false)?

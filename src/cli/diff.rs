@@ -115,7 +115,6 @@ fn print_report(ctx: &mut Ctx, report: &Report, args: &Args) -> anyhow::Result<(
     Ok(())
 }
 
-use std::io::Write as _;
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let opts = options(&args)?;
@@ -128,10 +127,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             return print_trend(ctx, "(files)", &rows, args.json);
         }
         let (a, b) = (ctx.cwd.join(&args.args[0]), ctx.cwd.join(&args.args[1]));
-        let mut report = diff_paths(&a, &b, &opts, args.keep_going)?;
-        // Name the sides as the user typed them.
-        report.a = args.args[0].clone();
-        report.b = args.args[1].clone();
+        let report = diff_paths((&a, &args.args[0]), (&b, &args.args[1]), &opts, args.keep_going)?;
         return print_report(ctx, &report, &args);
     }
     committed(args, opts, ctx)

@@ -12,7 +12,7 @@ use super::record::{RowId, RowRecord, Schema, SideSpec};
 use super::DatasetError;
 
 const MAGIC: &[u8; 8] = b"SRLMREC1";
-const RECORD_BYTES: usize = 32 + 16 + 4 + 12 + 8 + 1 + 4;
+const RECORD_BYTES: usize = 32 + 16 + 16 + 4 + 12 + 8 + 1 + 4;
 
 /// The records of one side, as the cache holds them.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,7 @@ fn encode(spec: &SideSpec, side: &CachedSide) -> Vec<u8> {
     for r in &side.records {
         out.extend_from_slice(&r.id);
         out.extend_from_slice(&r.key.to_le_bytes());
+        out.extend_from_slice(&r.content.to_le_bytes());
         out.extend_from_slice(&r.line.to_le_bytes());
         for l in r.lens {
             out.extend_from_slice(&l.to_le_bytes());
@@ -75,11 +76,12 @@ fn decode(bytes: &[u8], spec: &SideSpec) -> Option<CachedSide> {
         .map(|b| RowRecord {
             id: b[..32].try_into().expect("32 bytes"),
             key: u128::from_le_bytes(b[32..48].try_into().expect("16 bytes")),
-            line: u32_at(b, 48),
-            lens: [u32_at(b, 52), u32_at(b, 56), u32_at(b, 60)],
-            scores: [f32::from_bits(u32_at(b, 64)), f32::from_bits(u32_at(b, 68))],
-            flags: b[72],
-            schema: u32_at(b, 73),
+            content: u128::from_le_bytes(b[48..64].try_into().expect("16 bytes")),
+            line: u32_at(b, 64),
+            lens: [u32_at(b, 68), u32_at(b, 72), u32_at(b, 76)],
+            scores: [f32::from_bits(u32_at(b, 80)), f32::from_bits(u32_at(b, 84))],
+            flags: b[88],
+            schema: u32_at(b, 89),
         })
         .collect::<Vec<_>>();
     if records.iter().any(|r| r.schema as usize >= header.schemas.len()) {
@@ -117,7 +119,7 @@ mod tests {
     }
 
     fn side() -> CachedSide {
-        let r = |i: u8| RowRecord { id: [i; 32], key: i as u128 * 7, line: i as u32, lens: [i as u32, 5, 6], scores: [4.5, 1.0], flags: 5, schema: 0 };
+        let r = |i: u8| RowRecord { id: [i; 32], key: i as u128 * 7, content: i as u128, line: i as u32, lens: [i as u32, 5, 6], scores: [4.5, 1.0], flags: 5, schema: 0 };
         CachedSide { records: vec![r(1), r(2)], schemas: vec![vec![("prompt".into(), "string".into())]] }
     }
 

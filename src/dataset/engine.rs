@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::kind::{DatasetKind, KeySpec};
-use super::record::{parse_row, RowId, RowRecord, Schema, SideSpec};
+use super::record::{hash128, parse_row, RowRecord, Schema, SideSpec};
 use super::stats::SideStats;
 use super::DatasetError;
 
@@ -161,8 +161,7 @@ pub fn word_diff(a: &str, b: &str) -> Vec<WordOp> {
 }
 
 fn field_hash(v: &Value) -> u128 {
-    let h = blake3::hash(&serde_json::to_vec(v).expect("JSON value serialises"));
-    u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"))
+    hash128(&serde_json::to_vec(v).expect("JSON value serialises"))
 }
 
 fn field_types(schemas: &[Schema], records: &[RowRecord]) -> BTreeMap<String, BTreeSet<String>> {
@@ -205,20 +204,20 @@ fn duplicates(records: &[RowRecord]) -> (u64, u64) {
     (keys, rows)
 }
 
-/// Which records of each side are unchanged: ids matched as multisets (a row repeated twice on
-/// one side and once on the other is once unchanged, once removed).
+/// Which records of each side are unchanged: contents matched as multisets (a row repeated
+/// twice on one side and once on the other is once unchanged, once removed).
 fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
-    let mut avail: HashMap<&RowId, u32> = HashMap::with_capacity(a.len());
+    let mut avail: HashMap<u128, u32> = HashMap::with_capacity(a.len());
     for r in a {
-        *avail.entry(&r.id).or_default() += 1;
+        *avail.entry(r.content).or_default() += 1;
     }
-    let mut matched: HashMap<&RowId, u32> = HashMap::new();
+    let mut matched: HashMap<u128, u32> = HashMap::new();
     let b_mask: Vec<bool> = b
         .iter()
-        .map(|r| match avail.get_mut(&r.id) {
+        .map(|r| match avail.get_mut(&r.content) {
             Some(n) if *n > 0 => {
                 *n -= 1;
-                *matched.entry(&r.id).or_default() += 1;
+                *matched.entry(r.content).or_default() += 1;
                 true
             }
             _ => false,
@@ -226,7 +225,7 @@ fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
         .collect();
     let a_mask = a
         .iter()
-        .map(|r| match matched.get_mut(&r.id) {
+        .map(|r| match matched.get_mut(&r.content) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 true
@@ -435,7 +434,7 @@ mod tests {
     }
 
     fn rec(id: u8, key: u128) -> RowRecord {
-        RowRecord { id: [id; 32], key, line: id as u32, lens: [0; 3], scores: [0.0; 2], flags: 0, schema: 0 }
+        RowRecord { id: [id; 32], key, content: id as u128, line: id as u32, lens: [0; 3], scores: [0.0; 2], flags: 0, schema: 0 }
     }
 
     #[test]

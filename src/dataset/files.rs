@@ -90,21 +90,24 @@ impl RowFetch for FileRows {
     }
 }
 
+/// A file and the name it is shown under (as the user typed it).
+pub type Named<'a> = (&'a Path, &'a str);
+
 /// Row-level diff of two JSONL files (`None`: the dataset is absent on that side).
-pub fn diff_files(a: Option<&Path>, b: Option<&Path>, opts: &DiffOptions) -> Result<DatasetDiff, DatasetError> {
-    let label = |p: Option<&Path>| p.map(|p| p.display().to_string()).unwrap_or_else(|| "(absent)".into());
+pub fn diff_files(a: Option<Named>, b: Option<Named>, opts: &DiffOptions) -> Result<DatasetDiff, DatasetError> {
+    let label = |f: Option<Named>| f.map(|(_, l)| l.to_owned()).unwrap_or_else(|| "(absent)".into());
     let (la, lb) = (label(a), label(b));
-    let first = |p: Option<&Path>, l: &str| p.map(|p| first_row(p, l)).transpose().map(Option::flatten);
-    let (fa, fb) = (first(a, &la)?, first(b, &lb)?);
+    let first = |f: Option<Named>| f.map(|(p, l)| first_row(p, l)).transpose().map(Option::flatten);
+    let (fa, fb) = (first(a)?, first(b)?);
     let mut specs = engine::plan_many(&[fa, fb], opts.key.as_ref()).into_iter();
     let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
-    let read = |p: Option<&Path>, l: &str, s: &SideSpec| match p {
-        Some(p) => read_records(p, l, s),
+    let read = |f: Option<Named>, s: &SideSpec| match f {
+        Some((p, l)) => read_records(p, l, s),
         None => Ok((Vec::new(), SchemaTable::default())),
     };
-    let (ra, ta) = read(a, &la, &sa)?;
-    let (rb, tb) = read(b, &lb, &sb)?;
-    let (mut fa, mut fb) = (FileRows(a.map(Path::to_owned)), FileRows(b.map(Path::to_owned)));
+    let (ra, ta) = read(a, &sa)?;
+    let (rb, tb) = read(b, &sb)?;
+    let (mut fa, mut fb) = (FileRows(a.map(|(p, _)| p.to_owned())), FileRows(b.map(|(p, _)| p.to_owned())));
     engine::diff(
         Side { label: la, spec: sa, records: ra, schemas: ta.schemas, rows: &mut fa },
         Side { label: lb, spec: sb, records: rb, schemas: tb.schemas, rows: &mut fb },
@@ -155,12 +158,19 @@ fn walk(root: &Path) -> Result<Vec<String>, DatasetError> {
     Ok(out)
 }
 
-/// Diff two files or two directories: changed paths, and a row-level diff of each changed
-/// JSONL dataset. With `keep_going`, a dataset that fails is reported and the others go on.
-pub fn diff_paths(a: &Path, b: &Path, opts: &DiffOptions, keep_going: bool) -> Result<Report, DatasetError> {
-    let mut report = Report::new(a.display().to_string(), b.display().to_string());
-    let pairs: Vec<(String, Option<PathBuf>, Option<PathBuf>)> = match (a.is_dir(), b.is_dir()) {
-        (false, false) => vec![(b.display().to_string(), Some(a.to_owned()), Some(b.to_owned()))],
+/// Diff two files or two directories (shown as `la` and `lb`): changed paths, and a row-level
+/// diff of each changed JSONL dataset. With `keep_going`, a dataset that fails is reported and
+/// the others go on.
+pub fn diff_paths(
+    (a, la): Named,
+    (b, lb): Named,
+    opts: &DiffOptions,
+    keep_going: bool,
+) -> Result<Report, DatasetError> {
+    type SidePath = Option<(PathBuf, String)>;
+    let mut report = Report::new(la, lb);
+    let pairs: Vec<(String, SidePath, SidePath)> = match (a.is_dir(), b.is_dir()) {
+        (false, false) => vec![(lb.to_owned(), Some((a.to_owned(), la.to_owned())), Some((b.to_owned(), lb.to_owned())))],
         (true, true) => {
             let (wa, wb) = (walk(a)?, walk(b)?);
             let mut all: Vec<&String> = wa.iter().chain(wb.iter()).collect();
@@ -168,21 +178,19 @@ pub fn diff_paths(a: &Path, b: &Path, opts: &DiffOptions, keep_going: bool) -> R
             all.dedup();
             all.into_iter()
                 .map(|p| {
-                    let side = |root: &Path, w: &[String]| w.binary_search(p).is_ok().then(|| root.join(p));
-                    (p.clone(), side(a, &wa), side(b, &wb))
+                    let side = |root: &Path, label: &str, w: &[String]| {
+                        w.binary_search(p).is_ok().then(|| (root.join(p), format!("{}/{p}", label.trim_end_matches('/'))))
+                    };
+                    (p.clone(), side(a, la, &wa), side(b, lb, &wb))
                 })
                 .collect()
         }
-        _ => {
-            return Err(DatasetError::Usage(format!(
-                "--files needs two files or two directories, got {} and {}",
-                a.display(),
-                b.display()
-            )))
-        }
+        _ => return Err(DatasetError::Usage(format!("--files needs two files or two directories, got {la} and {lb}"))),
     };
     for (path, pa, pb) in pairs {
-        let (ea, eb) = (pa.as_deref().map(entry_side).transpose()?, pb.as_deref().map(entry_side).transpose()?);
+        let na = pa.as_ref().map(|(p, l)| (p.as_path(), l.as_str()));
+        let nb = pb.as_ref().map(|(p, l)| (p.as_path(), l.as_str()));
+        let (ea, eb) = (na.map(|(p, _)| entry_side(p)).transpose()?, nb.map(|(p, _)| entry_side(p)).transpose()?);
         let status = match (&ea, &eb) {
             (Some(x), Some(y)) if x == y => {
                 report.unchanged_paths += 1;
@@ -193,16 +201,17 @@ pub fn diff_paths(a: &Path, b: &Path, opts: &DiffOptions, keep_going: bool) -> R
             (_, None) => "removed",
         };
         let mut binary = false;
-        for p in [&pa, &pb].into_iter().flatten() {
+        for (p, _) in [na, nb].into_iter().flatten() {
             binary |= looks_binary(p)?;
         }
-        let dataset = !binary && (is_dataset_path(&path) || pa.is_some() && pb.is_some() && !a.is_dir());
+        // Two files named on the command line are datasets whatever their names.
+        let dataset = !binary && (is_dataset_path(&path) || !a.is_dir());
         let kind = if binary { "binary" } else if dataset { "dataset" } else { "file" };
         report.changes.push(EntryChange { path: path.clone(), status, kind: kind.into(), a: ea, b: eb });
         if !dataset {
             continue;
         }
-        match diff_files(pa.as_deref(), pb.as_deref(), opts) {
+        match diff_files(na, nb, opts) {
             Ok(diff) => report.datasets.push(DatasetReport { path, diff }),
             Err(e) if keep_going => report.errors.push(ErrorReport::new(&path, &e)),
             Err(e) => return Err(e),

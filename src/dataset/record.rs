@@ -29,6 +29,9 @@ pub struct RowRecord {
     pub id: RowId,
     /// First 16 bytes of the BLAKE3 of the key fields' canonical JSON.
     pub key: u128,
+    /// First 16 bytes of the BLAKE3 of the row's compact JSON: rows that differ only in
+    /// spacing or escapes are the same row.
+    pub content: u128,
     /// 1-based line in the file (committed datasets: position in the manifest).
     pub line: u32,
     /// Lengths in characters of the side's length fields ([`NO_LEN`]: field absent).
@@ -93,6 +96,11 @@ impl SideSpec {
         let bytes = serde_json::to_vec(self).expect("spec serialises");
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
+}
+
+/// The first 16 bytes of the BLAKE3 of `bytes` (enough to tell rows apart; ids stay 32 bytes).
+pub fn hash128(bytes: &[u8]) -> u128 {
+    u128::from_le_bytes(blake3::hash(bytes).as_bytes()[..16].try_into().expect("16 bytes"))
 }
 
 /// Parse one line of a JSONL file into an object, with errors naming file and line.
@@ -235,7 +243,8 @@ pub fn make_record(
     if spec.pairs && row.get("chosen").is_some() && row.get("chosen") == row.get("rejected") {
         flags |= FLAG_SAME_PAIR;
     }
-    Ok(RowRecord { id, key: key_hash, line, lens, scores, flags, schema: table.intern_row(row) })
+    let content = hash128(&serde_json::to_vec(row).expect("a JSON map serialises"));
+    Ok(RowRecord { id, key: key_hash, content, line, lens, scores, flags, schema: table.intern_row(row) })
 }
 
 #[cfg(test)]

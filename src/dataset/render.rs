@@ -63,10 +63,11 @@ fn side_cell(s: &Option<EntrySide>) -> String {
     }
 }
 
-/// A value as one line of text (strings unquoted).
+/// A value as one line of text (strings unquoted, line breaks shown as `⏎`), so an example
+/// row stays a few lines tall.
 fn value_text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.replace('\n', " ⏎ ").split_whitespace().collect::<Vec<_>>().join(" "),
         other => other.to_string(),
     }
 }
@@ -134,7 +135,8 @@ fn stats_table(d: &DatasetDiff) -> Table {
         t.add_row(vec![Cell::new(format!("{f} length mean / median")), right(cell(a)), right(cell(b))]);
     }
     let n = a.scores.len().max(b.scores.len());
-    for i in 0..n {
+    let has_scores = |s: &SideStats, i: usize| s.scores.get(i).is_some_and(|x| x.parsed + x.unparsed > 0);
+    for i in (0..n).filter(|&i| has_scores(a, i) || has_scores(b, i)) {
         let name = a.scores.get(i).or(b.scores.get(i)).map(|s| s.field.clone()).unwrap_or_default();
         let mean = |s: &SideStats| fmt_opt(s.scores.get(i).and_then(|x| x.mean), false);
         t.add_row(vec![Cell::new(format!("{name} mean")), right(mean(a)), right(mean(b))]);
