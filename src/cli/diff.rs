@@ -85,7 +85,7 @@ fn file_trend(files: &[String], ctx: &Ctx, key: Option<&KeySpec>) -> anyhow::Res
     let specs = plan_many(&firsts, key);
     let mut inputs = Vec::new();
     for ((f, p), spec) in files.iter().zip(&paths).zip(specs) {
-        let (records, _) = read_records(p, f, &spec)?;
+        let records = read_records(p, f, &spec)?.records;
         inputs.push(TrendInput { rev: f.clone(), spec, records });
     }
     Ok(trend(&inputs))

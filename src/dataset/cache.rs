@@ -8,24 +8,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{RowId, RowRecord, Schema, SideSpec};
+use super::record::{RowId, RowRecord, Schema, SideRecords, SideSpec};
 use super::DatasetError;
 
 const MAGIC: &[u8; 8] = b"SRLMREC1";
-const RECORD_BYTES: usize = 32 + 16 + 16 + 4 + 12 + 8 + 1 + 4;
-
-/// The records of one side, as the cache holds them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CachedSide {
-    pub records: Vec<RowRecord>,
-    pub schemas: Vec<Schema>,
-}
+const RECORD_BYTES: usize = 32 + 16 + 16 + 4 + 12 + 8 + 1 + 4 + 4;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
     spec: SideSpec,
     schemas: Vec<Schema>,
     rows: u64,
+    field_hashes: u64,
 }
 
 /// The cache file of `manifest` under `spec`.
@@ -33,10 +27,15 @@ pub fn cache_path(dir: &Path, manifest: &[u8; 32], spec: &SideSpec) -> PathBuf {
     dir.join(format!("{}-{}.rec", hex::encode(manifest), spec.digest()))
 }
 
-fn encode(spec: &SideSpec, side: &CachedSide) -> Vec<u8> {
-    let header = serde_json::to_vec(&Header { spec: spec.clone(), schemas: side.schemas.clone(), rows: side.records.len() as u64 })
+fn encode(spec: &SideSpec, side: &SideRecords) -> Vec<u8> {
+    let header = serde_json::to_vec(&Header {
+        spec: spec.clone(),
+        schemas: side.schemas.clone(),
+        rows: side.records.len() as u64,
+        field_hashes: side.field_hashes.len() as u64,
+    })
         .expect("header serialises");
-    let mut out = Vec::with_capacity(8 + 4 + header.len() + side.records.len() * RECORD_BYTES + 32);
+    let mut out = Vec::with_capacity(8 + 4 + header.len() + side.records.len() * RECORD_BYTES + side.field_hashes.len() * 8 + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
@@ -53,23 +52,29 @@ fn encode(spec: &SideSpec, side: &CachedSide) -> Vec<u8> {
         }
         out.push(r.flags);
         out.extend_from_slice(&r.schema.to_le_bytes());
+        out.extend_from_slice(&r.fields.to_le_bytes());
+    }
+    for h in &side.field_hashes {
+        out.extend_from_slice(&h.to_le_bytes());
     }
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     out
 }
 
-fn decode(bytes: &[u8], spec: &SideSpec) -> Option<CachedSide> {
+fn decode(bytes: &[u8], spec: &SideSpec) -> Option<SideRecords> {
     let (body, sum) = bytes.split_at(bytes.len().checked_sub(32)?);
     if blake3::hash(body).as_bytes() != sum || !body.starts_with(MAGIC) {
         return None;
     }
     let hlen = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) as usize;
     let header: Header = serde_json::from_slice(body.get(12..12 + hlen)?).ok()?;
-    let recs = &body[12 + hlen..];
-    if &header.spec != spec || recs.len() != header.rows as usize * RECORD_BYTES {
+    let rest = &body[12 + hlen..];
+    let rec_bytes = header.rows as usize * RECORD_BYTES;
+    if &header.spec != spec || rest.len() != rec_bytes + header.field_hashes as usize * 8 {
         return None;
     }
+    let (recs, hashes) = rest.split_at(rec_bytes);
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     let records = recs
         .chunks_exact(RECORD_BYTES)
@@ -82,17 +87,21 @@ fn decode(bytes: &[u8], spec: &SideSpec) -> Option<CachedSide> {
             scores: [f32::from_bits(u32_at(b, 80)), f32::from_bits(u32_at(b, 84))],
             flags: b[88],
             schema: u32_at(b, 89),
+            fields: u32_at(b, 93),
         })
         .collect::<Vec<_>>();
-    if records.iter().any(|r| r.schema as usize >= header.schemas.len()) {
-        return None;
-    }
-    Some(CachedSide { records, schemas: header.schemas })
+    let field_hashes: Vec<u64> =
+        hashes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    // Every index must be in range: a sound checksum over a buggy writer's output is still a miss.
+    let sound = records.iter().all(|r| {
+        header.schemas.get(r.schema as usize).is_some_and(|s| r.fields as usize + s.len() <= field_hashes.len())
+    });
+    sound.then_some(SideRecords { records, schemas: header.schemas, field_hashes })
 }
 
 /// The cached records of `manifest` under `spec`, if a sound cache file exists and its row ids
 /// are exactly `ids` (in order).
-pub fn load(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, ids: &[RowId]) -> Option<CachedSide> {
+pub fn load(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, ids: &[RowId]) -> Option<SideRecords> {
     let bytes = std::fs::read(cache_path(dir, manifest, spec)).ok()?;
     let side = decode(&bytes, spec)?;
     let same = side.records.len() == ids.len() && side.records.iter().zip(ids).all(|(r, id)| &r.id == id);
@@ -100,7 +109,7 @@ pub fn load(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, ids: &[RowId]) -> 
 }
 
 /// Write the records of `manifest` atomically.
-pub fn save(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, side: &CachedSide) -> Result<(), DatasetError> {
+pub fn save(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, side: &SideRecords) -> Result<(), DatasetError> {
     let io = |source| DatasetError::Io { path: dir.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
@@ -118,9 +127,23 @@ mod tests {
         SideSpec { kind: "aift".into(), key: vec!["prompt".into()], length_fields: vec!["prompt".into()], score_fields: vec![], pairs: true }
     }
 
-    fn side() -> CachedSide {
-        let r = |i: u8| RowRecord { id: [i; 32], key: i as u128 * 7, content: i as u128, line: i as u32, lens: [i as u32, 5, 6], scores: [4.5, 1.0], flags: 5, schema: 0 };
-        CachedSide { records: vec![r(1), r(2)], schemas: vec![vec![("prompt".into(), "string".into())]] }
+    fn side() -> SideRecords {
+        let r = |i: u8| RowRecord {
+            id: [i; 32],
+            key: i as u128 * 7,
+            content: i as u128,
+            line: i as u32,
+            lens: [i as u32, 5, 6],
+            scores: [4.5, 1.0],
+            flags: 5,
+            schema: 0,
+            fields: i as u32 - 1,
+        };
+        SideRecords {
+            records: vec![r(1), r(2)],
+            schemas: vec![vec![("prompt".into(), "string".into())]],
+            field_hashes: vec![11, 12],
+        }
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 use srlm_store::{BlobId, EntryKind, ManifestId, Store, Tree, TreeEntry};
 
-use super::cache::{self, CachedSide};
+use super::cache;
 use super::engine::{self, DiffOptions, RowFetch, Side};
-use super::record::{is_blank, make_record, parse_row, RowId, RowRecord, SchemaTable, SideSpec};
+use super::record::{is_blank, parse_row, RecordBuilder, RowId, RowRecord, SideRecords, SideSpec};
 use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
 use super::trend::{self, TrendInput, TrendRow};
 use super::DatasetError;
@@ -64,46 +64,46 @@ impl CommittedDataset {
         &self,
         store: &Store,
         spec: &SideSpec,
-        known: Option<(&SideSpec, &CachedSide)>,
-    ) -> Result<CachedSide, DatasetError> {
+        known: Option<(&SideSpec, &SideRecords)>,
+    ) -> Result<SideRecords, DatasetError> {
         let dir = cache_dir(store);
         if let Some(c) = cache::load(&dir, &self.manifest.0 .0, spec, &self.ids) {
             return Ok(c);
         }
         let key = spec.key_spec();
-        let mut table = SchemaTable::default();
         let reuse: HashMap<&RowId, &RowRecord> = match known {
             Some((s, c)) if s == spec => c.records.iter().map(|r| (&r.id, r)).collect(),
             _ => HashMap::new(),
         };
-        let known_schemas = known.map(|(_, c)| c.schemas.as_slice()).unwrap_or(&[]);
-        let mut records: Vec<Option<RowRecord>> = Vec::with_capacity(self.ids.len());
-        let mut missing = Vec::new();
+        // Rows the other side does not know are read and parsed, in manifest order.
+        let missing: Vec<usize> = (0..self.ids.len()).filter(|p| !reuse.contains_key(&self.ids[*p])).collect();
+        let mut b = RecordBuilder::default();
+        let mut pending: std::collections::VecDeque<(usize, Vec<u8>)> = Default::default();
+        let mut chunks = missing.chunks(BATCH);
         for (pos, id) in self.ids.iter().enumerate() {
-            match reuse.get(id) {
-                Some(r) => {
-                    let schema = table.intern(known_schemas[r.schema as usize].clone());
-                    records.push(Some(RowRecord { line: pos as u32 + 1, schema, ..**r }));
-                }
-                None => {
-                    records.push(None);
-                    missing.push(pos);
+            let line = pos as u32 + 1;
+            if let Some(r) = reuse.get(id) {
+                let (_, from) = known.expect("reuse implies known");
+                b.push_known(from, r, line);
+                continue;
+            }
+            // Refill the read-ahead with the next batch of missing rows.
+            if pending.is_empty() {
+                if let Some(chunk) = chunks.next() {
+                    let ids: Vec<BlobId> = chunk.iter().map(|&p| BlobId(srlm_store::ObjectId(self.ids[p]))).collect();
+                    let rows = store.read_rows(&ids).map_err(store_err(&self.label))?;
+                    pending.extend(chunk.iter().copied().zip(rows));
                 }
             }
-        }
-        for chunk in missing.chunks(BATCH) {
-            let ids: Vec<BlobId> = chunk.iter().map(|&p| BlobId(srlm_store::ObjectId(self.ids[p]))).collect();
-            let rows = store.read_rows(&ids).map_err(store_err(&self.label))?;
-            for (&pos, bytes) in chunk.iter().zip(&rows) {
-                if is_blank(bytes) {
-                    continue;
-                }
-                let line = pos as u32 + 1;
-                let row = parse_row(&self.label, line as u64, bytes)?;
-                records[pos] = Some(make_record(spec, &key, &mut table, &self.label, line, self.ids[pos], &row)?);
+            let (p, bytes) = pending.pop_front().expect("every missing row was read");
+            debug_assert_eq!(p, pos);
+            if is_blank(&bytes) {
+                continue;
             }
+            let row = parse_row(&self.label, line as u64, &bytes)?;
+            b.push_row(spec, &key, &self.label, line, *id, &row)?;
         }
-        let side = CachedSide { records: records.into_iter().flatten().collect(), schemas: table.schemas };
+        let side = b.finish();
         // Blank rows have no record: cache only when every row has one, so the cache's ids
         // always equal the manifest's.
         if side.records.len() == self.ids.len() {
@@ -146,7 +146,7 @@ pub fn diff_datasets(
     let first = |d: Option<&CommittedDataset>| d.map(|d| d.first_row(store)).transpose().map(Option::flatten);
     let mut specs = engine::plan_many(&[first(a)?, first(b)?], opts.key.as_ref()).into_iter();
     let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
-    let empty = CachedSide { records: Vec::new(), schemas: Vec::new() };
+    let empty = SideRecords::default();
     let ca = match a {
         Some(d) => d.records(store, &sa, None)?,
         None => empty.clone(),
@@ -160,8 +160,8 @@ pub fn diff_datasets(
     let mut fa = StoreRows { store, label: la.clone() };
     let mut fb = StoreRows { store, label: lb.clone() };
     engine::diff(
-        Side { label: la, spec: sa, records: ca.records, schemas: ca.schemas, rows: &mut fa },
-        Side { label: lb, spec: sb, records: cb.records, schemas: cb.schemas, rows: &mut fb },
+        Side { label: la, spec: sa, data: ca, rows: &mut fa },
+        Side { label: lb, spec: sb, data: cb, rows: &mut fb },
         opts,
     )
 }
@@ -253,7 +253,7 @@ pub fn trend_revisions(
     let firsts = sets.iter().map(|d| d.first_row(store)).collect::<Result<Vec<_>, _>>()?;
     let specs = engine::plan_many(&firsts, key);
     let mut inputs: Vec<TrendInput> = Vec::new();
-    let mut prev: Option<(SideSpec, CachedSide)> = None;
+    let mut prev: Option<(SideSpec, SideRecords)> = None;
     for ((rev, d), spec) in revs.iter().zip(&sets).zip(specs) {
         let side = d.records(store, &spec, prev.as_ref().map(|(s, c)| (s, c)))?;
         inputs.push(TrendInput { rev: rev.clone(), spec: spec.clone(), records: side.records.clone() });

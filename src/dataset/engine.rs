@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::kind::{DatasetKind, KeySpec};
-use super::record::{hash128, parse_row, RowRecord, Schema, SideSpec};
+use super::record::{parse_row, RowRecord, Schema, SideRecords, SideSpec};
 use super::stats::SideStats;
 use super::DatasetError;
 
@@ -44,8 +44,7 @@ pub struct Side<'a> {
     /// The file path or `REV:path` (errors and output name it).
     pub label: String,
     pub spec: SideSpec,
-    pub records: Vec<RowRecord>,
-    pub schemas: Vec<Schema>,
+    pub data: SideRecords,
     pub rows: &'a mut dyn RowFetch,
 }
 
@@ -160,10 +159,6 @@ pub fn word_diff(a: &str, b: &str) -> Vec<WordOp> {
     ops
 }
 
-fn field_hash(v: &Value) -> u128 {
-    hash128(&serde_json::to_vec(v).expect("JSON value serialises"))
-}
-
 fn field_types(schemas: &[Schema], records: &[RowRecord]) -> BTreeMap<String, BTreeSet<String>> {
     let used: BTreeSet<u32> = records.iter().map(|r| r.schema).collect();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -176,8 +171,8 @@ fn field_types(schemas: &[Schema], records: &[RowRecord]) -> BTreeMap<String, BT
 }
 
 fn schema_changes(a: &Side, b: &Side) -> Vec<SchemaChange> {
-    let ta = field_types(&a.schemas, &a.records);
-    let tb = field_types(&b.schemas, &b.records);
+    let ta = field_types(&a.data.schemas, &a.data.records);
+    let tb = field_types(&b.data.schemas, &b.data.records);
     let fields: BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
     let mut out = Vec::new();
     for f in fields {
@@ -250,8 +245,8 @@ fn fetch_parsed(
     f: &mut dyn FnMut(usize, Map<String, Value>),
 ) -> Result<(), DatasetError> {
     let mut order: Vec<usize> = idx.to_vec();
-    order.sort_by_key(|&i| side.records[i].line);
-    let wanted: Vec<RowRecord> = order.iter().map(|&i| side.records[i]).collect();
+    order.sort_by_key(|&i| side.data.records[i].line);
+    let wanted: Vec<RowRecord> = order.iter().map(|&i| side.data.records[i]).collect();
     let label = side.label.clone();
     side.rows.fetch(&wanted, &mut |k, bytes| {
         let row = parse_row(&label, wanted[k].line as u64, bytes)?;
@@ -288,18 +283,32 @@ pub fn plan_many(firsts: &[Option<Map<String, Value>>], key: Option<&KeySpec>) -
         .collect()
 }
 
+/// The fields that differ between two records (changed value, or present on one side only),
+/// in b's field order then a's.
+fn changed_fields(a: &SideRecords, ra: &RowRecord, b: &SideRecords, rb: &RowRecord) -> Vec<String> {
+    let old: Vec<(&str, u64)> = a.fields(ra).collect();
+    let new: Vec<(&str, u64)> = b.fields(rb).collect();
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|(n, h)| !old.iter().any(|(m, g)| m == n && g == h))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    out.extend(old.iter().filter(|(m, _)| !new.iter().any(|(n, _)| n == m)).map(|(m, _)| m.to_string()));
+    out
+}
+
 /// Diff two sides.
 pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff, DatasetError> {
     let key = a.spec.key_spec();
-    let (a_mask, b_mask) = unchanged_masks(&a.records, &b.records);
+    let (a_mask, b_mask) = unchanged_masks(&a.data.records, &b.data.records);
     let unchanged = b_mask.iter().filter(|&&u| u).count() as u64;
 
     // Group the one-sided rows by key: pairs of (removed, added) with one key are modified.
     let mut by_key: HashMap<u128, (Vec<usize>, Vec<usize>)> = HashMap::new();
-    for (i, r) in a.records.iter().enumerate().filter(|(i, _)| !a_mask[*i]) {
+    for (i, r) in a.data.records.iter().enumerate().filter(|(i, _)| !a_mask[*i]) {
         by_key.entry(r.key).or_default().0.push(i);
     }
-    for (i, r) in b.records.iter().enumerate().filter(|(i, _)| !b_mask[*i]) {
+    for (i, r) in b.data.records.iter().enumerate().filter(|(i, _)| !b_mask[*i]) {
         by_key.entry(r.key).or_default().1.push(i);
     }
     let (mut removed, mut added, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
@@ -321,76 +330,56 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
 
     let (mut field_changes, mut examples) = (None, None);
     if !opts.stat_only {
-        let limit = opts.limit;
-        let mut ex = Examples::default();
-        // Side A: hash the fields of modified rows; keep example rows whole.
-        let pair_of_a: HashMap<usize, usize> = pairs.iter().enumerate().map(|(p, &(x, _))| (x, p)).collect();
-        let pair_of_b: HashMap<usize, usize> = pairs.iter().enumerate().map(|(p, &(_, y))| (y, p)).collect();
-        let mut a_hashes: Vec<Vec<(String, u128)>> = vec![Vec::new(); pairs.len()];
-        let mut a_rows: HashMap<usize, Map<String, Value>> = HashMap::new();
-        let removed_shown: BTreeSet<usize> = removed.iter().copied().take(limit).collect();
-        let mut want_a: Vec<usize> = pairs.iter().map(|&(x, _)| x).collect();
-        want_a.extend(removed_shown.iter().copied());
-        let mut removed_rows = BTreeMap::new();
-        fetch_parsed(&mut a, &want_a, &mut |i, row| {
-            if let Some(&p) = pair_of_a.get(&i) {
-                a_hashes[p] = row.iter().map(|(k, v)| (k.clone(), field_hash(v))).collect();
-                if p < limit {
-                    a_rows.insert(p, row);
-                }
-            } else {
-                removed_rows.insert(i, row);
-            }
-        })?;
-        for (i, row) in removed_rows {
-            ex.removed.push(RowExample { line: a.records[i].line, row: Value::Object(row) });
-        }
-        // Side B: compare with A's field hashes.
+        // Which fields changed, from the records' field hashes: no row is read for this.
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        let added_shown: BTreeSet<usize> = added.iter().copied().take(limit).collect();
-        let mut want_b: Vec<usize> = pairs.iter().map(|&(_, y)| y).collect();
-        want_b.extend(added_shown.iter().copied());
-        let mut added_rows = BTreeMap::new();
-        let mut modified_rows = BTreeMap::new();
-        fetch_parsed(&mut b, &want_b, &mut |i, row| {
-            let Some(&p) = pair_of_b.get(&i) else {
-                added_rows.insert(i, row);
-                return;
-            };
-            let old: HashMap<&str, u128> = a_hashes[p].iter().map(|(k, h)| (k.as_str(), *h)).collect();
-            let mut changed: Vec<String> = row
-                .iter()
-                .filter(|(k, v)| old.get(k.as_str()) != Some(&field_hash(v)))
-                .map(|(k, _)| k.clone())
-                .collect();
-            changed.extend(a_hashes[p].iter().filter(|(k, _)| !row.contains_key(k)).map(|(k, _)| k.clone()));
+        let mut shown_changes = Vec::new();
+        for (p, &(x, y)) in pairs.iter().enumerate() {
+            let changed = changed_fields(&a.data, &a.data.records[x], &b.data, &b.data.records[y]);
             for f in &changed {
                 *counts.entry(f.clone()).or_default() += 1;
             }
-            if p < limit {
-                modified_rows.insert(p, (changed, row));
+            if p < opts.limit {
+                shown_changes.push(changed);
             }
-        })?;
-        for (i, row) in added_rows {
-            ex.added.push(RowExample { line: b.records[i].line, row: Value::Object(row) });
         }
-        for (p, (changed, new)) in modified_rows {
-            let old = a_rows.remove(&p).unwrap_or_default();
+        // Examples: only these rows are read.
+        let limit = opts.limit;
+        let shown = &pairs[..pairs.len().min(limit)];
+        let mut ex = Examples::default();
+        let mut a_rows: HashMap<usize, Map<String, Value>> = HashMap::new();
+        let want_a: Vec<usize> = shown.iter().map(|&(x, _)| x).chain(removed.iter().copied().take(limit)).collect();
+        fetch_parsed(&mut a, &want_a, &mut |i, row| {
+            a_rows.insert(i, row);
+        })?;
+        let mut b_rows: HashMap<usize, Map<String, Value>> = HashMap::new();
+        let want_b: Vec<usize> = shown.iter().map(|&(_, y)| y).chain(added.iter().copied().take(limit)).collect();
+        fetch_parsed(&mut b, &want_b, &mut |i, row| {
+            b_rows.insert(i, row);
+        })?;
+        for &i in removed.iter().take(limit) {
+            let row = a_rows.get(&i).cloned().unwrap_or_default();
+            ex.removed.push(RowExample { line: a.data.records[i].line, row: Value::Object(row) });
+        }
+        for &i in added.iter().take(limit) {
+            let row = b_rows.get(&i).cloned().unwrap_or_default();
+            ex.added.push(RowExample { line: b.data.records[i].line, row: Value::Object(row) });
+        }
+        for (&(x, y), changed) in shown.iter().zip(shown_changes) {
+            let (old, new) = (a_rows.get(&x).cloned().unwrap_or_default(), b_rows.get(&y).cloned().unwrap_or_default());
             let changes = changed
                 .into_iter()
                 .map(|f| {
-                    let (x, y) = (old.get(&f).cloned(), new.get(&f).cloned());
-                    let words = match (&x, &y) {
+                    let (va, vb) = (old.get(&f).cloned(), new.get(&f).cloned());
+                    let words = match (&va, &vb) {
                         (Some(Value::String(s)), Some(Value::String(t))) => Some(word_diff(s, t)),
                         _ => None,
                     };
-                    FieldChange { field: f, a: x, b: y, words }
+                    FieldChange { field: f, a: va, b: vb, words }
                 })
                 .collect();
-            let (x, y) = pairs[p];
             ex.modified.push(ModifiedExample {
-                line_a: a.records[x].line,
-                line_b: b.records[y].line,
+                line_a: a.data.records[x].line,
+                line_b: b.data.records[y].line,
                 key: key_value(&key, &new),
                 changes,
             });
@@ -400,13 +389,13 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
     }
 
     let side_info = |s: &Side| {
-        let (duplicate_keys, duplicate_rows) = duplicates(&s.records);
+        let (duplicate_keys, duplicate_rows) = duplicates(&s.data.records);
         SideInfo {
             label: s.label.clone(),
             kind: s.spec.kind.clone(),
             duplicate_keys,
             duplicate_rows,
-            stats: SideStats::compute(&s.spec, &s.records),
+            stats: SideStats::compute(&s.spec, &s.data.records),
         }
     };
     Ok(DatasetDiff {
@@ -434,7 +423,7 @@ mod tests {
     }
 
     fn rec(id: u8, key: u128) -> RowRecord {
-        RowRecord { id: [id; 32], key, content: id as u128, line: id as u32, lens: [0; 3], scores: [0.0; 2], flags: 0, schema: 0 }
+        RowRecord { id: [id; 32], key, content: id as u128, line: id as u32, lens: [0; 3], scores: [0.0; 2], flags: 0, schema: 0, fields: 0 }
     }
 
     #[test]

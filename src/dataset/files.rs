@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::engine::{self, DatasetDiff, DiffOptions, RowFetch, Side};
-use super::record::{is_blank, make_record, parse_row, RowRecord, SchemaTable, SideSpec};
+use super::record::{is_blank, parse_row, RecordBuilder, RowRecord, SideRecords, SideSpec};
 use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
 use super::DatasetError;
 
@@ -53,17 +53,16 @@ pub fn first_row(path: &Path, label: &str) -> Result<Option<Map<String, Value>>,
 }
 
 /// Parse every line of a JSONL file into records.
-pub fn read_records(path: &Path, label: &str, spec: &SideSpec) -> Result<(Vec<RowRecord>, SchemaTable), DatasetError> {
+pub fn read_records(path: &Path, label: &str, spec: &SideSpec) -> Result<SideRecords, DatasetError> {
     let key = spec.key_spec();
-    let mut table = SchemaTable::default();
-    let mut records = Vec::new();
+    let mut b = RecordBuilder::default();
     for_each_line(path, |line, bytes| {
         let row = parse_row(label, line as u64, bytes)?;
         let id = *blake3::hash(bytes).as_bytes();
-        records.push(make_record(spec, &key, &mut table, label, line, id, &row)?);
+        b.push_row(spec, &key, label, line, id, &row)?;
         Ok(true)
     })?;
-    Ok((records, table))
+    Ok(b.finish())
 }
 
 /// Rows of a file (or of no file: a side where the dataset does not exist).
@@ -103,14 +102,13 @@ pub fn diff_files(a: Option<Named>, b: Option<Named>, opts: &DiffOptions) -> Res
     let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
     let read = |f: Option<Named>, s: &SideSpec| match f {
         Some((p, l)) => read_records(p, l, s),
-        None => Ok((Vec::new(), SchemaTable::default())),
+        None => Ok(SideRecords::default()),
     };
-    let (ra, ta) = read(a, &sa)?;
-    let (rb, tb) = read(b, &sb)?;
+    let (ra, rb) = (read(a, &sa)?, read(b, &sb)?);
     let (mut fa, mut fb) = (FileRows(a.map(|(p, _)| p.to_owned())), FileRows(b.map(|(p, _)| p.to_owned())));
     engine::diff(
-        Side { label: la, spec: sa, records: ra, schemas: ta.schemas, rows: &mut fa },
-        Side { label: lb, spec: sb, records: rb, schemas: tb.schemas, rows: &mut fb },
+        Side { label: la, spec: sa, data: ra, rows: &mut fa },
+        Side { label: lb, spec: sb, data: rb, rows: &mut fb },
         opts,
     )
 }

@@ -29,8 +29,8 @@ pub struct RowRecord {
     pub id: RowId,
     /// First 16 bytes of the BLAKE3 of the key fields' canonical JSON.
     pub key: u128,
-    /// First 16 bytes of the BLAKE3 of the row's compact JSON: rows that differ only in
-    /// spacing or escapes are the same row.
+    /// First 16 bytes of the BLAKE3 of the row's fields and compact JSON values: rows that differ
+    /// only in spacing or escapes are the same row.
     pub content: u128,
     /// 1-based line in the file (committed datasets: position in the manifest).
     pub line: u32,
@@ -42,6 +42,8 @@ pub struct RowRecord {
     pub flags: u8,
     /// Index into the side's schema table.
     pub schema: u32,
+    /// Offset of this row's field hashes in [`SideRecords::field_hashes`].
+    pub fields: u32,
 }
 
 impl RowRecord {
@@ -172,42 +174,76 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Builds records for one side: owns the side's schema table.
-#[derive(Debug, Default)]
-pub struct SchemaTable {
+/// The records of one side, with the tables they index: schemas, and each row's field value
+/// hashes (in its schema's field order), so modified rows are compared without re-reading them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SideRecords {
+    pub records: Vec<RowRecord>,
     pub schemas: Vec<Schema>,
+    pub field_hashes: Vec<u64>,
+}
+
+impl SideRecords {
+    /// The (field name, value hash) pairs of a record of this side.
+    pub fn fields<'a>(&'a self, r: &RowRecord) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        let schema = &self.schemas[r.schema as usize];
+        let hashes = &self.field_hashes[r.fields as usize..r.fields as usize + schema.len()];
+        schema.iter().map(|(n, _)| n.as_str()).zip(hashes.iter().copied())
+    }
+}
+
+/// Builds a side's records: interns schemas, appends field hashes.
+#[derive(Debug, Default)]
+pub struct RecordBuilder {
+    pub side: SideRecords,
     index: HashMap<Schema, u32>,
 }
 
-impl SchemaTable {
-    /// A table holding `schemas` (as loaded from a cache).
-    pub fn from_schemas(schemas: Vec<Schema>) -> SchemaTable {
-        let index = schemas.iter().cloned().enumerate().map(|(i, s)| (s, i as u32)).collect();
-        SchemaTable { schemas, index }
-    }
-
-    /// The index of `schema`, added if new.
-    pub fn intern(&mut self, schema: Schema) -> u32 {
+impl RecordBuilder {
+    fn intern(&mut self, schema: Schema) -> u32 {
         if let Some(&i) = self.index.get(&schema) {
             return i;
         }
-        let i = self.schemas.len() as u32;
+        let i = self.side.schemas.len() as u32;
         self.index.insert(schema.clone(), i);
-        self.schemas.push(schema);
+        self.side.schemas.push(schema);
         i
     }
 
-    fn intern_row(&mut self, row: &Map<String, Value>) -> u32 {
-        let schema: Schema = row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect();
-        self.intern(schema)
+    /// Append a record taken from another side (a row both sides share), at `line`.
+    pub fn push_known(&mut self, from: &SideRecords, r: &RowRecord, line: u32) {
+        let schema = self.intern(from.schemas[r.schema as usize].clone());
+        let fields = self.side.field_hashes.len() as u32;
+        self.side.field_hashes.extend(from.fields(r).map(|(_, h)| h));
+        self.side.records.push(RowRecord { line, schema, fields, ..*r });
+    }
+
+    /// Append the record of one parsed row.
+    pub fn push_row(
+        &mut self,
+        spec: &SideSpec,
+        key: &KeySpec,
+        file: &str,
+        line: u32,
+        id: RowId,
+        row: &Map<String, Value>,
+    ) -> Result<(), DatasetError> {
+        let r = make_record(spec, key, self, file, line, id, row)?;
+        self.side.records.push(r);
+        Ok(())
+    }
+
+    /// The finished side.
+    pub fn finish(self) -> SideRecords {
+        self.side
     }
 }
 
-/// The record of one parsed row.
-pub fn make_record(
+/// The record of one parsed row (its schema and field hashes go into `b`).
+fn make_record(
     spec: &SideSpec,
     key: &KeySpec,
-    table: &mut SchemaTable,
+    b: &mut RecordBuilder,
     file: &str,
     line: u32,
     id: RowId,
@@ -243,8 +279,19 @@ pub fn make_record(
     if spec.pairs && row.get("chosen").is_some() && row.get("chosen") == row.get("rejected") {
         flags |= FLAG_SAME_PAIR;
     }
-    let content = hash128(&serde_json::to_vec(row).expect("a JSON map serialises"));
-    Ok(RowRecord { id, key: key_hash, content, line, lens, scores, flags, schema: table.intern_row(row) })
+    // One serialisation per field gives both the field hashes and the content hash.
+    let fields = b.side.field_hashes.len() as u32;
+    let mut content = blake3::Hasher::new();
+    let mut buf = Vec::new();
+    for (k, v) in row {
+        buf.clear();
+        serde_json::to_writer(&mut buf, v).expect("a JSON value serialises");
+        content.update(k.as_bytes()).update(b"\0").update(&buf).update(b"\0");
+        b.side.field_hashes.push(hash128(&buf) as u64);
+    }
+    let content = u128::from_le_bytes(content.finalize().as_bytes()[..16].try_into().expect("16 bytes"));
+    let schema = b.intern(row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect());
+    Ok(RowRecord { id, key: key_hash, content, line, lens, scores, flags, schema, fields })
 }
 
 #[cfg(test)]
@@ -280,13 +327,23 @@ mod tests {
         let row = row.as_object().unwrap();
         let key = KeySpec::parse("prompt").unwrap();
         let spec = SideSpec::new(DatasetKind::Aift, row, &key);
-        let mut t = SchemaTable::default();
+        let mut t = RecordBuilder::default();
         let r = make_record(&spec, &key, &mut t, "f.jsonl", 7, [0; 32], row).unwrap();
         assert_eq!(r.lens, [1, 4, 4]);
         assert_eq!(r.score(0), Some(4.0));
         assert_eq!(r.score_state(1), SCORE_UNPARSED);
         assert!(r.flags & FLAG_SAME_PAIR != 0);
-        assert_eq!(t.schemas[r.schema as usize][4], ("score_rejected".into(), "string".into()));
+        assert_eq!(t.side.schemas[r.schema as usize][4], ("score_rejected".into(), "string".into()));
+        t.side.records.push(r);
+        let fields: Vec<&str> = t.side.fields(&r).map(|(n, _)| n).collect();
+        assert_eq!(fields, ["prompt", "chosen", "rejected", "score_chosen", "score_rejected"]);
+        let h: Vec<u64> = t.side.fields(&r).map(|(_, h)| h).collect();
+        assert_eq!(h[1], h[2], "equal values hash equal");
+        assert_ne!(h[0], h[1]);
+        // Re-spacing a row keeps its content hash.
+        let spaced = parse_row("f", 1, br#"{ "prompt" : "p", "chosen":"same","rejected":"same","score_chosen":4,"score_rejected":"n/a"}"#).unwrap();
+        let r2 = make_record(&spec, &key, &mut t, "f.jsonl", 8, [1; 32], &spaced).unwrap();
+        assert_eq!(r2.content, r.content);
 
         let bad = json!({"chosen": "c", "rejected": "r"});
         let e = make_record(&spec, &key, &mut t, "f.jsonl", 9, [0; 32], bad.as_object().unwrap()).unwrap_err();

@@ -145,7 +145,7 @@ mod tests {
             flags |= SCORE_PARSED | (SCORE_PARSED << 2);
             s = [c, r];
         }
-        RowRecord { id: [0; 32], key: 0, content: 0, line: 1, lens, scores: s, flags, schema: 0 }
+        RowRecord { id: [0; 32], key: 0, content: 0, line: 1, lens, scores: s, flags, schema: 0, fields: 0 }
     }
 
     fn spec() -> SideSpec {

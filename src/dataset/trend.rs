@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     fn rec(key: u128, chosen: u32) -> RowRecord {
-        RowRecord { id: [key as u8; 32], key, content: key, line: 1, lens: [1, chosen, 10], scores: [0.0; 2], flags: 0, schema: 0 }
+        RowRecord { id: [key as u8; 32], key, content: key, line: 1, lens: [1, chosen, 10], scores: [0.0; 2], flags: 0, schema: 0, fields: 0 }
     }
 
     #[test]
