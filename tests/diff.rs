@@ -340,7 +340,8 @@ fn real_pairs_from_two_commits_give_exactly_the_known_counts() {
         assert_eq!((m["line_a"].as_u64(), m["line_b"].as_u64()), (Some(2), Some(1)));
     }
     let cache = dir.path().join(".srlm/cache/diff");
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "one record file per manifest");
+    let recs = std::fs::read_dir(&cache).unwrap().filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "rec").count();
+    assert_eq!(recs, 2, "one record file per manifest");
 
     // The statistics equal those of the file diff of the same two versions.
     std::fs::copy(&src, dir.path().join("a.jsonl")).unwrap();
@@ -415,4 +416,25 @@ fn committed_bad_rows_name_revision_path_and_line() {
     assert_eq!(doc["errors"][0]["field"], "prompt");
     assert_eq!(doc["datasets"][0]["path"], "ok.jsonl");
     assert_eq!(summary(&doc, 0), (1, 1, 0, 0));
+}
+
+#[test]
+fn warm_cache_after_commit_makes_the_next_diff_read_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<Value> = (0..50).map(|i| json!({"prompt": format!("p{i}"), "chosen": "c", "rejected": "r"})).collect();
+    let mut changed = rows.clone();
+    changed[3]["chosen"] = json!("c, better");
+    commit_versions(dir.path(), &[&rows, &changed]);
+    {
+        let store = srlm_store::Store::open(dir.path()).unwrap();
+        let tree = |rev: &str| store.commit_tree(&store.resolve(rev).unwrap()).unwrap();
+        let built = srlm::dataset::committed::warm_cache(&store, &tree("M2"), Some(&tree("M1"))).unwrap();
+        assert_eq!(built, 1);
+    }
+    // Remove every row pack: a diff --stat that needs no row still works from the cache alone.
+    for e in std::fs::read_dir(dir.path().join(".srlm/packs")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let doc = json_of(dir.path(), &["diff", "M1", "M2", "--stat", "--json"]);
+    assert_eq!(summary(&doc, 0), (0, 0, 1, 49));
 }

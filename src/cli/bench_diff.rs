@@ -112,9 +112,20 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`: on a shared
+/// machine wall time includes waiting for a core, CPU time does not.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let opts = DiffOptions { stat_only: false, ..DiffOptions::default() };
-    let t = Instant::now();
+    let opts = DiffOptions::default();
+    let (t, cpu0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let report = match mode {
         "files" => crate::dataset::files::diff_paths((Path::new(a), a), (Path::new(b), b), &opts, false)?,
         "commits" => {
@@ -127,6 +138,7 @@ fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
     let s = report.datasets.first().map(|d| d.diff.summary).unwrap_or_default();
     let doc = serde_json::json!({
         "seconds": secs,
+        "cpu_seconds": cpu_seconds().map(|c| c - cpu0),
         "peak_rss": peak_rss(),
         "added": s.added, "removed": s.removed, "modified": s.modified, "unchanged": s.unchanged,
     });
@@ -151,8 +163,9 @@ fn report_line(ctx: &mut Ctx, what: &str, m: &serde_json::Value) -> anyhow::Resu
     let mb = m["peak_rss"].as_f64().map(|b| format!("{:.0} MB", b / 1e6)).unwrap_or_else(|| "n/a".into());
     writeln!(
         ctx.out,
-        "{what:<28} {:>8.3} s  peak {mb:>7}   (+{} -{} ~{} ={})",
+        "{what:<28} {:>6.2} s (cpu {:>5.2} s)  peak {mb:>6}  +{} -{} ~{} ={}",
         m["seconds"].as_f64().unwrap_or(f64::NAN),
+        m["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         m["added"],
         m["removed"],
         m["modified"],

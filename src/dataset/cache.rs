@@ -110,12 +110,17 @@ pub fn load(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, ids: &[RowId]) -> 
 
 /// Write the records of `manifest` atomically.
 pub fn save(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, side: &SideRecords) -> Result<(), DatasetError> {
+    save_bytes(dir, &cache_path(dir, manifest, spec), &encode(spec, side))
+}
+
+/// Write `bytes` to `path` (inside the cache directory `dir`) atomically.
+pub fn save_bytes(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
     let io = |source| DatasetError::Io { path: dir.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&encode(spec, side)).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(cache_path(dir, manifest, spec)).map_err(|e| io(e.error))?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
 

@@ -44,14 +44,28 @@ impl CommittedDataset {
         Ok(CommittedDataset { label, manifest: entry.id, ids })
     }
 
-    /// The first non-blank row.
+    /// The first non-blank row (it decides the dataset's kind). Kept beside the record cache
+    /// (`<manifest>.first`, checked against the row id) so a warm diff reads no row at all.
     pub fn first_row(&self, store: &Store) -> Result<Option<Map<String, Value>>, DatasetError> {
+        let kept = cache_dir(store).join(format!("{}.first", self.manifest.to_hex()));
+        if let Ok(text) = std::fs::read_to_string(&kept) {
+            if let Some((pos, bytes)) = text.split_once('\n') {
+                let pos: usize = pos.parse().unwrap_or(usize::MAX);
+                let sound = self.ids.get(pos).is_some_and(|id| srlm_store::ObjectId::of(bytes.as_bytes()).0 == *id);
+                if sound {
+                    return parse_row(&self.label, pos as u64 + 1, bytes.as_bytes()).map(Some);
+                }
+            }
+        }
         for (start, chunk) in self.ids.chunks(16).enumerate() {
             let ids: Vec<BlobId> = chunk.iter().map(|id| BlobId(srlm_store::ObjectId(*id))).collect();
             let rows = store.read_rows(&ids).map_err(store_err(&self.label))?;
             for (k, bytes) in rows.iter().enumerate() {
                 if !is_blank(bytes) {
-                    return parse_row(&self.label, (start * 16 + k + 1) as u64, bytes).map(Some);
+                    let pos = start * 16 + k;
+                    let row = parse_row(&self.label, pos as u64 + 1, bytes)?;
+                    cache::save_bytes(&cache_dir(store), &kept, &[format!("{pos}\n").as_bytes(), bytes].concat())?;
+                    return Ok(Some(row));
                 }
             }
         }
@@ -260,4 +274,28 @@ pub fn trend_revisions(
         prev = Some((spec, side));
     }
     Ok(trend::trend(&inputs))
+}
+
+/// Build the record cache of every dataset of `tree` that differs from `parent` (call after a
+/// commit, so the next `srlm diff` against the parent starts warm). Records of rows the parent
+/// version shares are reused, so only the new rows are parsed. Returns the datasets built.
+pub fn warm_cache(store: &Store, tree: &Tree, parent: Option<&Tree>) -> Result<usize, DatasetError> {
+    let mut built = 0;
+    for (path, entry) in &tree.entries {
+        let old = parent.and_then(|p| p.entries.get(path)).filter(|e| e.kind == EntryKind::Dataset);
+        if entry.kind != EntryKind::Dataset || old.is_some_and(|o| o.id == entry.id) {
+            continue;
+        }
+        let new = CommittedDataset::open(store, path.clone(), entry)?;
+        let old = old.map(|e| CommittedDataset::open(store, format!("(parent):{path}"), e)).transpose()?;
+        let firsts = [old.as_ref().map(|d| d.first_row(store)).transpose()?.flatten(), new.first_row(store)?];
+        let specs = engine::plan_many(&firsts, None);
+        let known = match &old {
+            Some(d) => Some(d.records(store, &specs[0], None)?),
+            None => None,
+        };
+        new.records(store, &specs[1], known.as_ref().map(|k| (&specs[0], k)))?;
+        built += 1;
+    }
+    Ok(built)
 }

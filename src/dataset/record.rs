@@ -210,6 +210,18 @@ impl RecordBuilder {
         i
     }
 
+    /// The schema index of `row`. Rows of a dataset nearly always share the last row's schema:
+    /// compare with it before building (and allocating) a new one.
+    fn intern_row(&mut self, row: &Map<String, Value>) -> u32 {
+        if let Some(last) = self.side.records.last().map(|r| r.schema) {
+            let s = &self.side.schemas[last as usize];
+            if s.len() == row.len() && s.iter().zip(row).all(|((n, t), (k, v))| n == k && t == type_name(v)) {
+                return last;
+            }
+        }
+        self.intern(row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect())
+    }
+
     /// Append a record taken from another side (a row both sides share), at `line`.
     pub fn push_known(&mut self, from: &SideRecords, r: &RowRecord, line: u32) {
         let schema = self.intern(from.schemas[r.schema as usize].clone());
@@ -290,7 +302,7 @@ fn make_record(
         b.side.field_hashes.push(hash128(&buf) as u64);
     }
     let content = u128::from_le_bytes(content.finalize().as_bytes()[..16].try_into().expect("16 bytes"));
-    let schema = b.intern(row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect());
+    let schema = b.intern_row(row);
     Ok(RowRecord { id, key: key_hash, content, line, lens, scores, flags, schema, fields })
 }
 
