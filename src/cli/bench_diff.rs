@@ -35,11 +35,56 @@ pub struct Args {
 }
 
 const WORDS: &[&str] = &[
-    "the", "model", "answer", "prompt", "reward", "judge", "score", "training", "language", "response",
-    "iteration", "preference", "pair", "quality", "helpful", "harmless", "detailed", "example", "data",
-    "instruction", "follow", "explain", "because", "therefore", "however", "first", "second", "finally",
-    "step", "result", "and", "of", "to", "in", "is", "a", "that", "with", "for", "this", "clear",
-    "concise", "relevant", "accurate", "user", "question", "information", "provide", "improve", "loop",
+    "the",
+    "model",
+    "answer",
+    "prompt",
+    "reward",
+    "judge",
+    "score",
+    "training",
+    "language",
+    "response",
+    "iteration",
+    "preference",
+    "pair",
+    "quality",
+    "helpful",
+    "harmless",
+    "detailed",
+    "example",
+    "data",
+    "instruction",
+    "follow",
+    "explain",
+    "because",
+    "therefore",
+    "however",
+    "first",
+    "second",
+    "finally",
+    "step",
+    "result",
+    "and",
+    "of",
+    "to",
+    "in",
+    "is",
+    "a",
+    "that",
+    "with",
+    "for",
+    "this",
+    "clear",
+    "concise",
+    "relevant",
+    "accurate",
+    "user",
+    "question",
+    "information",
+    "provide",
+    "improve",
+    "loop",
 ];
 
 fn text(rng: &mut ChaCha8Rng, lo: usize, hi: usize) -> String {
@@ -89,7 +134,10 @@ pub fn generate(dir: &Path, rows: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
         match i % 10 {
             0 => {}
             1 => {
-                let c = format!("{} Edited in the second iteration.", row["chosen"].as_str().unwrap_or_default());
+                let c = format!(
+                    "{} Edited in the second iteration.",
+                    row["chosen"].as_str().unwrap_or_default()
+                );
                 row["chosen"] = c.into();
                 write_line(&mut b, &row)?;
             }
@@ -127,7 +175,9 @@ fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
     let opts = DiffOptions::default();
     let (t, cpu0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let report = match mode {
-        "files" => crate::dataset::files::diff_paths((Path::new(a), a), (Path::new(b), b), &opts, false)?,
+        "files" => {
+            crate::dataset::files::diff_paths((Path::new(a), a), (Path::new(b), b), &opts, false)?
+        }
         "commits" => {
             let store = srlm_store::Store::discover(&ctx.cwd)?;
             crate::dataset::committed::diff_revisions(&store, a, b, &[], &opts, false)?
@@ -135,7 +185,11 @@ fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown child mode {other}"),
     };
     let secs = t.elapsed().as_secs_f64();
-    let s = report.datasets.first().map(|d| d.diff.summary).unwrap_or_default();
+    let s = report
+        .datasets
+        .first()
+        .map(|d| d.diff.summary)
+        .unwrap_or_default();
     let doc = serde_json::json!({
         "seconds": secs,
         "cpu_seconds": cpu_seconds().map(|c| c - cpu0),
@@ -155,12 +209,19 @@ fn measure(mode: &str, a: &Path, b: &Path, cwd: &Path) -> anyhow::Result<serde_j
         .arg(b)
         .output()
         .context("running the measured diff")?;
-    anyhow::ensure!(out.status.success(), "measured diff failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "measured diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn report_line(ctx: &mut Ctx, what: &str, m: &serde_json::Value) -> anyhow::Result<()> {
-    let mb = m["peak_rss"].as_f64().map(|b| format!("{:.0} MB", b / 1e6)).unwrap_or_else(|| "n/a".into());
+    let mb = m["peak_rss"]
+        .as_f64()
+        .map(|b| format!("{:.0} MB", b / 1e6))
+        .unwrap_or_else(|| "n/a".into());
     writeln!(
         ctx.out,
         "{what:<28} {:>6.2} s (cpu {:>5.2} s)  peak {mb:>6}  +{} -{} ~{} ={}",
@@ -191,7 +252,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let (pa, pb) = generate(&dir, args.rows)?;
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0)
+    };
     writeln!(
         ctx.out,
         "generated {} pairs: a {:.0} MB, b {:.0} MB in {:.1} s",
@@ -211,26 +276,52 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut commit = |src: &Path, msg: &str| -> anyhow::Result<(String, String)> {
             std::fs::rename(src, repo.join("aift.jsonl"))?;
             let added = store.add(&repo, &[PathBuf::from("aift.jsonl")])?;
-            let manifest = added.added.first().map(|f| f.entry.id.to_hex()).unwrap_or_default();
-            let id = store.commit(&srlm_store::CommitOptions { message: msg.into(), ..Default::default() })?;
+            let manifest = added
+                .added
+                .first()
+                .map(|f| f.entry.id.to_hex())
+                .unwrap_or_default();
+            let id = store.commit(&srlm_store::CommitOptions {
+                message: msg.into(),
+                ..Default::default()
+            })?;
             Ok((id.to_hex(), manifest))
         };
         (commit(&pa, "AIFT(M1)")?, commit(&pb, "AIFT(M2)")?)
     };
-    writeln!(ctx.out, "committed both versions in {:.1} s", t.elapsed().as_secs_f64())?;
+    writeln!(
+        ctx.out,
+        "committed both versions in {:.1} s",
+        t.elapsed().as_secs_f64()
+    )?;
     let (ra, rb) = (Path::new(&c1), Path::new(&c2));
     let cache = repo.join(".srlm/cache/diff");
     let _ = std::fs::remove_dir_all(&cache);
-    report_line(ctx, "diff commits, no cache", &measure("commits", ra, rb, &repo)?)?;
-    report_line(ctx, "diff commits, cached", &measure("commits", ra, rb, &repo)?)?;
+    report_line(
+        ctx,
+        "diff commits, no cache",
+        &measure("commits", ra, rb, &repo)?,
+    )?;
+    report_line(
+        ctx,
+        "diff commits, cached",
+        &measure("commits", ra, rb, &repo)?,
+    )?;
     // The usual case after an iteration: the previous version's records are cached (from the
     // last diff), the new version's are not.
     for e in std::fs::read_dir(&cache)? {
         let p = e?.path();
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&m2)) {
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&m2))
+        {
             std::fs::remove_file(&p)?;
         }
     }
-    report_line(ctx, "diff commits, only a cached", &measure("commits", ra, rb, &repo)?)?;
+    report_line(
+        ctx,
+        "diff commits, only a cached",
+        &measure("commits", ra, rb, &repo)?,
+    )?;
     Ok(())
 }

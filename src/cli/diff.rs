@@ -71,7 +71,11 @@ fn options(args: &Args) -> anyhow::Result<DiffOptions> {
         None => None,
         Some(k) => Some(KeySpec::parse(k).with_context(|| format!("--key {k:?} names no field"))?),
     };
-    Ok(DiffOptions { key, limit: args.limit, stat_only: args.stat })
+    Ok(DiffOptions {
+        key,
+        limit: args.limit,
+        stat_only: args.stat,
+    })
 }
 
 /// Trend over files given on the command line.
@@ -86,7 +90,11 @@ fn file_trend(files: &[String], ctx: &Ctx, key: Option<&KeySpec>) -> anyhow::Res
     let mut inputs = Vec::new();
     for ((f, p), spec) in files.iter().zip(&paths).zip(specs) {
         let records = read_records(p, f, &spec)?.records;
-        inputs.push(TrendInput { rev: f.clone(), spec, records });
+        inputs.push(TrendInput {
+            rev: f.clone(),
+            spec,
+            records,
+        });
     }
     Ok(trend(&inputs))
 }
@@ -110,11 +118,13 @@ fn print_report(ctx: &mut Ctx, report: &Report, args: &Args) -> anyhow::Result<(
         render_report(ctx.out, report, args.stat)?;
     }
     if !report.errors.is_empty() {
-        anyhow::bail!("{} dataset(s) could not be diffed (see above)", report.errors.len());
+        anyhow::bail!(
+            "{} dataset(s) could not be diffed (see above)",
+            report.errors.len()
+        );
     }
     Ok(())
 }
-
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let opts = options(&args)?;
@@ -127,7 +137,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             return print_trend(ctx, "(files)", &rows, args.json);
         }
         let (a, b) = (ctx.cwd.join(&args.args[0]), ctx.cwd.join(&args.args[1]));
-        let report = diff_paths((&a, &args.args[0]), (&b, &args.args[1]), &opts, args.keep_going)?;
+        let report = diff_paths(
+            (&a, &args.args[0]),
+            (&b, &args.args[1]),
+            &opts,
+            args.keep_going,
+        )?;
         return print_report(ctx, &report, &args);
     }
     committed(args, opts, ctx)
@@ -145,7 +160,14 @@ fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()>
             let rows = trend_revisions(&store, &args.args, &tp, opts.key.as_ref())?;
             return print_trend(ctx, &tp, &rows, args.json);
         }
-        let report = diff_revisions(&store, &args.args[0], &args.args[1], &[tp], &opts, args.keep_going)?;
+        let report = diff_revisions(
+            &store,
+            &args.args[0],
+            &args.args[1],
+            &[tp],
+            &opts,
+            args.keep_going,
+        )?;
         return print_report(ctx, &report, &args);
     }
     if args.args.len() < 2 {
@@ -155,6 +177,13 @@ fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()>
         .iter()
         .map(|p| store.tree_path(&ctx.cwd, std::path::Path::new(p)))
         .collect::<Result<Vec<_>, _>>()?;
-    let report = diff_revisions(&store, &args.args[0], &args.args[1], &only, &opts, args.keep_going)?;
+    let report = diff_revisions(
+        &store,
+        &args.args[0],
+        &args.args[1],
+        &only,
+        &opts,
+        args.keep_going,
+    )?;
     print_report(ctx, &report, &args)
 }

@@ -34,8 +34,10 @@ fn encode(spec: &SideSpec, side: &SideRecords) -> Vec<u8> {
         rows: side.records.len() as u64,
         field_hashes: side.field_hashes.len() as u64,
     })
-        .expect("header serialises");
-    let mut out = Vec::with_capacity(8 + 4 + header.len() + side.records.len() * RECORD_BYTES + side.field_hashes.len() * 8 + 32);
+    .expect("header serialises");
+    let mut out = Vec::with_capacity(
+        8 + 4 + header.len() + side.records.len() * RECORD_BYTES + side.field_hashes.len() * 8 + 32,
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
@@ -90,32 +92,55 @@ fn decode(bytes: &[u8], spec: &SideSpec) -> Option<SideRecords> {
             fields: u32_at(b, 93),
         })
         .collect::<Vec<_>>();
-    let field_hashes: Vec<u64> =
-        hashes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    let field_hashes: Vec<u64> = hashes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
     // Every index must be in range: a sound checksum over a buggy writer's output is still a miss.
     let sound = records.iter().all(|r| {
-        header.schemas.get(r.schema as usize).is_some_and(|s| r.fields as usize + s.len() <= field_hashes.len())
+        header
+            .schemas
+            .get(r.schema as usize)
+            .is_some_and(|s| r.fields as usize + s.len() <= field_hashes.len())
     });
-    sound.then_some(SideRecords { records, schemas: header.schemas, field_hashes })
+    sound.then_some(SideRecords {
+        records,
+        schemas: header.schemas,
+        field_hashes,
+    })
 }
 
 /// The cached records of `manifest` under `spec`, if a sound cache file exists and its row ids
 /// are exactly `ids` (in order).
-pub fn load(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, ids: &[RowId]) -> Option<SideRecords> {
+pub fn load(
+    dir: &Path,
+    manifest: &[u8; 32],
+    spec: &SideSpec,
+    ids: &[RowId],
+) -> Option<SideRecords> {
     let bytes = std::fs::read(cache_path(dir, manifest, spec)).ok()?;
     let side = decode(&bytes, spec)?;
-    let same = side.records.len() == ids.len() && side.records.iter().zip(ids).all(|(r, id)| &r.id == id);
+    let same =
+        side.records.len() == ids.len() && side.records.iter().zip(ids).all(|(r, id)| &r.id == id);
     same.then_some(side)
 }
 
 /// Write the records of `manifest` atomically.
-pub fn save(dir: &Path, manifest: &[u8; 32], spec: &SideSpec, side: &SideRecords) -> Result<(), DatasetError> {
+pub fn save(
+    dir: &Path,
+    manifest: &[u8; 32],
+    spec: &SideSpec,
+    side: &SideRecords,
+) -> Result<(), DatasetError> {
     save_bytes(dir, &cache_path(dir, manifest, spec), &encode(spec, side))
 }
 
 /// Write `bytes` to `path` (inside the cache directory `dir`) atomically.
 pub fn save_bytes(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
-    let io = |source| DatasetError::Io { path: dir.to_owned(), source };
+    let io = |source| DatasetError::Io {
+        path: dir.to_owned(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
@@ -129,7 +154,13 @@ mod tests {
     use super::*;
 
     fn spec() -> SideSpec {
-        SideSpec { kind: "aift".into(), key: vec!["prompt".into()], length_fields: vec!["prompt".into()], score_fields: vec![], pairs: true }
+        SideSpec {
+            kind: "aift".into(),
+            key: vec!["prompt".into()],
+            length_fields: vec!["prompt".into()],
+            score_fields: vec![],
+            pairs: true,
+        }
     }
 
     fn side() -> SideRecords {

@@ -20,7 +20,10 @@ use super::DatasetError;
 const BATCH: usize = 2048;
 
 fn store_err(file: &str) -> impl FnOnce(srlm_store::StoreError) -> DatasetError + '_ {
-    move |e| DatasetError::Store { file: file.into(), message: e.to_string() }
+    move |e| DatasetError::Store {
+        file: file.into(),
+        message: e.to_string(),
+    }
 }
 
 /// The record cache directory of a store.
@@ -38,10 +41,18 @@ pub struct CommittedDataset {
 
 impl CommittedDataset {
     /// The dataset behind a tree entry.
-    pub fn open(store: &Store, label: String, entry: &TreeEntry) -> Result<CommittedDataset, DatasetError> {
+    pub fn open(
+        store: &Store,
+        label: String,
+        entry: &TreeEntry,
+    ) -> Result<CommittedDataset, DatasetError> {
         let rows = store.dataset_rows(&entry.id).map_err(store_err(&label))?;
         let ids = rows.rows.iter().map(|(id, _)| id.0 .0).collect();
-        Ok(CommittedDataset { label, manifest: entry.id, ids })
+        Ok(CommittedDataset {
+            label,
+            manifest: entry.id,
+            ids,
+        })
     }
 
     /// The first non-blank row (it decides the dataset's kind). Kept beside the record cache
@@ -51,20 +62,30 @@ impl CommittedDataset {
         if let Ok(text) = std::fs::read_to_string(&kept) {
             if let Some((pos, bytes)) = text.split_once('\n') {
                 let pos: usize = pos.parse().unwrap_or(usize::MAX);
-                let sound = self.ids.get(pos).is_some_and(|id| srlm_store::ObjectId::of(bytes.as_bytes()).0 == *id);
+                let sound = self
+                    .ids
+                    .get(pos)
+                    .is_some_and(|id| srlm_store::ObjectId::of(bytes.as_bytes()).0 == *id);
                 if sound {
                     return parse_row(&self.label, pos as u64 + 1, bytes.as_bytes()).map(Some);
                 }
             }
         }
         for (start, chunk) in self.ids.chunks(16).enumerate() {
-            let ids: Vec<BlobId> = chunk.iter().map(|id| BlobId(srlm_store::ObjectId(*id))).collect();
+            let ids: Vec<BlobId> = chunk
+                .iter()
+                .map(|id| BlobId(srlm_store::ObjectId(*id)))
+                .collect();
             let rows = store.read_rows(&ids).map_err(store_err(&self.label))?;
             for (k, bytes) in rows.iter().enumerate() {
                 if !is_blank(bytes) {
                     let pos = start * 16 + k;
                     let row = parse_row(&self.label, pos as u64 + 1, bytes)?;
-                    cache::save_bytes(&cache_dir(store), &kept, &[format!("{pos}\n").as_bytes(), bytes].concat())?;
+                    cache::save_bytes(
+                        &cache_dir(store),
+                        &kept,
+                        &[format!("{pos}\n").as_bytes(), bytes].concat(),
+                    )?;
                     return Ok(Some(row));
                 }
             }
@@ -90,7 +111,9 @@ impl CommittedDataset {
             _ => HashMap::new(),
         };
         // Rows the other side does not know are read and parsed, in manifest order.
-        let missing: Vec<usize> = (0..self.ids.len()).filter(|p| !reuse.contains_key(&self.ids[*p])).collect();
+        let missing: Vec<usize> = (0..self.ids.len())
+            .filter(|p| !reuse.contains_key(&self.ids[*p]))
+            .collect();
         let mut b = RecordBuilder::default();
         let mut pending: std::collections::VecDeque<(usize, Vec<u8>)> = Default::default();
         let mut chunks = missing.chunks(BATCH);
@@ -104,7 +127,10 @@ impl CommittedDataset {
             // Refill the read-ahead with the next batch of missing rows.
             if pending.is_empty() {
                 if let Some(chunk) = chunks.next() {
-                    let ids: Vec<BlobId> = chunk.iter().map(|&p| BlobId(srlm_store::ObjectId(self.ids[p]))).collect();
+                    let ids: Vec<BlobId> = chunk
+                        .iter()
+                        .map(|&p| BlobId(srlm_store::ObjectId(self.ids[p])))
+                        .collect();
                     let rows = store.read_rows(&ids).map_err(store_err(&self.label))?;
                     pending.extend(chunk.iter().copied().zip(rows));
                 }
@@ -140,7 +166,10 @@ impl RowFetch for StoreRows<'_> {
         f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
     ) -> Result<(), DatasetError> {
         for (c, chunk) in wanted.chunks(BATCH).enumerate() {
-            let ids: Vec<BlobId> = chunk.iter().map(|r| BlobId(srlm_store::ObjectId(r.id))).collect();
+            let ids: Vec<BlobId> = chunk
+                .iter()
+                .map(|r| BlobId(srlm_store::ObjectId(r.id)))
+                .collect();
             let rows = self.store.read_rows(&ids).map_err(store_err(&self.label))?;
             for (k, bytes) in rows.iter().enumerate() {
                 f(c * BATCH + k, bytes)?;
@@ -157,9 +186,16 @@ pub fn diff_datasets(
     b: Option<&CommittedDataset>,
     opts: &DiffOptions,
 ) -> Result<engine::DatasetDiff, DatasetError> {
-    let first = |d: Option<&CommittedDataset>| d.map(|d| d.first_row(store)).transpose().map(Option::flatten);
+    let first = |d: Option<&CommittedDataset>| {
+        d.map(|d| d.first_row(store))
+            .transpose()
+            .map(Option::flatten)
+    };
     let mut specs = engine::plan_many(&[first(a)?, first(b)?], opts.key.as_ref()).into_iter();
-    let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
+    let (sa, sb) = (
+        specs.next().expect("two specs"),
+        specs.next().expect("two specs"),
+    );
     let empty = SideRecords::default();
     let ca = match a {
         Some(d) => d.records(store, &sa, None)?,
@@ -169,24 +205,53 @@ pub fn diff_datasets(
         Some(d) => d.records(store, &sb, Some((&sa, &ca)))?,
         None => empty,
     };
-    let label = |d: Option<&CommittedDataset>| d.map(|d| d.label.clone()).unwrap_or_else(|| "(absent)".into());
+    let label = |d: Option<&CommittedDataset>| {
+        d.map(|d| d.label.clone())
+            .unwrap_or_else(|| "(absent)".into())
+    };
     let (la, lb) = (label(a), label(b));
-    let mut fa = StoreRows { store, label: la.clone() };
-    let mut fb = StoreRows { store, label: lb.clone() };
+    let mut fa = StoreRows {
+        store,
+        label: la.clone(),
+    };
+    let mut fb = StoreRows {
+        store,
+        label: lb.clone(),
+    };
     engine::diff(
-        Side { label: la, spec: sa, data: ca, rows: &mut fa },
-        Side { label: lb, spec: sb, data: cb, rows: &mut fb },
+        Side {
+            label: la,
+            spec: sa,
+            data: ca,
+            rows: &mut fa,
+        },
+        Side {
+            label: lb,
+            spec: sb,
+            data: cb,
+            rows: &mut fb,
+        },
         opts,
     )
 }
 
 fn entry_side(e: &TreeEntry) -> EntrySide {
-    EntrySide { id: e.id.to_hex(), size: e.size, rows: e.rows }
+    EntrySide {
+        id: e.id.to_hex(),
+        size: e.size,
+        rows: e.rows,
+    }
 }
 
 fn selected(path: &str, only: &[String]) -> bool {
     only.is_empty()
-        || only.iter().any(|p| p.is_empty() || path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')))
+        || only.iter().any(|p| {
+            p.is_empty()
+                || path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
 }
 
 fn tree_of(store: &Store, rev: &str) -> Result<Tree, DatasetError> {
@@ -206,7 +271,12 @@ pub fn diff_revisions(
 ) -> Result<Report, DatasetError> {
     let (ta, tb) = (tree_of(store, rev_a)?, tree_of(store, rev_b)?);
     let mut report = Report::new(rev_a, rev_b);
-    let mut paths: Vec<&String> = ta.entries.keys().chain(tb.entries.keys()).filter(|p| selected(p, only)).collect();
+    let mut paths: Vec<&String> = ta
+        .entries
+        .keys()
+        .chain(tb.entries.keys())
+        .filter(|p| selected(p, only))
+        .collect();
     paths.sort();
     paths.dedup();
     for path in paths {
@@ -235,13 +305,17 @@ pub fn diff_revisions(
         }
         let result = (|| {
             let open = |rev: &str, e: Option<&TreeEntry>| {
-                e.map(|e| CommittedDataset::open(store, format!("{rev}:{path}"), e)).transpose()
+                e.map(|e| CommittedDataset::open(store, format!("{rev}:{path}"), e))
+                    .transpose()
             };
             let (da, db) = (open(rev_a, ea)?, open(rev_b, eb)?);
             diff_datasets(store, da.as_ref(), db.as_ref(), opts)
         })();
         match result {
-            Ok(diff) => report.datasets.push(DatasetReport { path: path.clone(), diff }),
+            Ok(diff) => report.datasets.push(DatasetReport {
+                path: path.clone(),
+                diff,
+            }),
             Err(e) if keep_going => report.errors.push(ErrorReport::new(path, &e)),
             Err(e) => return Err(e),
         }
@@ -258,19 +332,35 @@ pub fn trend_revisions(
 ) -> Result<Vec<TrendRow>, DatasetError> {
     let mut sets = Vec::new();
     for rev in revs {
-        let (_, _, entry) = store.resolve_path(&format!("{rev}:{path}")).map_err(store_err(rev))?;
+        let (_, _, entry) = store
+            .resolve_path(&format!("{rev}:{path}"))
+            .map_err(store_err(rev))?;
         if entry.kind != EntryKind::Dataset {
-            return Err(DatasetError::Usage(format!("{rev}:{path} is a {}, not a dataset", entry.kind.as_str())));
+            return Err(DatasetError::Usage(format!(
+                "{rev}:{path} is a {}, not a dataset",
+                entry.kind.as_str()
+            )));
         }
-        sets.push(CommittedDataset::open(store, format!("{rev}:{path}"), &entry)?);
+        sets.push(CommittedDataset::open(
+            store,
+            format!("{rev}:{path}"),
+            &entry,
+        )?);
     }
-    let firsts = sets.iter().map(|d| d.first_row(store)).collect::<Result<Vec<_>, _>>()?;
+    let firsts = sets
+        .iter()
+        .map(|d| d.first_row(store))
+        .collect::<Result<Vec<_>, _>>()?;
     let specs = engine::plan_many(&firsts, key);
     let mut inputs: Vec<TrendInput> = Vec::new();
     let mut prev: Option<(SideSpec, SideRecords)> = None;
     for ((rev, d), spec) in revs.iter().zip(&sets).zip(specs) {
         let side = d.records(store, &spec, prev.as_ref().map(|(s, c)| (s, c)))?;
-        inputs.push(TrendInput { rev: rev.clone(), spec: spec.clone(), records: side.records.clone() });
+        inputs.push(TrendInput {
+            rev: rev.clone(),
+            spec: spec.clone(),
+            records: side.records.clone(),
+        });
         prev = Some((spec, side));
     }
     Ok(trend::trend(&inputs))
@@ -279,16 +369,30 @@ pub fn trend_revisions(
 /// Build the record cache of every dataset of `tree` that differs from `parent` (call after a
 /// commit, so the next `srlm diff` against the parent starts warm). Records of rows the parent
 /// version shares are reused, so only the new rows are parsed. Returns the datasets built.
-pub fn warm_cache(store: &Store, tree: &Tree, parent: Option<&Tree>) -> Result<usize, DatasetError> {
+pub fn warm_cache(
+    store: &Store,
+    tree: &Tree,
+    parent: Option<&Tree>,
+) -> Result<usize, DatasetError> {
     let mut built = 0;
     for (path, entry) in &tree.entries {
-        let old = parent.and_then(|p| p.entries.get(path)).filter(|e| e.kind == EntryKind::Dataset);
+        let old = parent
+            .and_then(|p| p.entries.get(path))
+            .filter(|e| e.kind == EntryKind::Dataset);
         if entry.kind != EntryKind::Dataset || old.is_some_and(|o| o.id == entry.id) {
             continue;
         }
         let new = CommittedDataset::open(store, path.clone(), entry)?;
-        let old = old.map(|e| CommittedDataset::open(store, format!("(parent):{path}"), e)).transpose()?;
-        let firsts = [old.as_ref().map(|d| d.first_row(store)).transpose()?.flatten(), new.first_row(store)?];
+        let old = old
+            .map(|e| CommittedDataset::open(store, format!("(parent):{path}"), e))
+            .transpose()?;
+        let firsts = [
+            old.as_ref()
+                .map(|d| d.first_row(store))
+                .transpose()?
+                .flatten(),
+            new.first_row(store)?,
+        ];
         let specs = engine::plan_many(&firsts, None);
         let known = match &old {
             Some(d) => Some(d.records(store, &specs[0], None)?),

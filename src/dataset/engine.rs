@@ -25,7 +25,11 @@ pub struct DiffOptions {
 
 impl Default for DiffOptions {
     fn default() -> Self {
-        DiffOptions { key: None, limit: 3, stat_only: false }
+        DiffOptions {
+            key: None,
+            limit: 3,
+            stat_only: false,
+        }
     }
 }
 
@@ -153,7 +157,10 @@ pub fn word_diff(a: &str, b: &str) -> Vec<WordOp> {
         // Merge runs of the same op so the output is a short edit script.
         match ops.last_mut() {
             Some(last) if last.op == op => last.text.push_str(change.value()),
-            _ => ops.push(WordOp { op, text: change.value().to_owned() }),
+            _ => ops.push(WordOp {
+                op,
+                text: change.value().to_owned(),
+            }),
         }
     }
     ops
@@ -183,8 +190,15 @@ fn schema_changes(a: &Side, b: &Side) -> Vec<SchemaChange> {
             (Some(x), Some(y)) if x != y => "type_changed",
             _ => continue,
         };
-        let list = |s: Option<&BTreeSet<String>>| s.map(|s| s.iter().cloned().collect()).unwrap_or_default();
-        out.push(SchemaChange { field: f.clone(), change: change.into(), a_types: list(x), b_types: list(y) });
+        let list = |s: Option<&BTreeSet<String>>| {
+            s.map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        };
+        out.push(SchemaChange {
+            field: f.clone(),
+            change: change.into(),
+            a_types: list(x),
+            b_types: list(y),
+        });
     }
     out
 }
@@ -206,35 +220,39 @@ fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
     for r in a {
         *avail.entry(r.content).or_default() += 1;
     }
+    // Take one from a count, if any is left.
+    fn take(counts: &mut HashMap<u128, u32>, k: u128) -> bool {
+        match counts.get_mut(&k) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
     let mut matched: HashMap<u128, u32> = HashMap::new();
     let b_mask: Vec<bool> = b
         .iter()
-        .map(|r| match avail.get_mut(&r.content) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
+        .map(|r| {
+            let hit = take(&mut avail, r.content);
+            if hit {
                 *matched.entry(r.content).or_default() += 1;
-                true
             }
-            _ => false,
+            hit
         })
         .collect();
-    let a_mask = a
-        .iter()
-        .map(|r| match matched.get_mut(&r.content) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        })
-        .collect();
+    let a_mask = a.iter().map(|r| take(&mut matched, r.content)).collect();
     (a_mask, b_mask)
 }
 
 fn key_value(key: &KeySpec, row: &Map<String, Value>) -> Value {
     match key {
         KeySpec::WholeRow => Value::Null,
-        KeySpec::Fields(f) => Value::Object(f.iter().map(|f| (f.clone(), row.get(f).cloned().unwrap_or(Value::Null))).collect()),
+        KeySpec::Fields(f) => Value::Object(
+            f.iter()
+                .map(|f| (f.clone(), row.get(f).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        ),
     }
 }
 
@@ -263,7 +281,10 @@ pub fn plan_many(firsts: &[Option<Map<String, Value>>], key: Option<&KeySpec>) -
     let key = match key {
         Some(k) => k.clone(),
         None => {
-            let mut naturals = firsts.iter().flatten().map(|r| DatasetKind::detect(r).natural_key(r));
+            let mut naturals = firsts
+                .iter()
+                .flatten()
+                .map(|r| DatasetKind::detect(r).natural_key(r));
             let first = naturals.next().unwrap_or(KeySpec::WholeRow);
             if naturals.all(|k| k == first) {
                 first
@@ -293,7 +314,11 @@ fn changed_fields(a: &SideRecords, ra: &RowRecord, b: &SideRecords, rb: &RowReco
         .filter(|(n, h)| !old.iter().any(|(m, g)| m == n && g == h))
         .map(|(n, _)| n.to_string())
         .collect();
-    out.extend(old.iter().filter(|(m, _)| !new.iter().any(|(n, _)| n == m)).map(|(m, _)| m.to_string()));
+    out.extend(
+        old.iter()
+            .filter(|(m, _)| !new.iter().any(|(n, _)| n == m))
+            .map(|(m, _)| m.to_string()),
+    );
     out
 }
 
@@ -305,10 +330,22 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
 
     // Group the one-sided rows by key: pairs of (removed, added) with one key are modified.
     let mut by_key: HashMap<u128, (Vec<usize>, Vec<usize>)> = HashMap::new();
-    for (i, r) in a.data.records.iter().enumerate().filter(|(i, _)| !a_mask[*i]) {
+    for (i, r) in a
+        .data
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !a_mask[*i])
+    {
         by_key.entry(r.key).or_default().0.push(i);
     }
-    for (i, r) in b.data.records.iter().enumerate().filter(|(i, _)| !b_mask[*i]) {
+    for (i, r) in b
+        .data
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !b_mask[*i])
+    {
         by_key.entry(r.key).or_default().1.push(i);
     }
     let (mut removed, mut added, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
@@ -347,25 +384,42 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
         let shown = &pairs[..pairs.len().min(limit)];
         let mut ex = Examples::default();
         let mut a_rows: HashMap<usize, Map<String, Value>> = HashMap::new();
-        let want_a: Vec<usize> = shown.iter().map(|&(x, _)| x).chain(removed.iter().copied().take(limit)).collect();
+        let want_a: Vec<usize> = shown
+            .iter()
+            .map(|&(x, _)| x)
+            .chain(removed.iter().copied().take(limit))
+            .collect();
         fetch_parsed(&mut a, &want_a, &mut |i, row| {
             a_rows.insert(i, row);
         })?;
         let mut b_rows: HashMap<usize, Map<String, Value>> = HashMap::new();
-        let want_b: Vec<usize> = shown.iter().map(|&(_, y)| y).chain(added.iter().copied().take(limit)).collect();
+        let want_b: Vec<usize> = shown
+            .iter()
+            .map(|&(_, y)| y)
+            .chain(added.iter().copied().take(limit))
+            .collect();
         fetch_parsed(&mut b, &want_b, &mut |i, row| {
             b_rows.insert(i, row);
         })?;
         for &i in removed.iter().take(limit) {
             let row = a_rows.get(&i).cloned().unwrap_or_default();
-            ex.removed.push(RowExample { line: a.data.records[i].line, row: Value::Object(row) });
+            ex.removed.push(RowExample {
+                line: a.data.records[i].line,
+                row: Value::Object(row),
+            });
         }
         for &i in added.iter().take(limit) {
             let row = b_rows.get(&i).cloned().unwrap_or_default();
-            ex.added.push(RowExample { line: b.data.records[i].line, row: Value::Object(row) });
+            ex.added.push(RowExample {
+                line: b.data.records[i].line,
+                row: Value::Object(row),
+            });
         }
         for (&(x, y), changed) in shown.iter().zip(shown_changes) {
-            let (old, new) = (a_rows.get(&x).cloned().unwrap_or_default(), b_rows.get(&y).cloned().unwrap_or_default());
+            let (old, new) = (
+                a_rows.get(&x).cloned().unwrap_or_default(),
+                b_rows.get(&y).cloned().unwrap_or_default(),
+            );
             let changes = changed
                 .into_iter()
                 .map(|f| {
@@ -374,7 +428,12 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
                         (Some(Value::String(s)), Some(Value::String(t))) => Some(word_diff(s, t)),
                         _ => None,
                     };
-                    FieldChange { field: f, a: va, b: vb, words }
+                    FieldChange {
+                        field: f,
+                        a: va,
+                        b: vb,
+                        words,
+                    }
                 })
                 .collect();
             ex.modified.push(ModifiedExample {
@@ -416,14 +475,32 @@ mod tests {
     #[test]
     fn word_diff_marks_changed_words_only() {
         let ops = word_diff("the cat sat on the mat", "the dog sat on the mat");
-        let changed: Vec<(&str, &str)> = ops.iter().filter(|o| o.op != "equal").map(|o| (o.op, o.text.as_str())).collect();
+        let changed: Vec<(&str, &str)> = ops
+            .iter()
+            .filter(|o| o.op != "equal")
+            .map(|o| (o.op, o.text.as_str()))
+            .collect();
         assert_eq!(changed, vec![("delete", "cat"), ("insert", "dog")]);
-        let joined: String = ops.iter().filter(|o| o.op != "delete").map(|o| o.text.as_str()).collect();
+        let joined: String = ops
+            .iter()
+            .filter(|o| o.op != "delete")
+            .map(|o| o.text.as_str())
+            .collect();
         assert_eq!(joined, "the dog sat on the mat");
     }
 
     fn rec(id: u8, key: u128) -> RowRecord {
-        RowRecord { id: [id; 32], key, content: id as u128, line: id as u32, lens: [0; 3], scores: [0.0; 2], flags: 0, schema: 0, fields: 0 }
+        RowRecord {
+            id: [id; 32],
+            key,
+            content: id as u128,
+            line: id as u32,
+            lens: [0; 3],
+            scores: [0.0; 2],
+            flags: 0,
+            schema: 0,
+            fields: 0,
+        }
     }
 
     #[test]

@@ -13,7 +13,10 @@ use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
 use super::DatasetError;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
-    move |source| DatasetError::Io { path: path.to_owned(), source }
+    move |source| DatasetError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Call `f(line_number, line_bytes)` for each non-blank line (newline and `\r` stripped);
@@ -53,7 +56,11 @@ pub fn first_row(path: &Path, label: &str) -> Result<Option<Map<String, Value>>,
 }
 
 /// Parse every line of a JSONL file into records.
-pub fn read_records(path: &Path, label: &str, spec: &SideSpec) -> Result<SideRecords, DatasetError> {
+pub fn read_records(
+    path: &Path,
+    label: &str,
+    spec: &SideSpec,
+) -> Result<SideRecords, DatasetError> {
     let key = spec.key_spec();
     let mut b = RecordBuilder::default();
     for_each_line(path, |line, bytes| {
@@ -93,22 +100,49 @@ impl RowFetch for FileRows {
 pub type Named<'a> = (&'a Path, &'a str);
 
 /// Row-level diff of two JSONL files (`None`: the dataset is absent on that side).
-pub fn diff_files(a: Option<Named>, b: Option<Named>, opts: &DiffOptions) -> Result<DatasetDiff, DatasetError> {
-    let label = |f: Option<Named>| f.map(|(_, l)| l.to_owned()).unwrap_or_else(|| "(absent)".into());
+pub fn diff_files(
+    a: Option<Named>,
+    b: Option<Named>,
+    opts: &DiffOptions,
+) -> Result<DatasetDiff, DatasetError> {
+    let label = |f: Option<Named>| {
+        f.map(|(_, l)| l.to_owned())
+            .unwrap_or_else(|| "(absent)".into())
+    };
     let (la, lb) = (label(a), label(b));
-    let first = |f: Option<Named>| f.map(|(p, l)| first_row(p, l)).transpose().map(Option::flatten);
+    let first = |f: Option<Named>| {
+        f.map(|(p, l)| first_row(p, l))
+            .transpose()
+            .map(Option::flatten)
+    };
     let (fa, fb) = (first(a)?, first(b)?);
     let mut specs = engine::plan_many(&[fa, fb], opts.key.as_ref()).into_iter();
-    let (sa, sb) = (specs.next().expect("two specs"), specs.next().expect("two specs"));
+    let (sa, sb) = (
+        specs.next().expect("two specs"),
+        specs.next().expect("two specs"),
+    );
     let read = |f: Option<Named>, s: &SideSpec| match f {
         Some((p, l)) => read_records(p, l, s),
         None => Ok(SideRecords::default()),
     };
     let (ra, rb) = (read(a, &sa)?, read(b, &sb)?);
-    let (mut fa, mut fb) = (FileRows(a.map(|(p, _)| p.to_owned())), FileRows(b.map(|(p, _)| p.to_owned())));
+    let (mut fa, mut fb) = (
+        FileRows(a.map(|(p, _)| p.to_owned())),
+        FileRows(b.map(|(p, _)| p.to_owned())),
+    );
     engine::diff(
-        Side { label: la, spec: sa, data: ra, rows: &mut fa },
-        Side { label: lb, spec: sb, data: rb, rows: &mut fb },
+        Side {
+            label: la,
+            spec: sa,
+            data: ra,
+            rows: &mut fa,
+        },
+        Side {
+            label: lb,
+            spec: sb,
+            data: rb,
+            rows: &mut fb,
+        },
         opts,
     )
 }
@@ -116,7 +150,11 @@ pub fn diff_files(a: Option<Named>, b: Option<Named>, opts: &DiffOptions) -> Res
 /// True when the file looks binary (a NUL byte in its first 8000 bytes, git's heuristic).
 pub fn looks_binary(path: &Path) -> Result<bool, DatasetError> {
     let mut head = Vec::with_capacity(8000);
-    File::open(path).map_err(io_err(path))?.take(8000).read_to_end(&mut head).map_err(io_err(path))?;
+    File::open(path)
+        .map_err(io_err(path))?
+        .take(8000)
+        .read_to_end(&mut head)
+        .map_err(io_err(path))?;
     Ok(head.contains(&0))
 }
 
@@ -127,9 +165,14 @@ pub fn is_dataset_path(path: &str) -> bool {
 
 fn entry_side(path: &Path) -> Result<EntrySide, DatasetError> {
     let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).map_err(io_err(path))?).map_err(io_err(path))?;
+    h.update_reader(File::open(path).map_err(io_err(path))?)
+        .map_err(io_err(path))?;
     let size = std::fs::metadata(path).map_err(io_err(path))?.len();
-    Ok(EntrySide { id: h.finalize().to_hex().to_string(), size, rows: None })
+    Ok(EntrySide {
+        id: h.finalize().to_hex().to_string(),
+        size,
+        rows: None,
+    })
 }
 
 /// Relative paths of the files under `root` (sorted, `/`-separated; `.srlm` and `.git` skipped).
@@ -168,7 +211,11 @@ pub fn diff_paths(
     type SidePath = Option<(PathBuf, String)>;
     let mut report = Report::new(la, lb);
     let pairs: Vec<(String, SidePath, SidePath)> = match (a.is_dir(), b.is_dir()) {
-        (false, false) => vec![(lb.to_owned(), Some((a.to_owned(), la.to_owned())), Some((b.to_owned(), lb.to_owned())))],
+        (false, false) => vec![(
+            lb.to_owned(),
+            Some((a.to_owned(), la.to_owned())),
+            Some((b.to_owned(), lb.to_owned())),
+        )],
         (true, true) => {
             let (wa, wb) = (walk(a)?, walk(b)?);
             let mut all: Vec<&String> = wa.iter().chain(wb.iter()).collect();
@@ -177,18 +224,27 @@ pub fn diff_paths(
             all.into_iter()
                 .map(|p| {
                     let side = |root: &Path, label: &str, w: &[String]| {
-                        w.binary_search(p).is_ok().then(|| (root.join(p), format!("{}/{p}", label.trim_end_matches('/'))))
+                        w.binary_search(p)
+                            .is_ok()
+                            .then(|| (root.join(p), format!("{}/{p}", label.trim_end_matches('/'))))
                     };
                     (p.clone(), side(a, la, &wa), side(b, lb, &wb))
                 })
                 .collect()
         }
-        _ => return Err(DatasetError::Usage(format!("--files needs two files or two directories, got {la} and {lb}"))),
+        _ => {
+            return Err(DatasetError::Usage(format!(
+                "--files needs two files or two directories, got {la} and {lb}"
+            )))
+        }
     };
     for (path, pa, pb) in pairs {
         let na = pa.as_ref().map(|(p, l)| (p.as_path(), l.as_str()));
         let nb = pb.as_ref().map(|(p, l)| (p.as_path(), l.as_str()));
-        let (ea, eb) = (na.map(|(p, _)| entry_side(p)).transpose()?, nb.map(|(p, _)| entry_side(p)).transpose()?);
+        let (ea, eb) = (
+            na.map(|(p, _)| entry_side(p)).transpose()?,
+            nb.map(|(p, _)| entry_side(p)).transpose()?,
+        );
         let status = match (&ea, &eb) {
             (Some(x), Some(y)) if x == y => {
                 report.unchanged_paths += 1;
@@ -204,8 +260,20 @@ pub fn diff_paths(
         }
         // Two files named on the command line are datasets whatever their names.
         let dataset = !binary && (is_dataset_path(&path) || !a.is_dir());
-        let kind = if binary { "binary" } else if dataset { "dataset" } else { "file" };
-        report.changes.push(EntryChange { path: path.clone(), status, kind: kind.into(), a: ea, b: eb });
+        let kind = if binary {
+            "binary"
+        } else if dataset {
+            "dataset"
+        } else {
+            "file"
+        };
+        report.changes.push(EntryChange {
+            path: path.clone(),
+            status,
+            kind: kind.into(),
+            a: ea,
+            b: eb,
+        });
         if !dataset {
             continue;
         }

@@ -24,7 +24,13 @@ pub enum DatasetKind {
 const PROMPT_FIELDS: &[&str] = &["prompt", "instruction", "question"];
 const ANSWER_FIELDS: &[&str] = &["response", "completion", "output", "answer"];
 const PROMPT_ID_FIELDS: &[&str] = &["prompt_id"];
-const CANDIDATE_FIELDS: &[&str] = &["response", "response_text", "candidate", "completion", "text"];
+const CANDIDATE_FIELDS: &[&str] = &[
+    "response",
+    "response_text",
+    "candidate",
+    "completion",
+    "text",
+];
 const INDEX_FIELDS: &[&str] = &[
     "index",
     "candidate_index",
@@ -61,20 +67,35 @@ impl DatasetKind {
         }
         let prompt = first_present(row, PROMPT_FIELDS);
         let prompt_id = first_present(row, PROMPT_ID_FIELDS);
-        if first_present(row, JUDGEMENT_FIELDS).is_some() || (prompt_id.is_some() && first_present(row, SCORE_FIELDS).is_some()) {
+        if first_present(row, JUDGEMENT_FIELDS).is_some()
+            || (prompt_id.is_some() && first_present(row, SCORE_FIELDS).is_some())
+        {
             return DatasetKind::Judgements;
         }
         let candidate = first_present(row, CANDIDATE_FIELDS);
         let index = first_present(row, INDEX_FIELDS);
-        if (prompt_id.is_some() || prompt.is_some()) && candidate.is_some() && (index.is_some() || prompt_id.is_some()) {
+        if (prompt_id.is_some() || prompt.is_some())
+            && candidate.is_some()
+            && (index.is_some() || prompt_id.is_some())
+        {
             return DatasetKind::Responses;
         }
         if let (Some(_), Some(answer)) = (prompt, first_present(row, ANSWER_FIELDS)) {
-            let judged = row.get(answer).and_then(Value::as_str).is_some_and(has_score_line);
-            return if judged { DatasetKind::Eft } else { DatasetKind::Ift };
+            let judged = row
+                .get(answer)
+                .and_then(Value::as_str)
+                .is_some_and(has_score_line);
+            return if judged {
+                DatasetKind::Eft
+            } else {
+                DatasetKind::Ift
+            };
         }
         if prompt.is_some()
-            && row.keys().all(|k| PROMPT_FIELDS.contains(&k.as_str()) || matches!(k.as_str(), "prompt_id" | "source" | "id"))
+            && row.keys().all(|k| {
+                PROMPT_FIELDS.contains(&k.as_str())
+                    || matches!(k.as_str(), "prompt_id" | "source" | "id")
+            })
         {
             return DatasetKind::Prompts;
         }
@@ -126,7 +147,11 @@ impl DatasetKind {
     pub fn length_fields(self, row: &Map<String, Value>) -> Vec<String> {
         let pick = |names: &[&str]| first_present(row, names).map(str::to_owned);
         let v = match self {
-            DatasetKind::Aift => vec![pick(PROMPT_FIELDS), Some("chosen".into()), Some("rejected".into())],
+            DatasetKind::Aift => vec![
+                pick(PROMPT_FIELDS),
+                Some("chosen".into()),
+                Some("rejected".into()),
+            ],
             DatasetKind::Ift | DatasetKind::Eft => vec![pick(PROMPT_FIELDS), pick(ANSWER_FIELDS)],
             DatasetKind::Prompts => vec![pick(PROMPT_FIELDS)],
             DatasetKind::Responses => vec![pick(CANDIDATE_FIELDS)],
@@ -141,10 +166,13 @@ impl DatasetKind {
         match self {
             DatasetKind::Aift => {
                 let c = first_present(row, CHOSEN_SCORE_FIELDS).unwrap_or(CHOSEN_SCORE_FIELDS[0]);
-                let r = first_present(row, REJECTED_SCORE_FIELDS).unwrap_or(REJECTED_SCORE_FIELDS[0]);
+                let r =
+                    first_present(row, REJECTED_SCORE_FIELDS).unwrap_or(REJECTED_SCORE_FIELDS[0]);
                 vec![c.to_owned(), r.to_owned()]
             }
-            DatasetKind::Judgements => vec![first_present(row, SCORE_FIELDS).unwrap_or("score").to_owned()],
+            DatasetKind::Judgements => vec![first_present(row, SCORE_FIELDS)
+                .unwrap_or("score")
+                .to_owned()],
             _ => vec![],
         }
     }
@@ -162,7 +190,12 @@ pub enum KeySpec {
 impl KeySpec {
     /// Parse `--key FIELD[,FIELD]`.
     pub fn parse(s: &str) -> Option<KeySpec> {
-        let f: Vec<String> = s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect();
+        let f: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect();
         (!f.is_empty()).then_some(KeySpec::Fields(f))
     }
 
@@ -200,7 +233,9 @@ impl KeySpec {
                 }
             }
         }
-        Ok(u128::from_le_bytes(h.finalize().as_bytes()[..16].try_into().expect("16 bytes")))
+        Ok(u128::from_le_bytes(
+            h.finalize().as_bytes()[..16].try_into().expect("16 bytes"),
+        ))
     }
 }
 
@@ -216,16 +251,40 @@ mod tests {
     #[test]
     fn detects_the_kinds_of_the_loop() {
         let cases = [
-            (json!({"prompt": "p", "chosen": "c", "rejected": "r"}), DatasetKind::Aift),
-            (json!({"prompt": "p", "chosen": "c", "rejected": "r", "score_chosen": 5, "score_rejected": 2}), DatasetKind::Aift),
+            (
+                json!({"prompt": "p", "chosen": "c", "rejected": "r"}),
+                DatasetKind::Aift,
+            ),
+            (
+                json!({"prompt": "p", "chosen": "c", "rejected": "r", "score_chosen": 5, "score_rejected": 2}),
+                DatasetKind::Aift,
+            ),
             (json!({"instruction": "i", "output": "o"}), DatasetKind::Ift),
-            (json!({"question": "q", "answer": "a", "rank": 0}), DatasetKind::Ift),
-            (json!({"prompt": "Review the user's question", "response": "Reasoning. Score: 4"}), DatasetKind::Eft),
+            (
+                json!({"question": "q", "answer": "a", "rank": 0}),
+                DatasetKind::Ift,
+            ),
+            (
+                json!({"prompt": "Review the user's question", "response": "Reasoning. Score: 4"}),
+                DatasetKind::Eft,
+            ),
             (json!({"prompt": "p"}), DatasetKind::Prompts),
-            (json!({"prompt": "p", "prompt_id": "x", "source": "gen"}), DatasetKind::Prompts),
-            (json!({"prompt_id": "x", "prompt": "p", "response": "r", "index": 2}), DatasetKind::Responses),
-            (json!({"prompt_id": "x", "response": "r", "index": 2, "score": 4.3, "judgement": "… Score: 4"}), DatasetKind::Judgements),
-            (json!({"id": 1, "name": "n", "instances": []}), DatasetKind::Other),
+            (
+                json!({"prompt": "p", "prompt_id": "x", "source": "gen"}),
+                DatasetKind::Prompts,
+            ),
+            (
+                json!({"prompt_id": "x", "prompt": "p", "response": "r", "index": 2}),
+                DatasetKind::Responses,
+            ),
+            (
+                json!({"prompt_id": "x", "response": "r", "index": 2, "score": 4.3, "judgement": "… Score: 4"}),
+                DatasetKind::Judgements,
+            ),
+            (
+                json!({"id": 1, "name": "n", "instances": []}),
+                DatasetKind::Other,
+            ),
         ];
         for (row, want) in cases {
             assert_eq!(DatasetKind::detect(&obj(row.clone())), want, "{row}");
@@ -235,9 +294,15 @@ mod tests {
     #[test]
     fn natural_keys() {
         let aift = obj(json!({"prompt": "p", "chosen": "c", "rejected": "r"}));
-        assert_eq!(DatasetKind::Aift.natural_key(&aift), KeySpec::Fields(vec!["prompt".into()]));
+        assert_eq!(
+            DatasetKind::Aift.natural_key(&aift),
+            KeySpec::Fields(vec!["prompt".into()])
+        );
         let ranked = obj(json!({"question": "q", "answer": "a", "rank": 0}));
-        assert_eq!(DatasetKind::Ift.natural_key(&ranked), KeySpec::Fields(vec!["question".into(), "rank".into()]));
+        assert_eq!(
+            DatasetKind::Ift.natural_key(&ranked),
+            KeySpec::Fields(vec!["question".into(), "rank".into()])
+        );
         let resp = obj(json!({"prompt_id": "x", "prompt": "p", "response": "r", "index": 2}));
         assert_eq!(
             DatasetKind::Responses.natural_key(&resp),
@@ -254,7 +319,10 @@ mod tests {
         let c = obj(json!({"prompt": "q", "chosen": "c"}));
         assert_eq!(k.key_hash(&a), k.key_hash(&b));
         assert_ne!(k.key_hash(&a), k.key_hash(&c));
-        assert_eq!(k.key_hash(&obj(json!({"chosen": "c"}))), Err("prompt".to_string()));
+        assert_eq!(
+            k.key_hash(&obj(json!({"chosen": "c"}))),
+            Err("prompt".to_string())
+        );
         // Field boundaries matter.
         let two = KeySpec::parse("a, b").unwrap();
         assert_ne!(

@@ -33,13 +33,26 @@ pub enum DatasetError {
         source: std::io::Error,
     },
     #[error("{file}:{line}: not valid UTF-8 (byte {offset} of the line)")]
-    NotUtf8 { file: String, line: u64, offset: usize },
+    NotUtf8 {
+        file: String,
+        line: u64,
+        offset: usize,
+    },
     #[error("{file}:{line}: not JSON: {message}")]
-    NotJson { file: String, line: u64, message: String },
+    NotJson {
+        file: String,
+        line: u64,
+        message: String,
+    },
     #[error("{file}:{line}: not a JSON object (a JSONL dataset row must be an object)")]
     NotObject { file: String, line: u64 },
     #[error("{file}:{line}: field `{field}` is missing (it is part of the key {key}; choose another with --key)")]
-    MissingKey { file: String, line: u64, field: String, key: String },
+    MissingKey {
+        file: String,
+        line: u64,
+        field: String,
+        key: String,
+    },
     #[error("{file}: {message}")]
     Store { file: String, message: String },
     #[error("{0}")]

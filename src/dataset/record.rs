@@ -102,7 +102,11 @@ impl SideSpec {
 
 /// The first 16 bytes of the BLAKE3 of `bytes` (enough to tell rows apart; ids stay 32 bytes).
 pub fn hash128(bytes: &[u8]) -> u128 {
-    u128::from_le_bytes(blake3::hash(bytes).as_bytes()[..16].try_into().expect("16 bytes"))
+    u128::from_le_bytes(
+        blake3::hash(bytes).as_bytes()[..16]
+            .try_into()
+            .expect("16 bytes"),
+    )
 }
 
 /// Parse one line of a JSONL file into an object, with errors naming file and line.
@@ -114,8 +118,15 @@ pub fn parse_row(file: &str, line: u64, bytes: &[u8]) -> Result<Map<String, Valu
     })?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(DatasetError::NotObject { file: file.into(), line }),
-        Err(e) => Err(DatasetError::NotJson { file: file.into(), line, message: e.to_string() }),
+        Ok(_) => Err(DatasetError::NotObject {
+            file: file.into(),
+            line,
+        }),
+        Err(e) => Err(DatasetError::NotJson {
+            file: file.into(),
+            line,
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -150,7 +161,9 @@ pub fn parse_score(v: &Value) -> Option<f64> {
             t.parse::<f64>().ok().or_else(|| {
                 let (i, m) = t.match_indices("Score:").last()?;
                 let rest = t[i + m.len()..].trim_start();
-                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .unwrap_or(rest.len());
                 rest[..end].trim_end_matches('.').parse().ok()
             })
         }
@@ -188,7 +201,10 @@ impl SideRecords {
     pub fn fields<'a>(&'a self, r: &RowRecord) -> impl Iterator<Item = (&'a str, u64)> + 'a {
         let schema = &self.schemas[r.schema as usize];
         let hashes = &self.field_hashes[r.fields as usize..r.fields as usize + schema.len()];
-        schema.iter().map(|(n, _)| n.as_str()).zip(hashes.iter().copied())
+        schema
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .zip(hashes.iter().copied())
     }
 }
 
@@ -215,19 +231,34 @@ impl RecordBuilder {
     fn intern_row(&mut self, row: &Map<String, Value>) -> u32 {
         if let Some(last) = self.side.records.last().map(|r| r.schema) {
             let s = &self.side.schemas[last as usize];
-            if s.len() == row.len() && s.iter().zip(row).all(|((n, t), (k, v))| n == k && t == type_name(v)) {
+            if s.len() == row.len()
+                && s.iter()
+                    .zip(row)
+                    .all(|((n, t), (k, v))| n == k && t == type_name(v))
+            {
                 return last;
             }
         }
-        self.intern(row.iter().map(|(k, v)| (k.clone(), type_name(v).to_owned())).collect())
+        self.intern(
+            row.iter()
+                .map(|(k, v)| (k.clone(), type_name(v).to_owned()))
+                .collect(),
+        )
     }
 
     /// Append a record taken from another side (a row both sides share), at `line`.
     pub fn push_known(&mut self, from: &SideRecords, r: &RowRecord, line: u32) {
         let schema = self.intern(from.schemas[r.schema as usize].clone());
         let fields = self.side.field_hashes.len() as u32;
-        self.side.field_hashes.extend(from.fields(r).map(|(_, h)| h));
-        self.side.records.push(RowRecord { line, schema, fields, ..*r });
+        self.side
+            .field_hashes
+            .extend(from.fields(r).map(|(_, h)| h));
+        self.side.records.push(RowRecord {
+            line,
+            schema,
+            fields,
+            ..*r
+        });
     }
 
     /// Append the record of one parsed row.
@@ -261,12 +292,14 @@ fn make_record(
     id: RowId,
     row: &Map<String, Value>,
 ) -> Result<RowRecord, DatasetError> {
-    let key_hash = key.key_hash(row).map_err(|field| DatasetError::MissingKey {
-        file: file.into(),
-        line: line.into(),
-        field,
-        key: key.describe(),
-    })?;
+    let key_hash = key
+        .key_hash(row)
+        .map_err(|field| DatasetError::MissingKey {
+            file: file.into(),
+            line: line.into(),
+            field,
+            key: key.describe(),
+        })?;
     let mut lens = [NO_LEN; 3];
     for (slot, f) in spec.length_fields.iter().enumerate() {
         if let Some(v) = row.get(f) {
@@ -298,12 +331,30 @@ fn make_record(
     for (k, v) in row {
         buf.clear();
         serde_json::to_writer(&mut buf, v).expect("a JSON value serialises");
-        content.update(k.as_bytes()).update(b"\0").update(&buf).update(b"\0");
+        content
+            .update(k.as_bytes())
+            .update(b"\0")
+            .update(&buf)
+            .update(b"\0");
         b.side.field_hashes.push(hash128(&buf) as u64);
     }
-    let content = u128::from_le_bytes(content.finalize().as_bytes()[..16].try_into().expect("16 bytes"));
+    let content = u128::from_le_bytes(
+        content.finalize().as_bytes()[..16]
+            .try_into()
+            .expect("16 bytes"),
+    );
     let schema = b.intern_row(row);
-    Ok(RowRecord { id, key: key_hash, content, line, lens, scores, flags, schema, fields })
+    Ok(RowRecord {
+        id,
+        key: key_hash,
+        content,
+        line,
+        lens,
+        scores,
+        flags,
+        schema,
+        fields,
+    })
 }
 
 #[cfg(test)]
@@ -315,7 +366,9 @@ mod tests {
     fn lengths_count_characters_and_chat_contents() {
         assert_eq!(value_len(&json!("héllo")), 5);
         assert_eq!(
-            value_len(&json!([{"role": "user", "content": "abc"}, {"role": "assistant", "content": "de"}])),
+            value_len(
+                &json!([{"role": "user", "content": "abc"}, {"role": "assistant", "content": "de"}])
+            ),
             5
         );
         assert_eq!(value_len(&json!(null)), 0);
@@ -325,7 +378,10 @@ mod tests {
     fn scores_parse_from_numbers_strings_judgements_and_samples() {
         assert_eq!(parse_score(&json!(4)), Some(4.0));
         assert_eq!(parse_score(&json!(" 3.5 ")), Some(3.5));
-        assert_eq!(parse_score(&json!("Clear and complete.\nScore: 5")), Some(5.0));
+        assert_eq!(
+            parse_score(&json!("Clear and complete.\nScore: 5")),
+            Some(5.0)
+        );
         assert_eq!(parse_score(&json!("Score: 4.")), Some(4.0));
         assert_eq!(parse_score(&json!([4, 5, 3])), Some(4.0));
         assert_eq!(parse_score(&json!("excellent")), None);
@@ -345,10 +401,22 @@ mod tests {
         assert_eq!(r.score(0), Some(4.0));
         assert_eq!(r.score_state(1), SCORE_UNPARSED);
         assert!(r.flags & FLAG_SAME_PAIR != 0);
-        assert_eq!(t.side.schemas[r.schema as usize][4], ("score_rejected".into(), "string".into()));
+        assert_eq!(
+            t.side.schemas[r.schema as usize][4],
+            ("score_rejected".into(), "string".into())
+        );
         t.side.records.push(r);
         let fields: Vec<&str> = t.side.fields(&r).map(|(n, _)| n).collect();
-        assert_eq!(fields, ["prompt", "chosen", "rejected", "score_chosen", "score_rejected"]);
+        assert_eq!(
+            fields,
+            [
+                "prompt",
+                "chosen",
+                "rejected",
+                "score_chosen",
+                "score_rejected"
+            ]
+        );
         let h: Vec<u64> = t.side.fields(&r).map(|(_, h)| h).collect();
         assert_eq!(h[1], h[2], "equal values hash equal");
         assert_ne!(h[0], h[1]);
@@ -358,14 +426,32 @@ mod tests {
         assert_eq!(r2.content, r.content);
 
         let bad = json!({"chosen": "c", "rejected": "r"});
-        let e = make_record(&spec, &key, &mut t, "f.jsonl", 9, [0; 32], bad.as_object().unwrap()).unwrap_err();
-        assert_eq!(e.to_string().split(" (").next().unwrap(), "f.jsonl:9: field `prompt` is missing");
+        let e = make_record(
+            &spec,
+            &key,
+            &mut t,
+            "f.jsonl",
+            9,
+            [0; 32],
+            bad.as_object().unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string().split(" (").next().unwrap(),
+            "f.jsonl:9: field `prompt` is missing"
+        );
     }
 
     #[test]
     fn parse_errors_name_file_and_line() {
-        assert!(matches!(parse_row("a", 3, b"{\"x\": 1"), Err(DatasetError::NotJson { line: 3, .. })));
-        assert!(matches!(parse_row("a", 4, b"[1]"), Err(DatasetError::NotObject { line: 4, .. })));
+        assert!(matches!(
+            parse_row("a", 3, b"{\"x\": 1"),
+            Err(DatasetError::NotJson { line: 3, .. })
+        ));
+        assert!(matches!(
+            parse_row("a", 4, b"[1]"),
+            Err(DatasetError::NotObject { line: 4, .. })
+        ));
         let e = parse_row("a", 5, b"{\"x\": \"\xff\"}").unwrap_err();
         assert_eq!(e.to_string(), "a:5: not valid UTF-8 (byte 7 of the line)");
     }

@@ -58,7 +58,11 @@ fn side_cell(s: &Option<EntrySide>) -> String {
         None => "-".into(),
         Some(s) => {
             let rows = s.rows.map(|r| format!(", {r} rows")).unwrap_or_default();
-            format!("{}{rows}\n{}", human_size(s.size), &s.id[..12.min(s.id.len())])
+            format!(
+                "{}{rows}\n{}",
+                human_size(s.size),
+                &s.id[..12.min(s.id.len())]
+            )
         }
     }
 }
@@ -67,7 +71,11 @@ fn side_cell(s: &Option<EntrySide>) -> String {
 /// row stays a few lines tall.
 fn value_text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.replace('\n', " ⏎ ").split_whitespace().collect::<Vec<_>>().join(" "),
+        Value::String(s) => s
+            .replace('\n', " ⏎ ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
         other => other.to_string(),
     }
 }
@@ -86,11 +94,18 @@ pub fn render_words(ops: &[WordOp]) -> String {
                 let s: String = if chars.len() <= 2 * keep {
                     op.text.clone()
                 } else if first {
-                    format!("…{}", chars[chars.len() - keep..].iter().collect::<String>())
+                    format!(
+                        "…{}",
+                        chars[chars.len() - keep..].iter().collect::<String>()
+                    )
                 } else if last {
                     format!("{}…", chars[..keep].iter().collect::<String>())
                 } else {
-                    format!("{} … {}", chars[..keep].iter().collect::<String>(), chars[chars.len() - keep..].iter().collect::<String>())
+                    format!(
+                        "{} … {}",
+                        chars[..keep].iter().collect::<String>(),
+                        chars[chars.len() - keep..].iter().collect::<String>()
+                    )
                 };
                 out.push_str(&s);
             }
@@ -108,11 +123,17 @@ fn fmt_opt(x: Option<f64>, pct: bool) -> String {
 }
 
 fn histogram(s: &SideStats, i: usize) -> String {
-    let Some(sc) = s.scores.get(i) else { return "-".into() };
+    let Some(sc) = s.scores.get(i) else {
+        return "-".into();
+    };
     if sc.histogram.is_empty() {
         return "-".into();
     }
-    sc.histogram.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+    sc.histogram
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn stats_table(d: &DatasetDiff) -> Table {
@@ -121,7 +142,12 @@ fn stats_table(d: &DatasetDiff) -> Table {
     t.set_header(vec![Cell::new("statistic"), right("a"), right("b")]);
     t.add_row(vec![Cell::new("rows"), right(a.rows), right(b.rows)]);
     // Length fields by name, so sides with different kinds still line up.
-    let mut fields: Vec<&String> = a.lengths.iter().chain(&b.lengths).map(|l| &l.field).collect();
+    let mut fields: Vec<&String> = a
+        .lengths
+        .iter()
+        .chain(&b.lengths)
+        .map(|l| &l.field)
+        .collect();
     fields.dedup();
     let mut seen = std::collections::BTreeSet::new();
     for f in fields.into_iter().filter(|f| seen.insert(*f)) {
@@ -132,15 +158,33 @@ fn stats_table(d: &DatasetDiff) -> Table {
                 .map(|l| format!("{:.0} / {:.0}", l.mean, l.median))
                 .unwrap_or_else(|| "-".into())
         };
-        t.add_row(vec![Cell::new(format!("{f} length mean / median")), right(cell(a)), right(cell(b))]);
+        t.add_row(vec![
+            Cell::new(format!("{f} length mean / median")),
+            right(cell(a)),
+            right(cell(b)),
+        ]);
     }
     let n = a.scores.len().max(b.scores.len());
-    let has_scores = |s: &SideStats, i: usize| s.scores.get(i).is_some_and(|x| x.parsed + x.unparsed > 0);
+    let has_scores =
+        |s: &SideStats, i: usize| s.scores.get(i).is_some_and(|x| x.parsed + x.unparsed > 0);
     for i in (0..n).filter(|&i| has_scores(a, i) || has_scores(b, i)) {
-        let name = a.scores.get(i).or(b.scores.get(i)).map(|s| s.field.clone()).unwrap_or_default();
+        let name = a
+            .scores
+            .get(i)
+            .or(b.scores.get(i))
+            .map(|s| s.field.clone())
+            .unwrap_or_default();
         let mean = |s: &SideStats| fmt_opt(s.scores.get(i).and_then(|x| x.mean), false);
-        t.add_row(vec![Cell::new(format!("{name} mean")), right(mean(a)), right(mean(b))]);
-        t.add_row(vec![Cell::new(format!("{name} histogram")), right(histogram(a, i)), right(histogram(b, i))]);
+        t.add_row(vec![
+            Cell::new(format!("{name} mean")),
+            right(mean(a)),
+            right(mean(b)),
+        ]);
+        t.add_row(vec![
+            Cell::new(format!("{name} histogram")),
+            right(histogram(a, i)),
+            right(histogram(b, i)),
+        ]);
     }
     let rows: [(&str, fn(&SideStats) -> Option<f64>); 3] = [
         ("tie share", |s| s.tie_share),
@@ -149,7 +193,11 @@ fn stats_table(d: &DatasetDiff) -> Table {
     ];
     for (name, get) in rows {
         if get(a).is_some() || get(b).is_some() {
-            t.add_row(vec![Cell::new(name), right(fmt_opt(get(a), true)), right(fmt_opt(get(b), true))]);
+            t.add_row(vec![
+                Cell::new(name),
+                right(fmt_opt(get(a), true)),
+                right(fmt_opt(get(b), true)),
+            ]);
         }
     }
     t
@@ -157,7 +205,10 @@ fn stats_table(d: &DatasetDiff) -> Table {
 
 fn summary_line(d: &DatasetDiff) -> String {
     let s = &d.summary;
-    let mut line = format!("+{} added  -{} removed  ~{} modified  ={} unchanged", s.added, s.removed, s.modified, s.unchanged);
+    let mut line = format!(
+        "+{} added  -{} removed  ~{} modified  ={} unchanged",
+        s.added, s.removed, s.modified, s.unchanged
+    );
     if d.a.duplicate_keys + d.b.duplicate_keys > 0 {
         line.push_str(&format!(
             "\nduplicate keys: a {} ({} extra rows), b {} ({} extra rows)",
@@ -167,15 +218,29 @@ fn summary_line(d: &DatasetDiff) -> String {
     line
 }
 
-fn render_dataset(w: &mut dyn Write, path: &str, d: &DatasetDiff, stat_only: bool) -> io::Result<()> {
-    let kind = if d.a.kind == d.b.kind { d.a.kind.clone() } else { format!("{} -> {}", d.a.kind, d.b.kind) };
+fn render_dataset(
+    w: &mut dyn Write,
+    path: &str,
+    d: &DatasetDiff,
+    stat_only: bool,
+) -> io::Result<()> {
+    let kind = if d.a.kind == d.b.kind {
+        d.a.kind.clone()
+    } else {
+        format!("{} -> {}", d.a.kind, d.b.kind)
+    };
     writeln!(w, "\n== {path} ({kind}; key: {})", d.key)?;
     writeln!(w, "{}", summary_line(d))?;
     if !d.schema_changes.is_empty() {
         let mut t = table();
         t.set_header(vec!["field", "schema change", "a", "b"]);
         for c in &d.schema_changes {
-            t.add_row(vec![c.field.clone(), c.change.clone(), c.a_types.join("|"), c.b_types.join("|")]);
+            t.add_row(vec![
+                c.field.clone(),
+                c.change.clone(),
+                c.a_types.join("|"),
+                c.b_types.join("|"),
+            ]);
         }
         writeln!(w, "{t}")?;
     }
@@ -206,17 +271,27 @@ fn render_dataset(w: &mut dyn Write, path: &str, d: &DatasetDiff, stat_only: boo
     }
     for m in &ex.modified {
         let mut t = table();
-        t.set_header(vec![format!("modified (line {} -> {})", m.line_a, m.line_b), String::new()]);
+        t.set_header(vec![
+            format!("modified (line {} -> {})", m.line_a, m.line_b),
+            String::new(),
+        ]);
         if let Value::Object(k) = &m.key {
             for (f, v) in k {
-                t.add_row(vec![format!("key {f}"), truncate(&value_text(v), VALUE_CHARS)]);
+                t.add_row(vec![
+                    format!("key {f}"),
+                    truncate(&value_text(v), VALUE_CHARS),
+                ]);
             }
         }
         for c in &m.changes {
             let text = match (&c.words, &c.a, &c.b) {
                 (Some(ops), _, _) => render_words(ops),
                 (None, a, b) => {
-                    let show = |v: &Option<Value>| v.as_ref().map(|v| truncate(&value_text(v), VALUE_CHARS / 2)).unwrap_or_else(|| "(absent)".into());
+                    let show = |v: &Option<Value>| {
+                        v.as_ref()
+                            .map(|v| truncate(&value_text(v), VALUE_CHARS / 2))
+                            .unwrap_or_else(|| "(absent)".into())
+                    };
                     format!("[-{}-]{{+{}+}}", show(a), show(b))
                 }
             };
@@ -236,7 +311,13 @@ pub fn render_report(w: &mut dyn Write, report: &Report, stat_only: bool) -> io:
         let mut t = table();
         t.set_header(vec!["path", "change", "kind", "a", "b"]);
         for c in &report.changes {
-            t.add_row(vec![c.path.clone(), c.status.into(), c.kind.clone(), side_cell(&c.a), side_cell(&c.b)]);
+            t.add_row(vec![
+                c.path.clone(),
+                c.status.into(),
+                c.kind.clone(),
+                side_cell(&c.a),
+                side_cell(&c.b),
+            ]);
         }
         writeln!(w, "{t}")?;
         if report.unchanged_paths > 0 {
@@ -271,7 +352,11 @@ pub fn render_trend(w: &mut dyn Write, path: &str, rows: &[TrendRow]) -> io::Res
             _ => "-".into(),
         };
         let len = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
-        let scores = format!("{} / {}", fmt_opt(r.chosen_score_mean, false), fmt_opt(r.rejected_score_mean, false));
+        let scores = format!(
+            "{} / {}",
+            fmt_opt(r.chosen_score_mean, false),
+            fmt_opt(r.rejected_score_mean, false)
+        );
         t.add_row(vec![
             Cell::new(&r.rev),
             right(r.rows),
@@ -292,13 +377,28 @@ mod tests {
     #[test]
     fn word_markers_and_context_trimming() {
         let ops = vec![
-            WordOp { op: "equal", text: "x".repeat(100) },
-            WordOp { op: "delete", text: "old".into() },
-            WordOp { op: "insert", text: "new".into() },
-            WordOp { op: "equal", text: " tail".into() },
+            WordOp {
+                op: "equal",
+                text: "x".repeat(100),
+            },
+            WordOp {
+                op: "delete",
+                text: "old".into(),
+            },
+            WordOp {
+                op: "insert",
+                text: "new".into(),
+            },
+            WordOp {
+                op: "equal",
+                text: " tail".into(),
+            },
         ];
         let s = render_words(&ops);
-        assert_eq!(s, format!("…{}[-old-]{{+new+}} tail", "x".repeat(CONTEXT_CHARS)));
+        assert_eq!(
+            s,
+            format!("…{}[-old-]{{+new+}} tail", "x".repeat(CONTEXT_CHARS))
+        );
     }
 
     #[test]

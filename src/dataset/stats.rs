@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::record::{RowRecord, SideSpec, FLAG_SAME_PAIR, NO_LEN, SCORE_ABSENT, SCORE_PARSED, SCORE_UNPARSED};
+use super::record::{
+    RowRecord, SideSpec, FLAG_SAME_PAIR, NO_LEN, SCORE_ABSENT, SCORE_PARSED, SCORE_UNPARSED,
+};
 
 /// Mean and median of one length field, in characters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,7 +78,12 @@ impl SideStats {
         let mut buf = Vec::with_capacity(records.len());
         for (slot, field) in spec.length_fields.iter().enumerate() {
             buf.clear();
-            buf.extend(records.iter().map(|r| r.lens[slot]).filter(|&l| l != NO_LEN));
+            buf.extend(
+                records
+                    .iter()
+                    .map(|r| r.lens[slot])
+                    .filter(|&l| l != NO_LEN),
+            );
             let sum: u64 = buf.iter().map(|&l| l as u64).sum();
             let n = buf.len() as u64;
             lengths.push(LengthStats {
@@ -89,7 +96,13 @@ impl SideStats {
         let mut scores = Vec::new();
         let mut any_score = false;
         for (slot, field) in spec.score_fields.iter().enumerate() {
-            let mut s = ScoreStats { field: field.clone(), parsed: 0, unparsed: 0, mean: None, histogram: BTreeMap::new() };
+            let mut s = ScoreStats {
+                field: field.clone(),
+                parsed: 0,
+                unparsed: 0,
+                mean: None,
+                histogram: BTreeMap::new(),
+            };
             let mut sum = 0f64;
             for r in records {
                 match r.score_state(slot) {
@@ -107,11 +120,21 @@ impl SideStats {
             scores.push(s);
         }
         let two = spec.score_fields.len() == 2;
-        let both: Vec<&RowRecord> = if two { records.iter().filter(|r| r.score(0).is_some() && r.score(1).is_some()).collect() } else { vec![] };
+        let both: Vec<&RowRecord> = if two {
+            records
+                .iter()
+                .filter(|r| r.score(0).is_some() && r.score(1).is_some())
+                .collect()
+        } else {
+            vec![]
+        };
         let ties = both.iter().filter(|r| r.scores[0] == r.scores[1]).count() as u64;
         let unparsed = records
             .iter()
-            .filter(|r| (0..spec.score_fields.len()).any(|i| matches!(r.score_state(i), SCORE_ABSENT | SCORE_UNPARSED)))
+            .filter(|r| {
+                (0..spec.score_fields.len())
+                    .any(|i| matches!(r.score_state(i), SCORE_ABSENT | SCORE_UNPARSED))
+            })
             .count() as u64;
         SideStats {
             rows,
@@ -119,17 +142,30 @@ impl SideStats {
             scores,
             tie_share: share(ties, both.len() as u64),
             chosen_equals_rejected_share: if spec.pairs {
-                share(records.iter().filter(|r| r.flags & FLAG_SAME_PAIR != 0).count() as u64, rows)
+                share(
+                    records
+                        .iter()
+                        .filter(|r| r.flags & FLAG_SAME_PAIR != 0)
+                        .count() as u64,
+                    rows,
+                )
             } else {
                 None
             },
-            unparsed_score_share: if any_score { share(unparsed, rows) } else { None },
+            unparsed_score_share: if any_score {
+                share(unparsed, rows)
+            } else {
+                None
+            },
         }
     }
 
     /// The mean length of `field`, if the side reports it.
     pub fn mean_len(&self, field: &str) -> Option<f64> {
-        self.lengths.iter().find(|l| l.field == field && l.rows > 0).map(|l| l.mean)
+        self.lengths
+            .iter()
+            .find(|l| l.field == field && l.rows > 0)
+            .map(|l| l.mean)
     }
 }
 
@@ -145,7 +181,17 @@ mod tests {
             flags |= SCORE_PARSED | (SCORE_PARSED << 2);
             s = [c, r];
         }
-        RowRecord { id: [0; 32], key: 0, content: 0, line: 1, lens, scores: s, flags, schema: 0, fields: 0 }
+        RowRecord {
+            id: [0; 32],
+            key: 0,
+            content: 0,
+            line: 1,
+            lens,
+            scores: s,
+            flags,
+            schema: 0,
+            fields: 0,
+        }
     }
 
     fn spec() -> SideSpec {

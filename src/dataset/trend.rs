@@ -35,13 +35,17 @@ pub fn trend(inputs: &[TrendInput]) -> Vec<TrendRow> {
     let mut prev: Option<HashSet<u128>> = None;
     for input in inputs {
         let stats = SideStats::compute(&input.spec, &input.records);
-        let overlap = prev.as_ref().map(|p| input.records.iter().filter(|r| p.contains(&r.key)).count() as u64);
+        let overlap = prev
+            .as_ref()
+            .map(|p| input.records.iter().filter(|r| p.contains(&r.key)).count() as u64);
         let score = |i: usize| stats.scores.get(i).and_then(|s| s.mean);
         out.push(TrendRow {
             rev: input.rev.clone(),
             rows: stats.rows,
             overlap_prev: overlap,
-            overlap_prev_share: overlap.filter(|_| stats.rows > 0).map(|n| n as f64 / stats.rows as f64),
+            overlap_prev_share: overlap
+                .filter(|_| stats.rows > 0)
+                .map(|n| n as f64 / stats.rows as f64),
             chosen_len_mean: stats.mean_len("chosen"),
             rejected_len_mean: stats.mean_len("rejected"),
             chosen_score_mean: score(0),
@@ -58,7 +62,17 @@ mod tests {
     use super::*;
 
     fn rec(key: u128, chosen: u32) -> RowRecord {
-        RowRecord { id: [key as u8; 32], key, content: key, line: 1, lens: [1, chosen, 10], scores: [0.0; 2], flags: 0, schema: 0, fields: 0 }
+        RowRecord {
+            id: [key as u8; 32],
+            key,
+            content: key,
+            line: 1,
+            lens: [1, chosen, 10],
+            scores: [0.0; 2],
+            flags: 0,
+            schema: 0,
+            fields: 0,
+        }
     }
 
     #[test]
@@ -70,7 +84,11 @@ mod tests {
             score_fields: vec![],
             pairs: true,
         };
-        let mk = |rev: &str, recs: Vec<RowRecord>| TrendInput { rev: rev.into(), spec: spec.clone(), records: recs };
+        let mk = |rev: &str, recs: Vec<RowRecord>| TrendInput {
+            rev: rev.into(),
+            spec: spec.clone(),
+            records: recs,
+        };
         let rows = trend(&[
             mk("M1", vec![rec(1, 100), rec(2, 200)]),
             mk("M2", vec![rec(2, 300), rec(3, 500), rec(4, 400)]),
