@@ -634,3 +634,25 @@ fn warm_cache_after_commit_makes_the_next_diff_read_no_rows() {
     let doc = json_of(dir.path(), &["diff", "M1", "M2", "--stat", "--json"]);
     assert_eq!(summary(&doc, 0), (0, 0, 1, 49));
 }
+
+#[test]
+fn usage_errors_exit_2_and_missing_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(dir.path(), &["diff", "M1"]).status.code(), Some(2));
+    assert_eq!(
+        run(dir.path(), &["diff", "--files", "a.jsonl"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = run(dir.path(), &["diff", "--files", "nope.jsonl", "b.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.jsonl") && err.contains("No such file"),
+        "{err}"
+    );
+    let out = run(dir.path(), &["diff", "M1", "M2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an srlm store"));
+}

@@ -150,11 +150,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
 
 fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()> {
     use crate::dataset::committed::{diff_revisions, trend_revisions};
+    if args.args.len() < 2 {
+        usage("srlm diff needs two revisions (or --files A B)");
+    }
     let store = srlm_store::Store::discover(&ctx.cwd)?;
     if let Some(path) = &args.path {
-        if args.args.len() < 2 {
-            usage("--path needs two or more revisions");
-        }
         let tp = store.tree_path(&ctx.cwd, std::path::Path::new(path))?;
         if args.args.len() > 2 {
             let rows = trend_revisions(&store, &args.args, &tp, opts.key.as_ref())?;
@@ -169,9 +169,6 @@ fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()>
             args.keep_going,
         )?;
         return print_report(ctx, &report, &args);
-    }
-    if args.args.len() < 2 {
-        usage("srlm diff needs two revisions (or --files A B)");
     }
     let only = args.args[2..]
         .iter()

@@ -26,7 +26,7 @@ pub use kind::{DatasetKind, KeySpec};
 /// 1-based line and, where one is to blame, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -57,7 +57,16 @@ impl ErrorReport {
             file: err.file().map(str::to_owned),
             line: err.line(),
             field: err.field().map(str::to_owned),
-            message: err.to_string(),
+            message: {
+                // The whole chain: an I/O error's cause is its point.
+                let mut m = err.to_string();
+                let mut src = std::error::Error::source(err);
+                while let Some(e) = src {
+                    m.push_str(&format!(": {e}"));
+                    src = e.source();
+                }
+                m
+            },
         }
     }
 }
