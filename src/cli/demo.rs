@@ -48,12 +48,15 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.cwd = dir;
     let last = format!("M{}", args.iterations + 1);
     verb(ctx, &["log", "--oneline"])?;
-    let mut trend: Vec<String> = (1..=args.iterations).map(|t| format!("AIFT(M{t})")).collect();
-    if trend.len() >= 2 {
-        trend.extend(["--path".to_string(), crate::stages::iterate::layout::AIFT.to_string()]);
-        let mut argv = vec!["diff"];
-        argv.extend(trend.iter().map(String::as_str));
-        verb(ctx, &argv)?;
+    // The AIFT datasets of the iterations side by side: a diff of two, a trend of three or more.
+    let mut argv: Vec<String> = vec!["diff".into()];
+    argv.extend((1..=args.iterations).map(|t| format!("AIFT(M{t})")));
+    argv.extend(["--path".to_string(), crate::stages::iterate::layout::AIFT.to_string()]);
+    if args.iterations == 2 {
+        argv.push("--stat".into());
+    }
+    if args.iterations >= 2 {
+        verb(ctx, &argv.iter().map(String::as_str).collect::<Vec<_>>())?;
     }
     verb(ctx, &["lineage", &last])?;
     Ok(())
