@@ -515,3 +515,74 @@ fn run_chain_reproduces_upstream_runs_and_last_n() {
     assert_eq!(v[0]["stage"], "uniq");
     assert_eq!(v[0]["outputs"][0]["identical"], true);
 }
+
+fn write_checkpoint(path: &Path, w: [f32; 3]) {
+    use safetensors::tensor::TensorView;
+    let wb: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bb: Vec<u8> = [0.5f32, -0.5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let tensors = vec![
+        (
+            "layer.weight",
+            TensorView::new(safetensors::Dtype::F32, vec![3], &wb).unwrap(),
+        ),
+        (
+            "layer.bias",
+            TensorView::new(safetensors::Dtype::F32, vec![2], &bb).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(tensors, None, path).unwrap();
+}
+
+#[test]
+fn reproduce_names_the_tensors_that_differ() {
+    let d = init_store();
+    let p = d.path();
+    // the "trainer" copies a checkpoint from outside the store, named by a recorded variable
+    let outside = tempfile::tempdir().unwrap();
+    let src = outside.path().join("trained.safetensors");
+    write_checkpoint(&src, [1.0, 2.0, 3.0]);
+    let out = common::srlm()
+        .current_dir(p)
+        .env("TRAINED", &src)
+        .args([
+            "run",
+            "--stage",
+            "train",
+            "--env",
+            "TRAINED",
+            "--output",
+            "model.safetensors",
+            "--",
+            "sh",
+            "-c",
+            "cp \"$TRAINED\" model.safetensors",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = last_record(p, "model.safetensors");
+    assert_eq!(run["outputs"]["model.safetensors"]["kind"], "checkpoint");
+    assert_eq!(
+        run["params"]["env"]["TRAINED"],
+        src.to_string_lossy().as_ref()
+    );
+    assert!(
+        ok(p, &["reproduce", "model.safetensors"]).contains("all 1 run(s) reproduced identically")
+    );
+
+    write_checkpoint(&src, [1.0, 2.25, 3.0]);
+    let out = srlm(p, &["reproduce", "model.safetensors"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("1 tensor(s) differ: layer.weight: 1/3 values, max abs diff 2.500e-1"),
+        "{stdout}"
+    );
+}
