@@ -292,86 +292,80 @@ impl Lineage {
 
     /// Graphviz dot: objects as ellipses, runs as boxes, edges input → run → output.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph lineage {\n  rankdir=LR;\n");
-        for (id, o) in self.all_objects() {
-            writeln!(
-                s,
-                "  \"o{}\" [shape=ellipse, label=\"{}\\n{}\"];",
-                short(id),
-                esc(&o.path),
-                short(id)
-            )
-            .unwrap();
-        }
-        for r in &self.runs {
-            let rec = &r.record;
-            writeln!(
-                s,
-                "  \"r{}\" [shape=box, label=\"{} v{}\\nrun {}\"];",
-                short(r.id),
-                esc(&rec.stage.name),
-                esc(&rec.stage.version),
-                short(r.id)
-            )
-            .unwrap();
-            for (role, o) in &rec.inputs {
-                writeln!(
-                    s,
-                    "  \"o{}\" -> \"r{}\" [label=\"{}\"];",
-                    short(o.id),
-                    short(r.id),
-                    esc(role)
+        self.render(&GraphSyntax {
+            head: "digraph lineage {\n  rankdir=LR;\n",
+            tail: "}\n",
+            object: |id, path| {
+                format!(
+                    "  \"o{id}\" [shape=ellipse, label=\"{}\\n{id}\"];",
+                    esc(path)
                 )
-                .unwrap();
-            }
-            for o in rec.outputs.values() {
-                writeln!(s, "  \"r{}\" -> \"o{}\";", short(r.id), short(o.id)).unwrap();
-            }
-        }
-        s.push_str("}\n");
-        s
+            },
+            run: |id, name, version| {
+                format!(
+                    "  \"r{id}\" [shape=box, label=\"{} v{}\\nrun {id}\"];",
+                    esc(name),
+                    esc(version)
+                )
+            },
+            input: |obj, run, role| {
+                format!("  \"o{obj}\" -> \"r{run}\" [label=\"{}\"];", esc(role))
+            },
+            output: |run, obj| format!("  \"r{run}\" -> \"o{obj}\";"),
+        })
     }
 
     /// Mermaid flowchart, same graph as [`Lineage::to_dot`].
     pub fn to_mermaid(&self) -> String {
-        let mut s = String::from("flowchart LR\n");
+        self.render(&GraphSyntax {
+            head: "flowchart LR\n",
+            tail: "",
+            object: |id, path| format!("  o{id}([\"{}<br/>{id}\"])", mermaid_esc(path)),
+            run: |id, name, version| {
+                format!(
+                    "  r{id}[\"{} v{}<br/>run {id}\"]",
+                    mermaid_esc(name),
+                    mermaid_esc(version)
+                )
+            },
+            input: |obj, run, role| format!("  o{obj} -->|{}| r{run}", mermaid_esc(role)),
+            output: |run, obj| format!("  r{run} --> o{obj}"),
+        })
+    }
+
+    /// The graph (objects, runs, input and output edges) in one syntax.
+    fn render(&self, g: &GraphSyntax) -> String {
+        let mut lines = vec![g.head.trim_end().to_string()];
         for (id, o) in self.all_objects() {
-            writeln!(
-                s,
-                "  o{}([\"{}<br/>{}\"])",
-                short(id),
-                mermaid_esc(&o.path),
-                short(id)
-            )
-            .unwrap();
+            lines.push((g.object)(&short(id), &o.path));
         }
         for r in &self.runs {
-            let rec = &r.record;
-            writeln!(
-                s,
-                "  r{}[\"{} v{}<br/>run {}\"]",
-                short(r.id),
-                mermaid_esc(&rec.stage.name),
-                mermaid_esc(&rec.stage.version),
-                short(r.id)
-            )
-            .unwrap();
+            let (rid, rec) = (short(r.id), &r.record);
+            lines.push((g.run)(&rid, &rec.stage.name, &rec.stage.version));
             for (role, o) in &rec.inputs {
-                writeln!(
-                    s,
-                    "  o{} -->|{}| r{}",
-                    short(o.id),
-                    mermaid_esc(role),
-                    short(r.id)
-                )
-                .unwrap();
+                lines.push((g.input)(&short(o.id), &rid, role));
             }
             for o in rec.outputs.values() {
-                writeln!(s, "  r{} --> o{}", short(r.id), short(o.id)).unwrap();
+                lines.push((g.output)(&rid, &short(o.id)));
             }
+        }
+        lines.push(g.tail.to_string());
+        let mut s = lines.join("\n");
+        if !s.ends_with('\n') {
+            s.push('\n');
         }
         s
     }
+}
+
+/// How one graph language writes nodes and edges (ids are short hex).
+struct GraphSyntax {
+    head: &'static str,
+    tail: &'static str,
+    object: fn(&str, &str) -> String,
+    run: fn(&str, &str, &str) -> String,
+    input: fn(&str, &str, &str) -> String,
+    output: fn(&str, &str) -> String,
 }
 
 fn esc(s: &str) -> String {

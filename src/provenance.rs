@@ -143,6 +143,33 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A record of a run starting now: `ok` until told otherwise, no outputs or metrics yet.
+    pub fn start(
+        stage: StageInfo,
+        inputs: BTreeMap<String, ObjectRef>,
+        params: Value,
+        engine: Value,
+        code: Option<CodeVersion>,
+    ) -> Self {
+        let now = now_rfc3339();
+        RunRecord {
+            type_: RUN_TYPE.to_string(),
+            stage,
+            replay: None,
+            inputs,
+            params,
+            engine,
+            code,
+            env: EnvInfo::current(),
+            outputs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            started: now.clone(),
+            finished: now,
+            status: RunStatus::Ok,
+            error: None,
+        }
+    }
+
     /// The key that identifies "the same run": stage name and version, input ids by role and
     /// parameters. A committed run with the same key need not run again.
     pub fn key(&self) -> RunKey {
@@ -221,6 +248,21 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&fmt)
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// [`capture_code`], with the uncommitted diff stored in `store` as an object.
+pub fn record_code(
+    store: &Store,
+    dir: &Path,
+    exclude: &HashSet<PathBuf>,
+) -> Result<Option<CodeVersion>, ProvenanceError> {
+    let Some(mut c) = capture_code(dir, exclude)? else {
+        return Ok(None);
+    };
+    if let Some(patch) = c.patch.take() {
+        c.version.patch = Some(store.put_object(&patch)?);
+    }
+    Ok(Some(c.version))
 }
 
 /// The code version and the uncommitted diff's bytes (which the caller stores as an object).

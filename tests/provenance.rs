@@ -31,6 +31,15 @@ fn json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(dir, args)).expect("JSON output")
 }
 
+/// `list[i][field]` for every element of a JSON list of objects.
+fn field_of_each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    let items = list.as_array().expect("a JSON list");
+    items
+        .iter()
+        .map(|x| x[field].as_str().expect("a string field"))
+        .collect()
+}
+
 fn init_store() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     ok(d.path(), &["init"]);
@@ -140,12 +149,7 @@ fn lineage_of_a_three_commit_chain_with_manual_provenance() {
         runs[1]["outputs"]["b.jsonl"]["id"],
         runs[0]["inputs"]["prompts"]["id"]
     );
-    let ends: Vec<&str> = j["ends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let ends = field_of_each(&j["ends"], "path");
     assert_eq!(ends, vec!["a.jsonl"], "a.jsonl is the only root");
 
     let text = ok(p, &["lineage", "HEAD:c.jsonl"]);
@@ -168,12 +172,7 @@ fn lineage_of_a_three_commit_chain_with_manual_provenance() {
 
     // downstream from the seed: both runs, ending at c.jsonl
     let down = json(p, &["lineage", "HEAD:a.jsonl", "--down", "--json"]);
-    let stages: Vec<&str> = down["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["stage"].as_str().unwrap())
-        .collect();
+    let stages = field_of_each(&down["runs"], "stage");
     assert_eq!(stages, vec!["filter", "pairs"]);
     assert_eq!(down["ends"][0]["path"], "c.jsonl");
 
@@ -497,12 +496,7 @@ fn run_chain_reproduces_upstream_runs_and_last_n() {
         ],
     );
     let j = json(p, &["lineage", "HEAD:uniq.jsonl", "--json"]);
-    let stages: Vec<&str> = j["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["stage"].as_str().unwrap())
-        .collect();
+    let stages = field_of_each(&j["runs"], "stage");
     assert_eq!(stages, vec!["uniq", "sort"]);
     let out = ok(p, &["reproduce", "HEAD:uniq.jsonl"]);
     assert!(out.contains("all 2 run(s) reproduced identically"), "{out}");

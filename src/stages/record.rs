@@ -37,8 +37,7 @@ use serde_json::Value;
 use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
 
 use crate::provenance::{
-    capture_code, now_rfc3339, EnvInfo, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus,
-    StageInfo, RUN_TYPE,
+    now_rfc3339, record_code, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
 };
 
 /// Metrics a stage returns (name → number, string, …), recorded in the run record.
@@ -231,34 +230,18 @@ pub fn run_stage(
         .collect();
     exclude.extend(outputs.values().map(|(_, abs)| abs.clone()));
     exclude.extend(inputs.values().map(|x| x.path.clone()));
-    let code = match capture_code(&workdir, &exclude)? {
-        Some(mut c) => {
-            if let Some(patch) = c.patch.take() {
-                c.version.patch = Some(store.put_object(&patch)?);
-            }
-            Some(c.version)
-        }
-        None => None,
-    };
-    let mut record = RunRecord {
-        type_: RUN_TYPE.to_string(),
-        stage: stage_info,
-        replay: stage.replay.clone(),
-        inputs: inputs
+    let code = record_code(&store, &workdir, &exclude)?;
+    let mut record = RunRecord::start(
+        stage_info,
+        inputs
             .iter()
             .map(|(r, x)| (r.clone(), x.obj.clone()))
             .collect(),
-        params: stage.params.clone(),
-        engine: stage.engine.clone(),
+        stage.params.clone(),
+        stage.engine.clone(),
         code,
-        env: EnvInfo::current(),
-        outputs: BTreeMap::new(),
-        metrics: BTreeMap::new(),
-        started: now_rfc3339(),
-        finished: String::new(),
-        status: RunStatus::Ok,
-        error: None,
-    };
+    );
+    record.replay = stage.replay.clone();
     drop(store);
     let mut io = StageIo {
         dir: &workdir,
