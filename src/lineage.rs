@@ -232,7 +232,13 @@ impl Lineage {
                 } else {
                     "  (leaf)"
                 };
-                writeln!(out, "{p2}{b2}{role}: {}{end}", obj_label(o)).unwrap();
+                // `srlm run` names outputs by path: no need to say it twice
+                let role = if *role == o.path {
+                    String::new()
+                } else {
+                    format!("{role}: ")
+                };
+                writeln!(out, "{p2}{b2}{role}{}{end}", obj_label(o)).unwrap();
                 self.text_children(o.id, &format!("{p2}{c2}"), shown, out);
             }
         }
