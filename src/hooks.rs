@@ -33,15 +33,29 @@ pub const SHIPPED: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("hook {hook} ({path}) could not start: {source}")]
-    Spawn { hook: String, path: PathBuf, source: std::io::Error },
+    Spawn {
+        hook: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the {hook} hook rejected the commit (exit status {status}):\n{output}")]
-    Rejected { hook: String, status: String, output: String },
+    Rejected {
+        hook: String,
+        status: String,
+        output: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HookError + '_ {
-    move |source| HookError::Io { path: path.to_path_buf(), source }
+    move |source| HookError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Install the shipped hooks into `<store_dir>/hooks/` (executable). A hook that is already
@@ -59,7 +73,10 @@ pub fn install(store_dir: &Path) -> Result<Vec<PathBuf>, HookError> {
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
         std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io_err(&path))?;
         set_executable(tmp.path())?;
-        tmp.persist(&path).map_err(|e| HookError::Io { path: path.clone(), source: e.error })?;
+        tmp.persist(&path).map_err(|e| HookError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -79,7 +96,9 @@ fn set_executable(_path: &Path) -> Result<(), HookError> {
 #[cfg(unix)]
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(not(unix))]
@@ -123,23 +142,37 @@ pub fn run_hook(name: &str, env: &HookEnv) -> Result<HookRun, HookError> {
         .env("SRLM_CHANGED_PATHS", env.changed_paths.join("\n"))
         .env("SRLM_CHANGED_DATASETS", env.changed_datasets.join("\n"))
         .stdin(std::process::Stdio::null());
-    for (k, v) in [("SRLM_STAGED_DIR", env.staged_dir.as_ref().map(|p| p.display().to_string())),
+    for (k, v) in [
+        (
+            "SRLM_STAGED_DIR",
+            env.staged_dir.as_ref().map(|p| p.display().to_string()),
+        ),
         ("SRLM_COMMIT", env.commit.clone()),
-        ("SRLM_RUN", env.run.clone())]
-    {
+        ("SRLM_RUN", env.run.clone()),
+    ] {
         match v {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
         };
     }
-    let out = cmd
-        .output()
-        .map_err(|source| HookError::Spawn { hook: name.to_string(), path: path.clone(), source })?;
+    let out = cmd.output().map_err(|source| HookError::Spawn {
+        hook: name.to_string(),
+        path: path.clone(),
+        source,
+    })?;
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        let status = out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "killed by a signal".into());
-        return Err(HookError::Rejected { hook: name.to_string(), status, output });
+        let status = out
+            .status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "killed by a signal".into());
+        return Err(HookError::Rejected {
+            hook: name.to_string(),
+            status,
+            output,
+        });
     }
     Ok(HookRun { ran: true, output })
 }
@@ -171,7 +204,10 @@ pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, 
     let staged = tempfile::Builder::new()
         .prefix("srlm-staged-")
         .tempdir()
-        .map_err(|e| HookError::Io { path: std::env::temp_dir(), source: e })?;
+        .map_err(|e| HookError::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
     let store = Store::discover(dir)?;
     let mut env = HookEnv {
         store_dir: store.store_dir().to_path_buf(),
@@ -202,7 +238,13 @@ pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, 
             env.changed_datasets.push(path.clone());
         }
     }
-    env.changed_paths.extend(head_tree.entries.keys().filter(|p| !stage.entries.contains_key(*p)).cloned());
+    env.changed_paths.extend(
+        head_tree
+            .entries
+            .keys()
+            .filter(|p| !stage.entries.contains_key(*p))
+            .cloned(),
+    );
     env.changed_paths.sort();
     let workdir = env.workdir.clone();
     drop(store);
@@ -235,7 +277,11 @@ pub struct Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.field {
-            Some(field) => write!(f, "{}:{}: field `{}`: {}", self.file, self.line, field, self.message),
+            Some(field) => write!(
+                f,
+                "{}:{}: field `{}`: {}",
+                self.file, self.line, field, self.message
+            ),
             None => write!(f, "{}:{}: {}", self.file, self.line, self.message),
         }
     }
@@ -256,19 +302,29 @@ pub fn validate_jsonl(r: impl Read, file: &str) -> Result<Vec<Problem>, HookErro
     let mut line = 0u64;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io_err(Path::new(file)))?;
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(io_err(Path::new(file)))?;
         if n == 0 {
             break;
         }
         line += 1;
         let mut problem = |field: Option<&str>, message: String| {
-            problems.push(Problem { file: file.to_string(), line, field: field.map(str::to_string), message })
+            problems.push(Problem {
+                file: file.to_string(),
+                line,
+                field: field.map(str::to_string),
+                message,
+            })
         };
         let row: Value = match serde_json::from_slice(&buf) {
             Ok(v) => v,
             Err(e) if buf.iter().all(u8::is_ascii_whitespace) => {
                 let _ = e;
-                problem(None, "empty line (every line of a JSONL dataset must be a JSON value)".into());
+                problem(
+                    None,
+                    "empty line (every line of a JSONL dataset must be a JSON value)".into(),
+                );
                 continue;
             }
             Err(e) => {
@@ -277,28 +333,46 @@ pub fn validate_jsonl(r: impl Read, file: &str) -> Result<Vec<Problem>, HookErro
             }
         };
         let Value::Object(obj) = &row else {
-            problem(None, format!("expected a JSON object, found {}", json_type(&row)));
+            problem(
+                None,
+                format!("expected a JSON object, found {}", json_type(&row)),
+            );
             continue;
         };
-        let is_pairs = *pairs.get_or_insert_with(|| obj.contains_key("chosen") || obj.contains_key("rejected"));
+        let is_pairs = *pairs
+            .get_or_insert_with(|| obj.contains_key("chosen") || obj.contains_key("rejected"));
         if !is_pairs {
             continue;
         }
         for field in PAIR_FIELDS {
             match obj.get(field) {
-                None => problem(Some(field), "missing (preference pairs need prompt, chosen, rejected)".into()),
-                Some(Value::String(s)) if s.trim().is_empty() => problem(Some(field), "is empty".into()),
-                Some(Value::Array(a)) if a.is_empty() => problem(Some(field), "is an empty list".into()),
+                None => problem(
+                    Some(field),
+                    "missing (preference pairs need prompt, chosen, rejected)".into(),
+                ),
+                Some(Value::String(s)) if s.trim().is_empty() => {
+                    problem(Some(field), "is empty".into())
+                }
+                Some(Value::Array(a)) if a.is_empty() => {
+                    problem(Some(field), "is an empty list".into())
+                }
                 Some(Value::String(_)) | Some(Value::Array(_)) => {}
                 Some(other) => problem(
                     Some(field),
-                    format!("expected a string or a list of messages, found {}", json_type(other)),
+                    format!(
+                        "expected a string or a list of messages, found {}",
+                        json_type(other)
+                    ),
                 ),
             }
         }
         if let (Some(c), Some(r)) = (obj.get("chosen"), obj.get("rejected")) {
             if c == r && !is_blank(c) {
-                problem(Some("chosen"), "is identical to `rejected` (a pair must prefer one response over another)".into());
+                problem(
+                    Some("chosen"),
+                    "is identical to `rejected` (a pair must prefer one response over another)"
+                        .into(),
+                );
             }
         }
     }
@@ -335,7 +409,11 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Vec<String> {
-        validate_jsonl(text.as_bytes(), "p.jsonl").unwrap().iter().map(|p| p.to_string()).collect()
+        validate_jsonl(text.as_bytes(), "p.jsonl")
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     #[test]
@@ -353,15 +431,30 @@ mod tests {
                  not json\n";
         let p = check(t);
         assert_eq!(p.len(), 4, "{p:?}");
-        assert!(p[0].starts_with("p.jsonl:2: field `chosen`: is empty"), "{}", p[0]);
-        assert!(p[1].starts_with("p.jsonl:3: field `chosen`: is identical"), "{}", p[1]);
-        assert!(p[2].starts_with("p.jsonl:4: field `rejected`: missing"), "{}", p[2]);
+        assert!(
+            p[0].starts_with("p.jsonl:2: field `chosen`: is empty"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].starts_with("p.jsonl:3: field `chosen`: is identical"),
+            "{}",
+            p[1]
+        );
+        assert!(
+            p[2].starts_with("p.jsonl:4: field `rejected`: missing"),
+            "{}",
+            p[2]
+        );
         assert!(p[3].starts_with("p.jsonl:5: not valid JSON"), "{}", p[3]);
     }
 
     #[test]
     fn non_pair_datasets_only_need_json_objects() {
-        assert_eq!(check("{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\":\"c\"}\n"), Vec::<String>::new());
+        assert_eq!(
+            check("{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\":\"c\"}\n"),
+            Vec::<String>::new()
+        );
         let p = check("{\"prompt\":\"a\"}\n\n[1]\n");
         assert_eq!(p.len(), 2);
         assert!(p[0].starts_with("p.jsonl:2: empty line"));
@@ -376,7 +469,10 @@ mod tests {
         let written = install(d.path()).unwrap();
         assert_eq!(written, vec![d.path().join("hooks/pre-commit")]);
         assert!(is_executable(&d.path().join("hooks/pre-commit")));
-        assert_eq!(std::fs::read_to_string(d.path().join("hooks/post-commit")).unwrap(), "#!/bin/sh\necho mine\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("hooks/post-commit")).unwrap(),
+            "#!/bin/sh\necho mine\n"
+        );
     }
 
     #[test]
@@ -384,7 +480,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let hooks = d.path().join("hooks");
         std::fs::create_dir_all(&hooks).unwrap();
-        std::fs::write(hooks.join("pre-commit"), "#!/bin/sh\necho \"no: $SRLM_CHANGED_PATHS\"\nexit 4\n").unwrap();
+        std::fs::write(
+            hooks.join("pre-commit"),
+            "#!/bin/sh\necho \"no: $SRLM_CHANGED_PATHS\"\nexit 4\n",
+        )
+        .unwrap();
         set_executable(&hooks.join("pre-commit")).unwrap();
         let env = HookEnv {
             store_dir: d.path().to_path_buf(),

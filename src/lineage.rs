@@ -72,7 +72,11 @@ pub struct Lineage {
 
 /// Walk from `start` in `dir`. A run reached twice is listed once. Failed runs are skipped:
 /// they produced nothing that was committed.
-pub fn walk(index: &impl RunIndex, start: Vec<ObjectRef>, dir: Direction) -> Result<Lineage, LineageError> {
+pub fn walk(
+    index: &impl RunIndex,
+    start: Vec<ObjectRef>,
+    dir: Direction,
+) -> Result<Lineage, LineageError> {
     let mut runs: Vec<RunNode> = Vec::new();
     let mut seen_runs: BTreeMap<RunId, usize> = BTreeMap::new();
     let mut seen_objs: BTreeSet<ObjectId> = BTreeSet::new();
@@ -88,12 +92,23 @@ pub fn walk(index: &impl RunIndex, start: Vec<ObjectRef>, dir: Direction) -> Res
             Direction::Down => index.consuming(obj.id)?,
         };
         let mut linked = Vec::new();
+        // in the order the runs happened (the index's order is by id, which means nothing)
+        let mut found = Vec::new();
         for rid in ids {
-            if let Some(&i) = seen_runs.get(&rid) {
-                linked.push(runs[i].id);
-                continue;
+            match seen_runs.get(&rid) {
+                Some(&i) => found.push((runs[i].record.started.clone(), rid, None)),
+                None => {
+                    let record = index.record(rid)?;
+                    found.push((record.started.clone(), rid, Some(record)));
+                }
             }
-            let record = index.record(rid)?;
+        }
+        found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (_, rid, record) in found {
+            let Some(record) = record else {
+                linked.push(rid);
+                continue;
+            };
             if record.status != crate::provenance::RunStatus::Ok {
                 continue;
             }
@@ -106,7 +121,11 @@ pub fn walk(index: &impl RunIndex, start: Vec<ObjectRef>, dir: Direction) -> Res
             }
             seen_runs.insert(rid, runs.len());
             linked.push(rid);
-            runs.push(RunNode { id: rid, record, depth: depth + 1 });
+            runs.push(RunNode {
+                id: rid,
+                record,
+                depth: depth + 1,
+            });
         }
         if linked.is_empty() {
             ends.push(obj);
@@ -114,7 +133,13 @@ pub fn walk(index: &impl RunIndex, start: Vec<ObjectRef>, dir: Direction) -> Res
             edges.insert(obj.id, linked);
         }
     }
-    Ok(Lineage { direction: dir, start, runs, ends, edges })
+    Ok(Lineage {
+        direction: dir,
+        start,
+        runs,
+        ends,
+        edges,
+    })
 }
 
 fn short(id: impl std::fmt::Display) -> String {
@@ -127,7 +152,10 @@ fn obj_label(o: &ObjectRef) -> String {
 
 impl Lineage {
     fn run(&self, id: RunId) -> &RunNode {
-        self.runs.iter().find(|r| r.id == id).expect("edges only name runs in the walk")
+        self.runs
+            .iter()
+            .find(|r| r.id == id)
+            .expect("edges only name runs in the walk")
     }
 
     fn run_line(r: &RunNode) -> String {
@@ -136,7 +164,14 @@ impl Lineage {
             Some(c) if c.dirty => " (dirty code)",
             _ => "",
         };
-        format!("{} v{}  run {}  {}{}", rec.stage.name, rec.stage.version, short(r.id), rec.finished, dirty)
+        format!(
+            "{} v{}  run {}  {}{}",
+            rec.stage.name,
+            rec.stage.version,
+            short(r.id),
+            rec.finished,
+            dirty
+        )
     }
 
     /// A text tree: objects and the runs that made (or used) them, nested.
@@ -150,16 +185,31 @@ impl Lineage {
         out
     }
 
-    fn text_children(&self, obj: ObjectId, prefix: &str, shown: &mut BTreeSet<RunId>, out: &mut String) {
+    fn text_children(
+        &self,
+        obj: ObjectId,
+        prefix: &str,
+        shown: &mut BTreeSet<RunId>,
+        out: &mut String,
+    ) {
         let Some(run_ids) = self.edges.get(&obj) else {
             return;
         };
         for (i, rid) in run_ids.iter().enumerate() {
             let last = i + 1 == run_ids.len();
-            let (branch, cont) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+            let (branch, cont) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
             let node = self.run(*rid);
             if !shown.insert(*rid) {
-                writeln!(out, "{prefix}{branch}{} (shown above)", Self::run_line(node)).unwrap();
+                writeln!(
+                    out,
+                    "{prefix}{branch}{} (shown above)",
+                    Self::run_line(node)
+                )
+                .unwrap();
                 continue;
             }
             writeln!(out, "{prefix}{branch}{}", Self::run_line(node)).unwrap();
@@ -170,7 +220,11 @@ impl Lineage {
             let p2 = format!("{prefix}{cont}");
             for (j, (role, o)) in next.iter().enumerate() {
                 let last = j + 1 == next.len();
-                let (b2, c2) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+                let (b2, c2) = if last {
+                    ("└─ ", "   ")
+                } else {
+                    ("├─ ", "│  ")
+                };
                 let end = if self.edges.contains_key(&o.id) {
                     ""
                 } else if self.direction == Direction::Up {
@@ -178,7 +232,13 @@ impl Lineage {
                 } else {
                     "  (leaf)"
                 };
-                writeln!(out, "{p2}{b2}{role}: {}{end}", obj_label(o)).unwrap();
+                // `srlm run` names outputs by path: no need to say it twice
+                let role = if *role == o.path {
+                    String::new()
+                } else {
+                    format!("{role}: ")
+                };
+                writeln!(out, "{p2}{b2}{role}{}{end}", obj_label(o)).unwrap();
                 self.text_children(o.id, &format!("{p2}{c2}"), shown, out);
             }
         }
@@ -187,10 +247,19 @@ impl Lineage {
     /// JSON: `{direction, start, runs: [{id, depth, stage, version, status, inputs, outputs, …}], ends}`.
     pub fn to_json(&self) -> Value {
         let objs = |m: &BTreeMap<String, ObjectRef>| -> Value {
-            m.iter().map(|(k, o)| (k.clone(), json!({"id": o.id.to_string(), "kind": o.kind, "path": o.path}))).collect()
+            m.iter()
+                .map(|(k, o)| {
+                    (
+                        k.clone(),
+                        json!({"id": o.id.to_string(), "kind": o.kind, "path": o.path}),
+                    )
+                })
+                .collect()
         };
         let list = |v: &[ObjectRef]| -> Value {
-            v.iter().map(|o| json!({"id": o.id.to_string(), "kind": o.kind, "path": o.path})).collect()
+            v.iter()
+                .map(|o| json!({"id": o.id.to_string(), "kind": o.kind, "path": o.path}))
+                .collect()
         };
         json!({
             "direction": match self.direction { Direction::Up => "up", Direction::Down => "down" },
@@ -229,42 +298,80 @@ impl Lineage {
 
     /// Graphviz dot: objects as ellipses, runs as boxes, edges input → run → output.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph lineage {\n  rankdir=LR;\n");
-        for (id, o) in self.all_objects() {
-            writeln!(s, "  \"o{}\" [shape=ellipse, label=\"{}\\n{}\"];", short(id), esc(&o.path), short(id)).unwrap();
-        }
-        for r in &self.runs {
-            let rec = &r.record;
-            writeln!(s, "  \"r{}\" [shape=box, label=\"{} v{}\\nrun {}\"];", short(r.id), esc(&rec.stage.name), esc(&rec.stage.version), short(r.id)).unwrap();
-            for (role, o) in &rec.inputs {
-                writeln!(s, "  \"o{}\" -> \"r{}\" [label=\"{}\"];", short(o.id), short(r.id), esc(role)).unwrap();
-            }
-            for o in rec.outputs.values() {
-                writeln!(s, "  \"r{}\" -> \"o{}\";", short(r.id), short(o.id)).unwrap();
-            }
-        }
-        s.push_str("}\n");
-        s
+        self.render(&GraphSyntax {
+            head: "digraph lineage {\n  rankdir=LR;\n",
+            tail: "}\n",
+            object: |id, path| {
+                format!(
+                    "  \"o{id}\" [shape=ellipse, label=\"{}\\n{id}\"];",
+                    esc(path)
+                )
+            },
+            run: |id, name, version| {
+                format!(
+                    "  \"r{id}\" [shape=box, label=\"{} v{}\\nrun {id}\"];",
+                    esc(name),
+                    esc(version)
+                )
+            },
+            input: |obj, run, role| {
+                format!("  \"o{obj}\" -> \"r{run}\" [label=\"{}\"];", esc(role))
+            },
+            output: |run, obj| format!("  \"r{run}\" -> \"o{obj}\";"),
+        })
     }
 
     /// Mermaid flowchart, same graph as [`Lineage::to_dot`].
     pub fn to_mermaid(&self) -> String {
-        let mut s = String::from("flowchart LR\n");
+        self.render(&GraphSyntax {
+            head: "flowchart LR\n",
+            tail: "",
+            object: |id, path| format!("  o{id}([\"{}<br/>{id}\"])", mermaid_esc(path)),
+            run: |id, name, version| {
+                format!(
+                    "  r{id}[\"{} v{}<br/>run {id}\"]",
+                    mermaid_esc(name),
+                    mermaid_esc(version)
+                )
+            },
+            input: |obj, run, role| format!("  o{obj} -->|{}| r{run}", mermaid_esc(role)),
+            output: |run, obj| format!("  r{run} --> o{obj}"),
+        })
+    }
+
+    /// The graph (objects, runs, input and output edges) in one syntax.
+    fn render(&self, g: &GraphSyntax) -> String {
+        let mut lines = vec![g.head.trim_end().to_string()];
         for (id, o) in self.all_objects() {
-            writeln!(s, "  o{}([\"{}<br/>{}\"])", short(id), mermaid_esc(&o.path), short(id)).unwrap();
+            lines.push((g.object)(&short(id), &o.path));
         }
         for r in &self.runs {
-            let rec = &r.record;
-            writeln!(s, "  r{}[\"{} v{}<br/>run {}\"]", short(r.id), mermaid_esc(&rec.stage.name), mermaid_esc(&rec.stage.version), short(r.id)).unwrap();
+            let (rid, rec) = (short(r.id), &r.record);
+            lines.push((g.run)(&rid, &rec.stage.name, &rec.stage.version));
             for (role, o) in &rec.inputs {
-                writeln!(s, "  o{} -->|{}| r{}", short(o.id), mermaid_esc(role), short(r.id)).unwrap();
+                lines.push((g.input)(&short(o.id), &rid, role));
             }
             for o in rec.outputs.values() {
-                writeln!(s, "  r{} --> o{}", short(r.id), short(o.id)).unwrap();
+                lines.push((g.output)(&rid, &short(o.id)));
             }
+        }
+        lines.push(g.tail.to_string());
+        let mut s = lines.join("\n");
+        if !s.ends_with('\n') {
+            s.push('\n');
         }
         s
     }
+}
+
+/// How one graph language writes nodes and edges (ids are short hex).
+struct GraphSyntax {
+    head: &'static str,
+    tail: &'static str,
+    object: fn(&str, &str) -> String,
+    run: fn(&str, &str, &str) -> String,
+    input: fn(&str, &str, &str) -> String,
+    output: fn(&str, &str) -> String,
 }
 
 fn esc(s: &str) -> String {
@@ -279,14 +386,21 @@ fn mermaid_esc(s: &str) -> String {
 /// object; for a revision, the outputs of its commit's run, or every file of its tree when the
 /// commit has no run; a bare path means `HEAD:path`.
 pub fn start_objects(store: &Store, target: &str) -> Result<Vec<ObjectRef>, LineageError> {
-    let spec = if !target.contains(':') && store.resolve(target).is_err() && store.workdir().join(target).exists() {
+    let spec = if !target.contains(':')
+        && store.resolve(target).is_err()
+        && store.workdir().join(target).exists()
+    {
         format!("HEAD:{target}")
     } else {
         target.to_string()
     };
     if spec.contains(':') {
         let (_, path, entry) = store.resolve_path(&spec)?;
-        return Ok(vec![ObjectRef { id: entry.id.0, kind: entry.kind, path }]);
+        return Ok(vec![ObjectRef {
+            id: entry.id.0,
+            kind: entry.kind,
+            path,
+        }]);
     }
     let commit_id = store.resolve(&spec)?;
     let commit = store.read_commit(&commit_id)?;
@@ -300,7 +414,11 @@ pub fn start_objects(store: &Store, target: &str) -> Result<Vec<ObjectRef>, Line
     Ok(tree
         .entries
         .into_iter()
-        .map(|(path, e)| ObjectRef { id: e.id.0, kind: e.kind, path })
+        .map(|(path, e)| ObjectRef {
+            id: e.id.0,
+            kind: e.kind,
+            path,
+        })
         .collect())
 }
 
@@ -315,10 +433,20 @@ mod tests {
 
     impl RunIndex for Mem {
         fn producing(&self, id: ObjectId) -> Result<Vec<RunId>, LineageError> {
-            Ok(self.0.iter().filter(|(_, r)| r.outputs.values().any(|o| o.id == id)).map(|(i, _)| *i).collect())
+            Ok(self
+                .0
+                .iter()
+                .filter(|(_, r)| r.outputs.values().any(|o| o.id == id))
+                .map(|(i, _)| *i)
+                .collect())
         }
         fn consuming(&self, id: ObjectId) -> Result<Vec<RunId>, LineageError> {
-            Ok(self.0.iter().filter(|(_, r)| r.inputs.values().any(|o| o.id == id)).map(|(i, _)| *i).collect())
+            Ok(self
+                .0
+                .iter()
+                .filter(|(_, r)| r.inputs.values().any(|o| o.id == id))
+                .map(|(i, _)| *i)
+                .collect())
         }
         fn record(&self, id: RunId) -> Result<RunRecord, LineageError> {
             Ok(self.0.iter().find(|(i, _)| *i == id).unwrap().1.clone())
@@ -326,23 +454,38 @@ mod tests {
     }
 
     fn obj(name: &str) -> ObjectRef {
-        ObjectRef { id: ObjectId::of(name.as_bytes()), kind: EntryKind::Dataset, path: name.to_string() }
+        ObjectRef {
+            id: ObjectId::of(name.as_bytes()),
+            kind: EntryKind::Dataset,
+            path: name.to_string(),
+        }
     }
 
-    fn rec(stage: &str, inputs: &[(&str, &str)], outputs: &[&str]) -> (RunId, RunRecord) {
+    fn rec(
+        stage: &str,
+        started: &str,
+        inputs: &[(&str, &str)],
+        outputs: &[&str],
+    ) -> (RunId, RunRecord) {
         let r = RunRecord {
             type_: RUN_TYPE.into(),
-            stage: StageInfo { name: stage.into(), version: "1".into() },
+            stage: StageInfo {
+                name: stage.into(),
+                version: "1".into(),
+            },
             replay: None,
-            inputs: inputs.iter().map(|(role, n)| (role.to_string(), obj(n))).collect(),
+            inputs: inputs
+                .iter()
+                .map(|(role, n)| (role.to_string(), obj(n)))
+                .collect(),
             params: serde_json::json!({}),
             engine: serde_json::json!({}),
             code: None,
             env: EnvInfo::current(),
             outputs: outputs.iter().map(|n| (n.to_string(), obj(n))).collect(),
             metrics: Default::default(),
-            started: format!("t-{stage}"),
-            finished: format!("t-{stage}"),
+            started: started.to_string(),
+            finished: started.to_string(),
             status: RunStatus::Ok,
             error: None,
         };
@@ -352,16 +495,30 @@ mod tests {
     /// sft(ift, eft) -> m1; gen(m1) -> prompts; dpo(m1 as policy and reference, prompts) -> m2
     fn chain() -> Mem {
         Mem(vec![
-            rec("sft", &[("ift", "ift.jsonl"), ("eft", "eft.jsonl")], &["m1"]),
-            rec("gen", &[("model", "m1")], &["prompts"]),
-            rec("dpo", &[("policy", "m1"), ("pairs", "prompts")], &["m2"]),
+            rec(
+                "sft",
+                "2026-01-01",
+                &[("ift", "ift.jsonl"), ("eft", "eft.jsonl")],
+                &["m1"],
+            ),
+            rec("gen", "2026-01-02", &[("model", "m1")], &["prompts"]),
+            rec(
+                "dpo",
+                "2026-01-03",
+                &[("policy", "m1"), ("pairs", "prompts")],
+                &["m2"],
+            ),
         ])
     }
 
     #[test]
     fn upstream_reaches_roots_once_per_run() {
         let l = walk(&chain(), vec![obj("m2")], Direction::Up).unwrap();
-        let stages: Vec<_> = l.runs.iter().map(|r| (r.record.stage.name.as_str(), r.depth)).collect();
+        let stages: Vec<_> = l
+            .runs
+            .iter()
+            .map(|r| (r.record.stage.name.as_str(), r.depth))
+            .collect();
         assert_eq!(stages, vec![("dpo", 1), ("gen", 2), ("sft", 2)]);
         let mut ends: Vec<_> = l.ends.iter().map(|o| o.path.as_str()).collect();
         ends.sort();
@@ -376,9 +533,16 @@ mod tests {
     #[test]
     fn downstream_and_graph_formats() {
         let l = walk(&chain(), vec![obj("ift.jsonl")], Direction::Down).unwrap();
-        let stages: Vec<_> = l.runs.iter().map(|r| r.record.stage.name.as_str()).collect();
+        let stages: Vec<_> = l
+            .runs
+            .iter()
+            .map(|r| r.record.stage.name.as_str())
+            .collect();
         assert_eq!(stages, vec!["sft", "gen", "dpo"]);
-        assert_eq!(l.ends.iter().map(|o| o.path.as_str()).collect::<Vec<_>>(), vec!["m2"]);
+        assert_eq!(
+            l.ends.iter().map(|o| o.path.as_str()).collect::<Vec<_>>(),
+            vec!["m2"]
+        );
         let dot = l.to_dot();
         assert!(dot.starts_with("digraph lineage {"));
         // 3 runs: 5 input edges, 3 output edges

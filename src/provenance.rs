@@ -29,7 +29,10 @@ pub enum ProvenanceError {
     #[error("git repository at {path}: {source}")]
     Git { path: PathBuf, source: git2::Error },
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] srlm_store::StoreError),
     #[error("run record {id}: {reason}")]
@@ -88,7 +91,9 @@ impl EnvInfo {
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             cpu: cpu_model(),
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -138,10 +143,41 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A record of a run starting now: `ok` until told otherwise, no outputs or metrics yet.
+    pub fn start(
+        stage: StageInfo,
+        inputs: BTreeMap<String, ObjectRef>,
+        params: Value,
+        engine: Value,
+        code: Option<CodeVersion>,
+    ) -> Self {
+        let now = now_rfc3339();
+        RunRecord {
+            type_: RUN_TYPE.to_string(),
+            stage,
+            replay: None,
+            inputs,
+            params,
+            engine,
+            code,
+            env: EnvInfo::current(),
+            outputs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            started: now.clone(),
+            finished: now,
+            status: RunStatus::Ok,
+            error: None,
+        }
+    }
+
     /// The key that identifies "the same run": stage name and version, input ids by role and
     /// parameters. A committed run with the same key need not run again.
     pub fn key(&self) -> RunKey {
-        RunKey::new(&self.stage, self.inputs.iter().map(|(r, o)| (r.as_str(), o.id)), &self.params)
+        RunKey::new(
+            &self.stage,
+            self.inputs.iter().map(|(r, o)| (r.as_str(), o.id)),
+            &self.params,
+        )
     }
 
     /// The replay function's name.
@@ -165,13 +201,18 @@ impl RunRecord {
     /// Load and parse a stored record.
     pub fn load(store: &Store, id: RunId) -> Result<RunRecord, ProvenanceError> {
         let bytes = store.get_run(&id)?.record;
-        let rec: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            ProvenanceError::BadRecord { id: id.to_string(), reason: e.to_string() }
-        })?;
+        let rec: RunRecord =
+            serde_json::from_slice(&bytes).map_err(|e| ProvenanceError::BadRecord {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
         if rec.type_ != RUN_TYPE {
             return Err(ProvenanceError::BadRecord {
                 id: id.to_string(),
-                reason: format!("unknown record type {:?} (this srlm reads {RUN_TYPE})", rec.type_),
+                reason: format!(
+                    "unknown record type {:?} (this srlm reads {RUN_TYPE})",
+                    rec.type_
+                ),
             });
         }
         Ok(rec)
@@ -188,8 +229,10 @@ impl RunKey {
         inputs: impl IntoIterator<Item = (&'a str, ObjectId)>,
         params: &Value,
     ) -> Self {
-        let inputs: serde_json::Map<String, Value> =
-            inputs.into_iter().map(|(r, id)| (r.to_string(), Value::String(id.to_string()))).collect();
+        let inputs: serde_json::Map<String, Value> = inputs
+            .into_iter()
+            .map(|(r, id)| (r.to_string(), Value::String(id.to_string())))
+            .collect();
         let v = serde_json::json!({
             "stage": stage.name, "version": stage.version, "inputs": inputs, "params": params,
         });
@@ -197,11 +240,29 @@ impl RunKey {
     }
 }
 
-/// RFC 3339 UTC timestamp of now.
+/// RFC 3339 UTC timestamp of now, to the millisecond.
 pub fn now_rfc3339() -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+        .format(&fmt)
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// [`capture_code`], with the uncommitted diff stored in `store` as an object.
+pub fn record_code(
+    store: &Store,
+    dir: &Path,
+    exclude: &HashSet<PathBuf>,
+) -> Result<Option<CodeVersion>, ProvenanceError> {
+    let Some(mut c) = capture_code(dir, exclude)? else {
+        return Ok(None);
+    };
+    if let Some(patch) = c.patch.take() {
+        c.version.patch = Some(store.put_object(&patch)?);
+    }
+    Ok(Some(c.version))
 }
 
 /// The code version and the uncommitted diff's bytes (which the caller stores as an object).
@@ -215,13 +276,24 @@ pub struct CodeCapture {
 /// repository. Paths in `exclude` (absolute, or directories containing paths) are srlm's own
 /// data (the `.srlm` store, tracked datasets and checkpoints, a stage's outputs): they are
 /// recorded by object id already, so they neither make the tree dirty nor enter the patch.
-pub fn capture_code(dir: &Path, exclude: &HashSet<PathBuf>) -> Result<Option<CodeCapture>, ProvenanceError> {
+pub fn capture_code(
+    dir: &Path,
+    exclude: &HashSet<PathBuf>,
+) -> Result<Option<CodeCapture>, ProvenanceError> {
     let repo = match git2::Repository::discover(dir) {
         Ok(r) => r,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-        Err(e) => return Err(ProvenanceError::Git { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(ProvenanceError::Git {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     };
-    let git_err = |e| ProvenanceError::Git { path: dir.to_path_buf(), source: e };
+    let git_err = |e| ProvenanceError::Git {
+        path: dir.to_path_buf(),
+        source: e,
+    };
     let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
         return Ok(None); // a bare repository has no working tree to version
     };
@@ -229,8 +301,16 @@ pub fn capture_code(dir: &Path, exclude: &HashSet<PathBuf>) -> Result<Option<Cod
     let (commit, branch, head_tree) = match repo.head() {
         Ok(head) => {
             let c = head.peel_to_commit().map_err(git_err)?;
-            let branch = if head.is_branch() { head.shorthand().map(str::to_string) } else { None };
-            (Some(c.id().to_string()), branch, Some(c.tree().map_err(git_err)?))
+            let branch = if head.is_branch() {
+                head.shorthand().map(str::to_string)
+            } else {
+                None
+            };
+            (
+                Some(c.id().to_string()),
+                branch,
+                Some(c.tree().map_err(git_err)?),
+            )
         }
         // an unborn branch: everything in the tree is uncommitted
         Err(e) if e.code() == git2::ErrorCode::UnbornBranch => (None, unborn_branch(&repo), None),
@@ -241,7 +321,9 @@ pub fn capture_code(dir: &Path, exclude: &HashSet<PathBuf>) -> Result<Option<Cod
         .recurse_untracked_dirs(true)
         .show_untracked_content(true)
         .ignore_submodules(false);
-    let diff = repo.diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut opts)).map_err(git_err)?;
+    let diff = repo
+        .diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut opts))
+        .map_err(git_err)?;
     let excluded = |rel: &Path| {
         let abs = workdir.join(rel);
         exclude.iter().any(|x| abs.starts_with(x))
@@ -250,17 +332,25 @@ pub fn capture_code(dir: &Path, exclude: &HashSet<PathBuf>) -> Result<Option<Cod
     let mut patch = Vec::new();
     let mut dirty = false;
     for (i, delta) in diff.deltas().enumerate() {
-        let Some(rel) = delta.new_file().path().or_else(|| delta.old_file().path()) else { continue };
+        let Some(rel) = delta.new_file().path().or_else(|| delta.old_file().path()) else {
+            continue;
+        };
         if excluded(rel) {
             continue;
         }
         dirty = true;
         let abs = workdir.join(rel);
-        let size = std::fs::symlink_metadata(&abs).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::symlink_metadata(&abs)
+            .map(|m| m.len())
+            .unwrap_or(0);
         if delta.status() == git2::Delta::Untracked && size > MAX_PATCH_FILE {
             let hash = hash_file(&abs)?;
             patch.extend_from_slice(
-                format!("# untracked {} ({size} bytes, blake3 {hash}) not copied\n", rel.display()).as_bytes(),
+                format!(
+                    "# untracked {} ({size} bytes, blake3 {hash}) not copied\n",
+                    rel.display()
+                )
+                .as_bytes(),
             );
             continue;
         }
@@ -283,11 +373,19 @@ pub fn capture_code(dir: &Path, exclude: &HashSet<PathBuf>) -> Result<Option<Cod
 fn unborn_branch(repo: &git2::Repository) -> Option<String> {
     let head = repo.find_reference("HEAD").ok()?;
     let target = head.symbolic_target()?;
-    Some(target.strip_prefix("refs/heads/").unwrap_or(target).to_string())
+    Some(
+        target
+            .strip_prefix("refs/heads/")
+            .unwrap_or(target)
+            .to_string(),
+    )
 }
 
 fn hash_file(path: &Path) -> Result<String, ProvenanceError> {
-    let io = |e| ProvenanceError::Io { path: path.to_path_buf(), source: e };
+    let io = |e| ProvenanceError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -307,11 +405,14 @@ mod tests {
 
     fn commit_all(repo: &git2::Repository) -> git2::Oid {
         let mut index = repo.index().unwrap();
-        index.add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None).unwrap();
+        index
+            .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
         index.write().unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.org").unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[]).unwrap()
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap()
     }
 
     #[test]
@@ -342,18 +443,39 @@ mod tests {
         let c = capture_code(&p, &exclude).unwrap().unwrap();
         assert!(c.version.dirty);
         let patch = String::from_utf8(c.patch.unwrap()).unwrap();
-        assert!(patch.contains("-lr = 1e-6") && patch.contains("+lr = 5e-7"), "{patch}");
+        assert!(
+            patch.contains("-lr = 1e-6") && patch.contains("+lr = 5e-7"),
+            "{patch}"
+        );
         assert!(patch.contains("+try beta 0.2"), "{patch}");
-        assert!(!patch.contains("pairs.jsonl") && !patch.contains("store internals"), "{patch}");
+        assert!(
+            !patch.contains("pairs.jsonl") && !patch.contains("store internals"),
+            "{patch}"
+        );
     }
 
     #[test]
     fn run_key_ignores_key_order_but_not_values() {
-        let stage = StageInfo { name: "judge".into(), version: "1".into() };
+        let stage = StageInfo {
+            name: "judge".into(),
+            version: "1".into(),
+        };
         let id = ObjectId::of(b"x");
-        let a = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"k": 3, "t": 0.7}));
-        let b = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"t": 0.7, "k": 3}));
-        let c = RunKey::new(&stage, [("responses", id)], &serde_json::json!({"t": 0.7, "k": 4}));
+        let a = RunKey::new(
+            &stage,
+            [("responses", id)],
+            &serde_json::json!({"k": 3, "t": 0.7}),
+        );
+        let b = RunKey::new(
+            &stage,
+            [("responses", id)],
+            &serde_json::json!({"t": 0.7, "k": 3}),
+        );
+        let c = RunKey::new(
+            &stage,
+            [("responses", id)],
+            &serde_json::json!({"t": 0.7, "k": 4}),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

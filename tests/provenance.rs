@@ -7,7 +7,11 @@ use std::process::Output;
 use serde_json::Value;
 
 fn srlm(dir: &Path, args: &[&str]) -> Output {
-    common::srlm().current_dir(dir).args(args).output().expect("srlm runs")
+    common::srlm()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("srlm runs")
 }
 
 /// Run srlm and require success; returns stdout.
@@ -27,6 +31,15 @@ fn json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(dir, args)).expect("JSON output")
 }
 
+/// `list[i][field]` for every element of a JSON list of objects.
+fn field_of_each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    let items = list.as_array().expect("a JSON list");
+    items
+        .iter()
+        .map(|x| x[field].as_str().expect("a string field"))
+        .collect()
+}
+
 fn init_store() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     ok(d.path(), &["init"]);
@@ -42,26 +55,71 @@ fn commit_count(dir: &Path) -> usize {
     if !out.status.success() {
         return 0; // no commit yet
     }
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }
 
 fn head(dir: &Path) -> String {
-    ok(dir, &["log", "--oneline"]).lines().next().unwrap_or_default().to_string()
+    ok(dir, &["log", "--oneline"])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// a.jsonl (plain commit) -> filter -> b.jsonl -> pairs -> c.jsonl, with manual provenance.
 fn three_commit_chain() -> tempfile::TempDir {
     let d = init_store();
     let p = d.path();
-    write(p, "a.jsonl", "{\"prompt\":\"x\"}\n{\"prompt\":\"y\"}\n{\"prompt\":\"z\"}\n");
+    write(
+        p,
+        "a.jsonl",
+        "{\"prompt\":\"x\"}\n{\"prompt\":\"y\"}\n{\"prompt\":\"z\"}\n",
+    );
     ok(p, &["add", "a.jsonl"]);
     ok(p, &["commit", "-m", "seed prompts"]);
     write(p, "b.jsonl", "{\"prompt\":\"x\"}\n{\"prompt\":\"y\"}\n");
     ok(p, &["add", "b.jsonl"]);
-    ok(p, &["commit", "-m", "filtered", "--stage", "filter", "--input", "src=HEAD:a.jsonl", "--param", "min_len=1", "--param", "model=\"m0\"", "--metric", "kept=2"]);
-    write(p, "c.jsonl", "{\"prompt\":\"x\",\"chosen\":\"a\",\"rejected\":\"b\"}\n");
+    ok(
+        p,
+        &[
+            "commit",
+            "-m",
+            "filtered",
+            "--stage",
+            "filter",
+            "--input",
+            "src=HEAD:a.jsonl",
+            "--param",
+            "min_len=1",
+            "--param",
+            "model=\"m0\"",
+            "--metric",
+            "kept=2",
+        ],
+    );
+    write(
+        p,
+        "c.jsonl",
+        "{\"prompt\":\"x\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
+    );
     ok(p, &["add", "c.jsonl"]);
-    ok(p, &["commit", "-m", "pairs", "--stage", "pairs", "--input", "prompts=HEAD:b.jsonl", "--input", "seed=HEAD:a.jsonl"]);
+    ok(
+        p,
+        &[
+            "commit",
+            "-m",
+            "pairs",
+            "--stage",
+            "pairs",
+            "--input",
+            "prompts=HEAD:b.jsonl",
+            "--input",
+            "seed=HEAD:a.jsonl",
+        ],
+    );
     d
 }
 
@@ -75,7 +133,10 @@ fn lineage_of_a_three_commit_chain_with_manual_provenance() {
     assert_eq!(j["direction"], "up");
     assert_eq!(j["start"][0]["path"], "c.jsonl");
     let runs = j["runs"].as_array().unwrap();
-    let stages: Vec<(&str, u64)> = runs.iter().map(|r| (r["stage"].as_str().unwrap(), r["depth"].as_u64().unwrap())).collect();
+    let stages: Vec<(&str, u64)> = runs
+        .iter()
+        .map(|r| (r["stage"].as_str().unwrap(), r["depth"].as_u64().unwrap()))
+        .collect();
     assert_eq!(stages, vec![("pairs", 1), ("filter", 2)]);
     assert_eq!(runs[0]["inputs"]["prompts"]["path"], "b.jsonl");
     assert_eq!(runs[0]["inputs"]["seed"]["path"], "a.jsonl");
@@ -84,32 +145,60 @@ fn lineage_of_a_three_commit_chain_with_manual_provenance() {
     assert_eq!(runs[1]["params"]["model"], "m0");
     assert_eq!(runs[1]["metrics"]["kept"], 2);
     // the filter's output is the pairs' input, by id
-    assert_eq!(runs[1]["outputs"]["b.jsonl"]["id"], runs[0]["inputs"]["prompts"]["id"]);
-    let ends: Vec<&str> = j["ends"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        runs[1]["outputs"]["b.jsonl"]["id"],
+        runs[0]["inputs"]["prompts"]["id"]
+    );
+    let ends = field_of_each(&j["ends"], "path");
     assert_eq!(ends, vec!["a.jsonl"], "a.jsonl is the only root");
 
     let text = ok(p, &["lineage", "HEAD:c.jsonl"]);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("c.jsonl [dataset "), "{text}");
-    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in\n{text}"));
+    let pos = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
+    };
     let indent = |i: usize| lines[i].find(|c: char| c.is_alphanumeric()).unwrap();
     let (pairs, filter, root) = (pos("pairs v1"), pos("filter v1"), pos("src: a.jsonl"));
     assert!(pairs < filter && filter < root, "{text}");
-    assert!(indent(pairs) < indent(filter) && indent(filter) < indent(root), "{text}");
+    assert!(
+        indent(pairs) < indent(filter) && indent(filter) < indent(root),
+        "{text}"
+    );
     assert!(lines[root].ends_with("(root)"), "{text}");
 
     // downstream from the seed: both runs, ending at c.jsonl
     let down = json(p, &["lineage", "HEAD:a.jsonl", "--down", "--json"]);
-    let stages: Vec<&str> = down["runs"].as_array().unwrap().iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    let stages = field_of_each(&down["runs"], "stage");
     assert_eq!(stages, vec!["filter", "pairs"]);
     assert_eq!(down["ends"][0]["path"], "c.jsonl");
 
     let dot = ok(p, &["lineage", "HEAD:c.jsonl", "--format", "dot"]);
     assert!(dot.starts_with("digraph lineage {"), "{dot}");
-    assert_eq!(dot.matches(" -> ").count(), 5, "3 input edges + 2 output edges:\n{dot}");
+    assert_eq!(
+        dot.matches(" -> ").count(),
+        5,
+        "3 input edges + 2 output edges:\n{dot}"
+    );
     let mermaid = ok(p, &["lineage", "HEAD:c.jsonl", "--format", "mermaid"]);
     assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
     assert_eq!(mermaid.matches("-->").count(), 5, "{mermaid}");
+
+    // manual runs have no replay function: reproduce refuses them, naming the stage
+    let out = srlm(p, &["reproduce", "HEAD:c.jsonl"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("refused: no replay function is registered for stage `pairs`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("refused: no replay function is registered for stage `filter`"),
+        "{stdout}"
+    );
 
     // a commit without provenance has no upstream runs
     let plain = ok(p, &["lineage", "HEAD~2:a.jsonl"]);
@@ -122,26 +211,48 @@ fn bad_provenance_arguments_are_refused_without_committing() {
     let p = d.path();
     write(p, "a.jsonl", "{\"prompt\":\"x\"}\n");
     ok(p, &["add", "a.jsonl"]);
-    let out = srlm(p, &["commit", "-m", "x", "--stage", "s", "--input", "src=HEAD:nope.jsonl"]);
+    let out = srlm(
+        p,
+        &[
+            "commit",
+            "-m",
+            "x",
+            "--stage",
+            "s",
+            "--input",
+            "src=HEAD:nope.jsonl",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("src") && err.contains("nope.jsonl"), "{err}");
     let out = srlm(p, &["commit", "-m", "x", "--param", "k=1"]);
     assert_eq!(out.status.code(), Some(2), "--param needs --stage");
-    let out = srlm(p, &["commit", "-m", "x", "--stage", "s", "--param", "novalue"]);
+    let out = srlm(
+        p,
+        &["commit", "-m", "x", "--stage", "s", "--param", "novalue"],
+    );
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(commit_count(p), 0);
 }
 
 fn git_commit_all(repo: &git2::Repository, msg: &str) -> git2::Oid {
     let mut index = repo.index().unwrap();
-    index.add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None).unwrap();
+    index
+        .add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
     index.write().unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let sig = git2::Signature::now("t", "t@example.org").unwrap();
-    let parents: Vec<git2::Commit> = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).into_iter().collect();
+    let parents: Vec<git2::Commit> = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .into_iter()
+        .collect();
     let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap()
+    repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents)
+        .unwrap()
 }
 
 fn last_record(dir: &Path, path: &str) -> Value {
@@ -182,16 +293,25 @@ fn dirty_code_is_captured_with_its_patch() {
     let patch_id: srlm_store::ObjectId = code["patch"].as_str().unwrap().parse().unwrap();
     let store = srlm_store::Store::discover(p).unwrap();
     let patch = String::from_utf8(store.get_object(&patch_id).unwrap()).unwrap();
-    assert!(patch.contains("-print('v1')") && patch.contains("+print('v2 with a tweak')"), "{patch}");
+    assert!(
+        patch.contains("-print('v1')") && patch.contains("+print('v2 with a tweak')"),
+        "{patch}"
+    );
     assert!(patch.contains("+SECRET_SAUCE = 42"), "{patch}");
-    assert!(!patch.contains(".srlm") && !patch.contains("d2.jsonl") && !patch.contains("noise"), "{patch}");
+    assert!(
+        !patch.contains(".srlm") && !patch.contains("d2.jsonl") && !patch.contains("noise"),
+        "{patch}"
+    );
 }
 
 #[test]
 fn pre_commit_hook_rejects_bad_pairs_and_accepts_good_ones() {
     let d = init_store();
     let p = d.path();
-    assert!(p.join(".srlm/hooks/pre-commit").is_file(), "init installs the shipped hooks");
+    assert!(
+        p.join(".srlm/hooks/pre-commit").is_file(),
+        "init installs the shipped hooks"
+    );
     write(p, "ok.jsonl", "{\"prompt\":\"seed\"}\n");
     ok(p, &["add", "ok.jsonl"]);
     ok(p, &["commit", "-m", "seed"]);
@@ -207,13 +327,26 @@ fn pre_commit_hook_rejects_bad_pairs_and_accepts_good_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("pre-commit"), "{err}");
-    assert!(err.contains("aift/pairs.jsonl:2: field `chosen`: is identical to `rejected`"), "{err}");
-    assert!(err.contains("aift/pairs.jsonl:3: field `prompt`: is empty"), "{err}");
+    assert!(
+        err.contains("aift/pairs.jsonl:2: field `chosen`: is identical to `rejected`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("aift/pairs.jsonl:3: field `prompt`: is empty"),
+        "{err}"
+    );
     assert_eq!(commit_count(p), 1, "nothing committed");
 
     // the hook checks the staged bytes: fixing the working copy without `add` still fails
-    write(p, "aift/pairs.jsonl", "{\"prompt\":\"a\",\"chosen\":\"good\",\"rejected\":\"bad\"}\n");
-    assert_eq!(srlm(p, &["commit", "-m", "still bad"]).status.code(), Some(3));
+    write(
+        p,
+        "aift/pairs.jsonl",
+        "{\"prompt\":\"a\",\"chosen\":\"good\",\"rejected\":\"bad\"}\n",
+    );
+    assert_eq!(
+        srlm(p, &["commit", "-m", "still bad"]).status.code(),
+        Some(3)
+    );
     ok(p, &["add", "aift/pairs.jsonl"]);
     ok(p, &["commit", "-m", "good pairs"]);
     assert_eq!(commit_count(p), 2);
@@ -238,15 +371,38 @@ fn run_records_an_external_command_and_reproduce_checks_it() {
     let p = d.path();
     write(p, "data.jsonl", "{\"k\":3}\n{\"k\":1}\n{\"k\":2}\n");
     write(p, "sortit.sh", "sort data.jsonl > sorted.jsonl\n");
-    let out = ok(p, &["run", "--stage", "sort", "--input", "data=data.jsonl", "--output", "sorted.jsonl", "--", "sh", "sortit.sh"]);
+    let out = ok(
+        p,
+        &[
+            "run",
+            "--stage",
+            "sort",
+            "--input",
+            "data=data.jsonl",
+            "--output",
+            "sorted.jsonl",
+            "--",
+            "sh",
+            "sortit.sh",
+        ],
+    );
     assert!(out.contains("committed"), "{out}");
-    assert_eq!(std::fs::read_to_string(p.join("sorted.jsonl")).unwrap(), "{\"k\":1}\n{\"k\":2}\n{\"k\":3}\n");
+    assert_eq!(
+        std::fs::read_to_string(p.join("sorted.jsonl")).unwrap(),
+        "{\"k\":1}\n{\"k\":2}\n{\"k\":3}\n"
+    );
     assert_eq!(commit_count(p), 1);
 
     let run = last_record(p, "sorted.jsonl");
     assert_eq!(run["stage"], "sort");
-    assert_eq!(run["params"]["command"], serde_json::json!(["sh", "sortit.sh"]));
-    assert!(run["params"]["files"]["sortit.sh"].is_string(), "the script is hashed: {run}");
+    assert_eq!(
+        run["params"]["command"],
+        serde_json::json!(["sh", "sortit.sh"])
+    );
+    assert!(
+        run["params"]["files"]["sortit.sh"].is_string(),
+        "the script is hashed: {run}"
+    );
     assert_eq!(run["inputs"]["data"]["path"], "data.jsonl");
     assert_eq!(run["outputs"]["sorted.jsonl"]["kind"], "dataset");
     assert_eq!(run["metrics"]["exit_code"], 0);
@@ -256,10 +412,19 @@ fn run_records_an_external_command_and_reproduce_checks_it() {
     assert!(out.contains("sorted.jsonl") && out.contains("yes"), "{out}");
 
     // the script changes behaviour: the reproduction differs, with the rows counted
-    write(p, "sortit.sh", "sort data.jsonl | head -n 2 > sorted.jsonl\n");
+    write(
+        p,
+        "sortit.sh",
+        "sort data.jsonl | head -n 2 > sorted.jsonl\n",
+    );
     let out = srlm(p, &["reproduce", "HEAD:sorted.jsonl"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("NO"), "{stdout}");
     assert!(stdout.contains("1 of 3 recorded rows differ"), "{stdout}");
 
@@ -268,10 +433,26 @@ fn run_records_an_external_command_and_reproduce_checks_it() {
     let out = srlm(p, &["reproduce", "HEAD:sorted.jsonl"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stdout.contains("refused") && stdout.contains("sortit.sh"), "{stdout}");
+    assert!(
+        stdout.contains("refused: sortit.sh, named on the command line, no longer exists"),
+        "{stdout}"
+    );
 
     // a failing command is recorded as failed and commits nothing
-    let out = srlm(p, &["run", "--stage", "boom", "--output", "never.jsonl", "--", "sh", "-c", "exit 7"]);
+    let out = srlm(
+        p,
+        &[
+            "run",
+            "--stage",
+            "boom",
+            "--output",
+            "never.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exit status 7"));
     assert_eq!(commit_count(p), 1);
@@ -282,16 +463,120 @@ fn run_chain_reproduces_upstream_runs_and_last_n() {
     let d = init_store();
     let p = d.path();
     write(p, "raw.jsonl", "{\"k\":2}\n{\"k\":1}\n{\"k\":2}\n");
-    ok(p, &["run", "--stage", "sort", "--input", "raw=raw.jsonl", "--output", "sorted.jsonl", "--", "sh", "-c", "sort raw.jsonl > sorted.jsonl"]);
-    ok(p, &["run", "--stage", "uniq", "--input", "sorted=HEAD:sorted.jsonl", "--output", "uniq.jsonl", "--", "sh", "-c", "uniq sorted.jsonl > uniq.jsonl"]);
+    ok(
+        p,
+        &[
+            "run",
+            "--stage",
+            "sort",
+            "--input",
+            "raw=raw.jsonl",
+            "--output",
+            "sorted.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "sort raw.jsonl > sorted.jsonl",
+        ],
+    );
+    ok(
+        p,
+        &[
+            "run",
+            "--stage",
+            "uniq",
+            "--input",
+            "sorted=HEAD:sorted.jsonl",
+            "--output",
+            "uniq.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "uniq sorted.jsonl > uniq.jsonl",
+        ],
+    );
     let j = json(p, &["lineage", "HEAD:uniq.jsonl", "--json"]);
-    let stages: Vec<&str> = j["runs"].as_array().unwrap().iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    let stages = field_of_each(&j["runs"], "stage");
     assert_eq!(stages, vec!["uniq", "sort"]);
     let out = ok(p, &["reproduce", "HEAD:uniq.jsonl"]);
     assert!(out.contains("all 2 run(s) reproduced identically"), "{out}");
-    let out = ok(p, &["reproduce", "HEAD:uniq.jsonl", "--last", "1", "--json"]);
+    let out = ok(
+        p,
+        &["reproduce", "HEAD:uniq.jsonl", "--last", "1", "--json"],
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["stage"], "uniq");
     assert_eq!(v[0]["outputs"][0]["identical"], true);
+}
+
+fn write_checkpoint(path: &Path, w: [f32; 3]) {
+    use safetensors::tensor::TensorView;
+    let wb: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bb: Vec<u8> = [0.5f32, -0.5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let tensors = vec![
+        (
+            "layer.weight",
+            TensorView::new(safetensors::Dtype::F32, vec![3], &wb).unwrap(),
+        ),
+        (
+            "layer.bias",
+            TensorView::new(safetensors::Dtype::F32, vec![2], &bb).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(tensors, None, path).unwrap();
+}
+
+#[test]
+fn reproduce_names_the_tensors_that_differ() {
+    let d = init_store();
+    let p = d.path();
+    // the "trainer" copies a checkpoint from outside the store, named by a recorded variable
+    let outside = tempfile::tempdir().unwrap();
+    let src = outside.path().join("trained.safetensors");
+    write_checkpoint(&src, [1.0, 2.0, 3.0]);
+    let out = common::srlm()
+        .current_dir(p)
+        .env("TRAINED", &src)
+        .args([
+            "run",
+            "--stage",
+            "train",
+            "--env",
+            "TRAINED",
+            "--output",
+            "model.safetensors",
+            "--",
+            "sh",
+            "-c",
+            "cp \"$TRAINED\" model.safetensors",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = last_record(p, "model.safetensors");
+    assert_eq!(run["outputs"]["model.safetensors"]["kind"], "checkpoint");
+    assert_eq!(
+        run["params"]["env"]["TRAINED"],
+        src.to_string_lossy().as_ref()
+    );
+    assert!(
+        ok(p, &["reproduce", "model.safetensors"]).contains("all 1 run(s) reproduced identically")
+    );
+
+    write_checkpoint(&src, [1.0, 2.25, 3.0]);
+    let out = srlm(p, &["reproduce", "model.safetensors"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("1 tensor(s) differ: layer.weight: 1/3 values, max abs diff 2.500e-1"),
+        "{stdout}"
+    );
 }

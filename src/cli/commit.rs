@@ -7,7 +7,7 @@ use srlm_store::{CommitOptions, Head, Store};
 
 use super::{CheckFailed, Ctx};
 use crate::hooks::{commit_with_hooks, CommitError, HookError};
-use crate::provenance::{capture_code, now_rfc3339, EnvInfo, ObjectRef, RunRecord, RunStatus, StageInfo, RUN_TYPE};
+use crate::provenance::{record_code, ObjectRef, RunRecord, StageInfo};
 use crate::stages::record::{clear_pending_run, pending_run, resolve_object, tracked_paths};
 
 /// Record the staged files as a commit. The pre-commit hook (`.srlm/hooks/pre-commit`; the
@@ -68,12 +68,18 @@ fn key_values(specs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, V
 }
 
 /// Build and store the manual run record; returns its id.
-fn manual_run(store: &mut Store, args: &Args, stage: &str, ctx: &Ctx) -> anyhow::Result<srlm_store::RunId> {
+fn manual_run(
+    store: &mut Store,
+    args: &Args,
+    stage: &str,
+    ctx: &Ctx,
+) -> anyhow::Result<srlm_store::RunId> {
     let params = key_values(&args.params, "param")?;
     let metrics = key_values(&args.metrics, "metric")?;
     let mut inputs = BTreeMap::new();
     for (role, reference) in super::run::parse_inputs(store, &ctx.cwd, &args.inputs)? {
-        let (obj, _) = resolve_object(store, &reference).with_context(|| format!("--input {role}={reference}"))?;
+        let (obj, _) = resolve_object(store, &reference)
+            .with_context(|| format!("--input {role}={reference}"))?;
         if inputs.insert(role.clone(), obj).is_some() {
             bail!("--input {role} is given twice");
         }
@@ -88,36 +94,37 @@ fn manual_run(store: &mut Store, args: &Args, stage: &str, ctx: &Ctx) -> anyhow:
         .entries
         .iter()
         .filter(|(p, e)| head_tree.entries.get(*p) != Some(*e))
-        .map(|(p, e)| (p.clone(), ObjectRef { id: e.id.0, kind: e.kind, path: p.clone() }))
+        .map(|(p, e)| {
+            (
+                p.clone(),
+                ObjectRef {
+                    id: e.id.0,
+                    kind: e.kind,
+                    path: p.clone(),
+                },
+            )
+        })
         .collect();
     let workdir = store.workdir().to_path_buf();
-    let exclude: HashSet<_> = tracked_paths(store)?.into_iter().map(|p| workdir.join(p)).collect();
-    let code = match capture_code(&workdir, &exclude)? {
-        Some(mut c) => {
-            if let Some(patch) = c.patch.take() {
-                c.version.patch = Some(store.put_object(&patch)?);
-            }
-            Some(c.version)
-        }
-        None => None,
+    let exclude: HashSet<_> = tracked_paths(store)?
+        .into_iter()
+        .map(|p| workdir.join(p))
+        .collect();
+    let code = record_code(store, &workdir, &exclude)?;
+    let stage = StageInfo {
+        name: stage.to_string(),
+        version: args.stage_version.clone(),
     };
-    let now = now_rfc3339();
-    let record = RunRecord {
-        type_: RUN_TYPE.to_string(),
-        stage: StageInfo { name: stage.to_string(), version: args.stage_version.clone() },
-        replay: None,
+    let params = Value::Object(params.into_iter().collect());
+    let mut record = RunRecord::start(
+        stage,
         inputs,
-        params: Value::Object(params.into_iter().collect()),
-        engine: Value::Object(Default::default()),
+        params,
+        Value::Object(Default::default()),
         code,
-        env: EnvInfo::current(),
-        outputs,
-        metrics,
-        started: now.clone(),
-        finished: now,
-        status: RunStatus::Ok,
-        error: None,
-    };
+    );
+    record.outputs = outputs;
+    record.metrics = metrics;
     Ok(record.store(store)?)
 }
 

@@ -37,7 +37,11 @@ pub enum Format {
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
     let start = start_objects(&store, &args.target)?;
-    let dir = if args.down { Direction::Down } else { Direction::Up };
+    let dir = if args.down {
+        Direction::Down
+    } else {
+        Direction::Up
+    };
     let lineage = walk(&store, start, dir)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
@@ -48,7 +52,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 writeln!(ctx.out, "(no recorded run {what} {})", args.target)?;
             }
         }
-        Format::Json => writeln!(ctx.out, "{}", serde_json::to_string_pretty(&lineage.to_json())?)?,
+        Format::Json => writeln!(
+            ctx.out,
+            "{}",
+            serde_json::to_string_pretty(&lineage.to_json())?
+        )?,
         Format::Dot => write!(ctx.out, "{}", lineage.to_dot())?,
         Format::Mermaid => write!(ctx.out, "{}", lineage.to_mermaid())?,
     }

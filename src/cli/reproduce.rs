@@ -33,7 +33,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let start = start_objects(&store, &args.target)?;
     let runs = upstream_runs(&store, start, args.last)?;
     if runs.is_empty() {
-        anyhow::bail!("{}: no recorded run produced it, so there is nothing to reproduce", args.target);
+        anyhow::bail!(
+            "{}: no recorded run produced it, so there is nothing to reproduce",
+            args.target
+        );
     }
     let workdir = store.workdir().to_path_buf();
     drop(store);
@@ -66,23 +69,46 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(["stage", "output", "recorded", "reproduced", "identical?"]);
         for c in &checks {
-            if let Some(reason) = c.refused.as_ref().or(c.failed.as_ref()) {
-                let what = if c.refused.is_some() { "refused" } else { "failed" };
-                t.add_row([c.stage.clone(), "-".into(), "-".into(), format!("{what}: {reason}"), "no".into()]);
+            if c.refused.is_some() || c.failed.is_some() {
+                let what = if c.refused.is_some() {
+                    "refused"
+                } else {
+                    "failed"
+                };
+                t.add_row([
+                    c.stage.clone(),
+                    "-".into(),
+                    "-".into(),
+                    format!("{what} (see below)"),
+                    "NO".into(),
+                ]);
             }
             for o in &c.outputs {
-                let reproduced = o.reproduced.map(|r| r.short()).unwrap_or_else(|| "missing".into());
+                let reproduced = o
+                    .reproduced
+                    .map(|r| r.short())
+                    .unwrap_or_else(|| "missing".into());
                 t.add_row([
                     c.stage.clone(),
                     o.path.clone(),
                     o.recorded.short(),
                     reproduced,
-                    if o.identical() { "yes".into() } else { "NO".into() },
+                    if o.identical() {
+                        "yes".into()
+                    } else {
+                        "NO".into()
+                    },
                 ]);
             }
         }
         writeln!(ctx.out, "{t}")?;
         for c in &checks {
+            if let Some(r) = &c.refused {
+                writeln!(ctx.out, "{} (run {}) refused: {r}", c.stage, c.run.short())?;
+            }
+            if let Some(f) = &c.failed {
+                writeln!(ctx.out, "{} (run {}) failed: {f}", c.stage, c.run.short())?;
+            }
             for o in c.outputs.iter().filter(|o| !o.identical()) {
                 if let Some(d) = &o.detail {
                     writeln!(ctx.out, "{} {}: {d}", c.stage, o.path)?;
@@ -92,10 +118,18 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let bad = checks.iter().filter(|c| !c.ok()).count();
     if bad > 0 {
-        return Err(CheckFailed(format!("{bad} of {} run(s) did not reproduce", checks.len())).into());
+        return Err(CheckFailed(format!(
+            "{bad} of {} run(s) did not reproduce",
+            checks.len()
+        ))
+        .into());
     }
     if !args.json {
-        writeln!(ctx.out, "all {} run(s) reproduced identically", checks.len())?;
+        writeln!(
+            ctx.out,
+            "all {} run(s) reproduced identically",
+            checks.len()
+        )?;
     }
     Ok(())
 }

@@ -54,7 +54,8 @@ pub(crate) fn workdir_relative(workdir: &Path, cwd: &Path, p: &str) -> anyhow::R
     let abs = cwd.join(p);
     let parent = abs.parent().unwrap_or(&abs);
     // canonicalise the directory (the file may not exist yet), then re-attach the name
-    let dir = std::fs::canonicalize(parent).with_context(|| format!("{p}: directory does not exist"))?;
+    let dir =
+        std::fs::canonicalize(parent).with_context(|| format!("{p}: directory does not exist"))?;
     let full = match abs.file_name() {
         Some(name) => dir.join(name),
         None => dir,
@@ -62,7 +63,10 @@ pub(crate) fn workdir_relative(workdir: &Path, cwd: &Path, p: &str) -> anyhow::R
     let wd = std::fs::canonicalize(workdir).with_context(|| workdir.display().to_string())?;
     match full.strip_prefix(&wd) {
         Ok(rel) => Ok(rel.to_string_lossy().replace('\\', "/")),
-        Err(_) => bail!("{p}: outside the store's working directory {}", wd.display()),
+        Err(_) => bail!(
+            "{p}: outside the store's working directory {}",
+            wd.display()
+        ),
     }
 }
 
@@ -75,7 +79,11 @@ fn split_role<'a>(spec: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str
 
 /// Resolve `ROLE=REF` inputs: an existing path (relative to `cwd`) becomes working-directory
 /// relative; anything else is passed on as a revision reference (`REV:path`).
-pub(crate) fn parse_inputs(store: &Store, cwd: &Path, specs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_inputs(
+    store: &Store,
+    cwd: &Path,
+    specs: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut inputs = Vec::new();
     for spec in specs {
         let (role, reference) = split_role(spec, "input")?;
@@ -99,7 +107,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             Some((r, p)) if !r.is_empty() => (r.to_string(), p),
             _ => (spec.clone(), spec.as_str()),
         };
-        stage.outputs.push((role, workdir_relative(&workdir, &ctx.cwd, path)?));
+        stage
+            .outputs
+            .push((role, workdir_relative(&workdir, &ctx.cwd, path)?));
     }
     let cwd_rel = match workdir_relative(&workdir, &ctx.cwd, ".")?.as_str() {
         "" | "." => ".".to_string(),
@@ -119,11 +129,16 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     drop(store); // run_stage opens the store itself, and releases it while the command runs
     let err = &mut *ctx.err;
     let quiet = ctx.quiet;
-    let outcome = run_stage(&workdir, &stage, &mut |p| {
-        if !quiet {
-            let _ = writeln!(err, "srlm run: {}", p.message);
-        }
-    }, external::run_external)?;
+    let outcome = run_stage(
+        &workdir,
+        &stage,
+        &mut |p| {
+            if !quiet {
+                let _ = writeln!(err, "srlm run: {}", p.message);
+            }
+        },
+        external::run_external,
+    )?;
     if args.json {
         let v = serde_json::json!({
             "run": outcome.run.to_string(),
@@ -133,7 +148,13 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    writeln!(ctx.out, "run {} ({} v{})", outcome.run.short(), args.stage, args.stage_version)?;
+    writeln!(
+        ctx.out,
+        "run {} ({} v{})",
+        outcome.run.short(),
+        args.stage,
+        args.stage_version
+    )?;
     for (role, o) in &outcome.record.inputs {
         writeln!(ctx.out, "  input  {role}: {} {}", o.path, o.id.short())?;
     }
@@ -142,7 +163,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     match outcome.commit {
         Some(c) => writeln!(ctx.out, "committed {}", c.short())?,
-        None => writeln!(ctx.out, "staged; the run is attached by the next `srlm commit`")?,
+        None => writeln!(
+            ctx.out,
+            "staged; the run is attached by the next `srlm commit`"
+        )?,
     }
     Ok(())
 }

@@ -35,7 +35,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for p in &paths {
         let full = ctx.cwd.join(p);
-        problems.extend(crate::hooks::validate_file(&full, &p.display().to_string())?);
+        problems.extend(crate::hooks::validate_file(
+            &full,
+            &p.display().to_string(),
+        )?);
     }
     if args.json {
         let list: Vec<_> = problems
@@ -54,7 +57,13 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         Ok(())
     } else {
-        let files: std::collections::BTreeSet<&str> = problems.iter().map(|p| p.file.as_str()).collect();
-        Err(CheckFailed(format!("{} problem(s) in {} file(s)", problems.len(), files.len())).into())
+        let files: std::collections::BTreeSet<&str> =
+            problems.iter().map(|p| p.file.as_str()).collect();
+        Err(CheckFailed(format!(
+            "{} problem(s) in {} file(s)",
+            problems.len(),
+            files.len()
+        ))
+        .into())
     }
 }

@@ -20,8 +20,14 @@ pub const REPLAY: &str = "external";
 
 /// Environment variables recorded with every external command (they change what commands do);
 /// others are recorded only when named with `--env` (secrets stay out of records).
-const RECORDED_ENV: &[&str] =
-    &["LANG", "LC_ALL", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TZ"];
+const RECORDED_ENV: &[&str] = &[
+    "LANG",
+    "LC_ALL",
+    "PYTHONHASHSEED",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "TZ",
+];
 
 /// The run cannot be replayed (the message says why); `srlm reproduce` reports it as refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +37,20 @@ pub struct NotReplayable(pub String);
 /// The parameters of an external run: argv, the directory it runs in (`cwd`, relative to the
 /// working directory `workdir`), the recorded environment, and the hashes of the files named on
 /// the command line that exist there (inputs and outputs, listed in `skip`, excluded).
-pub fn params(argv: &[String], extra_env: &[String], workdir: &Path, cwd: &str, skip: &[&str]) -> Value {
+pub fn params(
+    argv: &[String],
+    extra_env: &[String],
+    workdir: &Path,
+    cwd: &str,
+    skip: &[&str],
+) -> Value {
     let dir = workdir.join(cwd);
     let mut env = BTreeMap::new();
-    for name in RECORDED_ENV.iter().copied().chain(extra_env.iter().map(String::as_str)) {
+    for name in RECORDED_ENV
+        .iter()
+        .copied()
+        .chain(extra_env.iter().map(String::as_str))
+    {
         if let Ok(v) = std::env::var(name) {
             env.insert(name.to_string(), v);
         }
@@ -57,13 +73,21 @@ pub fn params(argv: &[String], extra_env: &[String], workdir: &Path, cwd: &str, 
 fn env_name(prefix: &str, role: &str) -> String {
     let r: String = role
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{prefix}{r}")
 }
 
 fn find_in_path(prog: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(prog)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 /// The stage function of `srlm run` and of its replay.
@@ -76,10 +100,25 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let files: BTreeMap<String, String> =
         serde_json::from_value(io.params["files"].clone()).unwrap_or_default();
     let cwd = io.params["cwd"].as_str().unwrap_or(".");
-    if Path::new(cwd).components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
-        return Err(NotReplayable(format!("the record's directory {cwd:?} is not inside the working directory")).into());
+    if Path::new(cwd).components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(NotReplayable(format!(
+            "the record's directory {cwd:?} is not inside the working directory"
+        ))
+        .into());
     }
-    let (src_dir, dir) = (io.workdir.join(cwd), io.dir.join(cwd));
+    let sub = |base: &Path| {
+        if cwd == "." {
+            base.to_path_buf()
+        } else {
+            base.join(cwd)
+        }
+    };
+    let (src_dir, dir) = (sub(io.workdir), sub(io.dir));
     std::fs::create_dir_all(&dir)?;
     if io.dir != io.workdir {
         // a replay: bring the user's files (scripts named on the command line) along
@@ -105,7 +144,10 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         find_in_path(prog).is_some()
     };
     if !resolvable {
-        return Err(NotReplayable(format!("the command `{prog}` no longer exists (not found in PATH or on disk)")).into());
+        return Err(NotReplayable(format!(
+            "the command `{prog}` no longer exists (not found in PATH or on disk)"
+        ))
+        .into());
     }
     let mut cmd = Command::new(prog);
     cmd.args(&argv[1..]).current_dir(&dir).stdin(Stdio::null());
@@ -130,13 +172,29 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             cmd.stdout(Stdio::from(fd));
         }
     }
-    (io.progress)(super::record::Progress { done: 0, total: 0, message: &format!("running {}", argv.join(" ")) });
+    (io.progress)(super::record::Progress {
+        done: 0,
+        total: 0,
+        message: &format!("running {}", argv.join(" ")),
+    });
     let start = std::time::Instant::now();
-    let status = cmd.status().map_err(|e| format!("could not start `{prog}`: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{prog}`: {e}"))?;
     let wall = start.elapsed().as_secs_f64();
     if !status.success() {
-        let how = status.code().map(|c| format!("exit status {c}")).unwrap_or_else(|| "a signal".into());
+        let how = status
+            .code()
+            .map(|c| format!("exit status {c}"))
+            .unwrap_or_else(|| "a signal".into());
         return Err(format!("command `{}` failed with {how}", argv.join(" ")).into());
     }
-    Ok([("exit_code".to_string(), json!(0)), ("wall_s".to_string(), json!((wall * 1000.0).round() / 1000.0))].into())
+    Ok([
+        ("exit_code".to_string(), json!(0)),
+        (
+            "wall_s".to_string(),
+            json!((wall * 1000.0).round() / 1000.0),
+        ),
+    ]
+    .into())
 }

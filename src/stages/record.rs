@@ -37,8 +37,7 @@ use serde_json::Value;
 use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
 
 use crate::provenance::{
-    capture_code, now_rfc3339, EnvInfo, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
-    RUN_TYPE,
+    now_rfc3339, record_code, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
 };
 
 /// Metrics a stage returns (name → number, string, …), recorded in the run record.
@@ -136,13 +135,32 @@ pub enum RecordError {
     #[error(transparent)]
     Commit(#[from] crate::hooks::CommitError),
     #[error("stage {stage}: input {role}={reference}: {reason}")]
-    BadInput { stage: String, role: String, reference: String, reason: String },
+    BadInput {
+        stage: String,
+        role: String,
+        reference: String,
+        reason: String,
+    },
     #[error("stage {stage}: output {role}={path}: {reason}")]
-    BadOutput { stage: String, role: String, path: String, reason: String },
-    #[error("stage {stage} failed (run {run} records the failure; nothing was committed): {message}")]
-    StageFailed { stage: String, run: RunId, message: String },
+    BadOutput {
+        stage: String,
+        role: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "stage {stage} failed (run {run} records the failure; nothing was committed): {message}"
+    )]
+    StageFailed {
+        stage: String,
+        run: RunId,
+        message: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What [`run_stage`] did.
@@ -172,57 +190,71 @@ pub fn run_stage(
     let scratch = tempfile::Builder::new()
         .prefix("srlm-stage-")
         .tempdir()
-        .map_err(|source| RecordError::Io { path: std::env::temp_dir(), source })?;
+        .map_err(|source| RecordError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let mut store = Store::discover(dir)?;
     let workdir = store.workdir().to_path_buf();
     let inputs = resolve_inputs(&mut store, stage, scratch.path())?;
-    let stage_info = StageInfo { name: stage.name.clone(), version: stage.version.clone() };
-    let key = RunKey::new(&stage_info, inputs.iter().map(|(r, x)| (r.as_str(), x.obj.id)), &stage.params);
+    let stage_info = StageInfo {
+        name: stage.name.clone(),
+        version: stage.version.clone(),
+    };
+    let key = RunKey::new(
+        &stage_info,
+        inputs.iter().map(|(r, x)| (r.as_str(), x.obj.id)),
+        &stage.params,
+    );
     if stage.reuse {
         if let Some((commit, run, record)) = find_committed(&store, key)? {
-            return Ok(Outcome { run, record, commit: Some(commit), reused: true });
+            return Ok(Outcome {
+                run,
+                record,
+                commit: Some(commit),
+                reused: true,
+            });
         }
     }
     let mut outputs = BTreeMap::new();
     for (role, rel) in &stage.outputs {
-        outputs.insert(role.clone(), (rel.clone(), checked_output(stage, role, rel, &workdir)?));
+        outputs.insert(
+            role.clone(),
+            (rel.clone(), checked_output(stage, role, rel, &workdir)?),
+        );
     }
     // srlm's own data is recorded by id: it is not the user's code
-    let mut exclude: HashSet<PathBuf> = tracked_paths(&store)?.into_iter().map(|p| workdir.join(p)).collect();
+    let mut exclude: HashSet<PathBuf> = tracked_paths(&store)?
+        .into_iter()
+        .map(|p| workdir.join(p))
+        .collect();
     exclude.extend(outputs.values().map(|(_, abs)| abs.clone()));
     exclude.extend(inputs.values().map(|x| x.path.clone()));
-    let code = match capture_code(&workdir, &exclude)? {
-        Some(mut c) => {
-            if let Some(patch) = c.patch.take() {
-                c.version.patch = Some(store.put_object(&patch)?);
-            }
-            Some(c.version)
-        }
-        None => None,
-    };
-    let mut record = RunRecord {
-        type_: RUN_TYPE.to_string(),
-        stage: stage_info,
-        replay: stage.replay.clone(),
-        inputs: inputs.iter().map(|(r, x)| (r.clone(), x.obj.clone())).collect(),
-        params: stage.params.clone(),
-        engine: stage.engine.clone(),
+    let code = record_code(&store, &workdir, &exclude)?;
+    let mut record = RunRecord::start(
+        stage_info,
+        inputs
+            .iter()
+            .map(|(r, x)| (r.clone(), x.obj.clone()))
+            .collect(),
+        stage.params.clone(),
+        stage.engine.clone(),
         code,
-        env: EnvInfo::current(),
-        outputs: BTreeMap::new(),
-        metrics: BTreeMap::new(),
-        started: now_rfc3339(),
-        finished: String::new(),
-        status: RunStatus::Ok,
-        error: None,
-    };
+    );
+    record.replay = stage.replay.clone();
     drop(store);
     let mut io = StageIo {
         dir: &workdir,
         workdir: &workdir,
         params: &stage.params,
-        inputs: inputs.iter().map(|(r, x)| (r.clone(), x.path.clone())).collect(),
-        outputs: outputs.iter().map(|(r, (_, abs))| (r.clone(), abs.clone())).collect(),
+        inputs: inputs
+            .iter()
+            .map(|(r, x)| (r.clone(), x.path.clone()))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|(r, (_, abs))| (r.clone(), abs.clone()))
+            .collect(),
         progress,
     };
     let result = f(&mut io);
@@ -234,7 +266,11 @@ pub fn run_stage(
             record.status = RunStatus::Failed;
             record.error = Some(e.to_string());
             let run = record.store(&store)?;
-            return Err(RecordError::StageFailed { stage: stage.name.clone(), run, message: e.to_string() });
+            return Err(RecordError::StageFailed {
+                stage: stage.name.clone(),
+                run,
+                message: e.to_string(),
+            });
         }
     };
     // outputs are hashed only now, after the stage wrote them
@@ -248,18 +284,31 @@ pub fn run_stage(
             });
         }
     }
-    let rels: Vec<PathBuf> = outputs.values().map(|(rel, _)| PathBuf::from(rel)).collect();
+    let rels: Vec<PathBuf> = outputs
+        .values()
+        .map(|(rel, _)| PathBuf::from(rel))
+        .collect();
     store.add(&workdir, &rels)?;
     let staged = store.staged()?;
     for (role, (rel, _)) in &outputs {
         let e = &staged.entries[rel.as_str()];
-        record.outputs.insert(role.clone(), ObjectRef { id: e.id.0, kind: e.kind, path: rel.clone() });
+        record.outputs.insert(
+            role.clone(),
+            ObjectRef {
+                id: e.id.0,
+                kind: e.kind,
+                path: rel.clone(),
+            },
+        );
     }
     let run = record.store(&store)?;
     let commit = if stage.commit {
         drop(store);
         let opts = CommitOptions {
-            message: stage.message.clone().unwrap_or_else(|| format!("stage {}", stage.name)),
+            message: stage
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("stage {}", stage.name)),
             run: Some(run),
             // the run is news even when its outputs equal the parent's files
             allow_empty: true,
@@ -270,7 +319,12 @@ pub fn run_stage(
         set_pending_run(&store, run)?;
         None
     };
-    Ok(Outcome { run, record, commit, reused: false })
+    Ok(Outcome {
+        run,
+        record,
+        commit,
+        reused: false,
+    })
 }
 
 /// Paths srlm tracks (staged or in HEAD), relative to the working directory.
@@ -282,7 +336,12 @@ pub fn tracked_paths(store: &Store) -> Result<Vec<String>, RecordError> {
     Ok(paths)
 }
 
-fn checked_output(stage: &Stage, role: &str, rel: &str, workdir: &Path) -> Result<PathBuf, RecordError> {
+fn checked_output(
+    stage: &Stage,
+    role: &str,
+    rel: &str,
+    workdir: &Path,
+) -> Result<PathBuf, RecordError> {
     let bad = |reason: String| RecordError::BadOutput {
         stage: stage.name.clone(),
         role: role.to_string(),
@@ -292,14 +351,21 @@ fn checked_output(stage: &Stage, role: &str, rel: &str, workdir: &Path) -> Resul
     srlm_store::check_tree_path(rel).map_err(|e| bad(e.to_string()))?;
     let abs = workdir.join(rel);
     if let Some(parent) = abs.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| RecordError::Io { path: parent.to_path_buf(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| RecordError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
     Ok(abs)
 }
 
 /// Resolve every input to an object (hashing working-tree files now, before the stage runs)
 /// and a readable path (committed files not in the working tree are written to `scratch`).
-fn resolve_inputs(store: &mut Store, stage: &Stage, scratch: &Path) -> Result<BTreeMap<String, Resolved>, RecordError> {
+fn resolve_inputs(
+    store: &mut Store,
+    stage: &Stage,
+    scratch: &Path,
+) -> Result<BTreeMap<String, Resolved>, RecordError> {
     let mut out = BTreeMap::new();
     for (role, reference) in &stage.inputs {
         let bad = |reason: String| RecordError::BadInput {
@@ -318,7 +384,11 @@ fn resolve_inputs(store: &mut Store, stage: &Stage, scratch: &Path) -> Result<BT
 }
 
 /// `reference` is a path relative to the working directory, or `REV:path`.
-fn resolve_input(store: &mut Store, reference: &str, scratch: &Path) -> Result<Resolved, RecordError> {
+fn resolve_input(
+    store: &mut Store,
+    reference: &str,
+    scratch: &Path,
+) -> Result<Resolved, RecordError> {
     let (obj, local) = resolve_object(store, reference)?;
     if let Some(path) = local {
         return Ok(Resolved { obj, path });
@@ -331,17 +401,35 @@ fn resolve_input(store: &mut Store, reference: &str, scratch: &Path) -> Result<R
 /// Resolve a reference (a path relative to the working directory, or `REV:path`) to its object,
 /// and the working-tree file holding exactly that object, if there is one. A working-tree file
 /// is staged (hashed now), so it is committed with the outputs and stays reachable.
-pub fn resolve_object(store: &mut Store, reference: &str) -> Result<(ObjectRef, Option<PathBuf>), RecordError> {
+pub fn resolve_object(
+    store: &mut Store,
+    reference: &str,
+) -> Result<(ObjectRef, Option<PathBuf>), RecordError> {
     let workdir = store.workdir().to_path_buf();
     let local = workdir.join(reference);
     if !reference.contains(':') || local.exists() {
         let tp = store.tree_path(&workdir, Path::new(reference))?;
         store.add(&workdir, &[PathBuf::from(&tp)])?;
-        let e = store.staged()?.entries.remove(&tp).ok_or(srlm_store::StoreError::Missing(local.clone()))?;
-        return Ok((ObjectRef { id: e.id.0, kind: e.kind, path: tp }, Some(local)));
+        let e = store
+            .staged()?
+            .entries
+            .remove(&tp)
+            .ok_or(srlm_store::StoreError::Missing(local.clone()))?;
+        return Ok((
+            ObjectRef {
+                id: e.id.0,
+                kind: e.kind,
+                path: tp,
+            },
+            Some(local),
+        ));
     }
     let (_, path, entry) = store.resolve_path(reference)?;
-    let obj = ObjectRef { id: entry.id.0, kind: entry.kind, path: path.clone() };
+    let obj = ObjectRef {
+        id: entry.id.0,
+        kind: entry.kind,
+        path: path.clone(),
+    };
     // the working-tree copy will do when it is that very object (a stat, thanks to the stat cache)
     let wt = workdir.join(&path);
     let same = wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id);
@@ -350,7 +438,10 @@ pub fn resolve_object(store: &mut Store, reference: &str) -> Result<(ObjectRef, 
 
 /// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read).
 pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), RecordError> {
-    let io = |source| RecordError::Io { path: dest.to_path_buf(), source };
+    let io = |source| RecordError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -363,12 +454,22 @@ pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), Re
 
 /// A tree entry naming object `id` (enough to read it back).
 fn entry_of(id: srlm_store::ObjectId, kind: EntryKind) -> TreeEntry {
-    TreeEntry { kind, id: ManifestId(id), size: 0, rows: None }
+    TreeEntry {
+        kind,
+        id: ManifestId(id),
+        size: 0,
+        rows: None,
+    }
 }
 
 /// The committed run (reachable from HEAD) with this key, newest first, if any.
-pub fn find_committed(store: &Store, key: RunKey) -> Result<Option<(CommitId, RunId, RunRecord)>, RecordError> {
-    let Some(head) = store.head()?.commit() else { return Ok(None) };
+pub fn find_committed(
+    store: &Store,
+    key: RunKey,
+) -> Result<Option<(CommitId, RunId, RunRecord)>, RecordError> {
+    let Some(head) = store.head()?.commit() else {
+        return Ok(None);
+    };
     for (id, c) in store.log(&head)? {
         let Some(run) = c.run else { continue };
         let record = RunRecord::load(store, run)?;
@@ -385,12 +486,21 @@ const PENDING: &str = "pending-run";
 /// `srlm commit` attaches it.
 pub fn set_pending_run(store: &Store, run: RunId) -> Result<(), RecordError> {
     let path = store.store_dir().join(PENDING);
-    let mut tmp = tempfile::NamedTempFile::new_in(store.store_dir())
-        .map_err(|source| RecordError::Io { path: path.clone(), source })?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(store.store_dir()).map_err(|source| RecordError::Io {
+            path: path.clone(),
+            source,
+        })?;
     std::io::Write::write_all(&mut tmp, run.to_string().as_bytes())
         .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|source| RecordError::Io { path: path.clone(), source })?;
-    tmp.persist(&path).map_err(|e| RecordError::Io { path: path.clone(), source: e.error })?;
+        .map_err(|source| RecordError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    tmp.persist(&path).map_err(|e| RecordError::Io {
+        path: path.clone(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -408,7 +518,9 @@ pub fn pending_run(store: &Store) -> Result<Option<RunId>, RecordError> {
 pub fn clear_pending_run(store_dir: &Path) -> Result<(), RecordError> {
     let path = store_dir.join(PENDING);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RecordError::Io { path, source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RecordError::Io { path, source: e })
+        }
         _ => Ok(()),
     }
 }
@@ -432,7 +544,10 @@ mod tests {
     }
 
     fn stage() -> Stage {
-        Stage::new("upper", "1").input("src", "in.jsonl").output("out", "out/up.jsonl").params(serde_json::json!({"seed": 7}))
+        Stage::new("upper", "1")
+            .input("src", "in.jsonl")
+            .output("out", "out/up.jsonl")
+            .params(serde_json::json!({"seed": 7}))
     }
 
     #[test]
@@ -440,16 +555,28 @@ mod tests {
         let (_d, wd) = setup();
         let o = run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
         assert!(!o.reused);
-        assert_eq!(std::fs::read_to_string(wd.join("out/up.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        assert_eq!(
+            std::fs::read_to_string(wd.join("out/up.jsonl")).unwrap(),
+            "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n"
+        );
         let store = Store::open(&wd).unwrap();
         let commit = store.read_commit(&o.commit.unwrap()).unwrap();
         assert_eq!(commit.run, Some(o.run));
         let tree = store.read_tree(&commit.tree).unwrap();
         // the output and the working-tree input are both committed, with the recorded ids
-        assert_eq!(tree.entries["out/up.jsonl"].id.0, o.record.outputs["out"].id);
+        assert_eq!(
+            tree.entries["out/up.jsonl"].id.0,
+            o.record.outputs["out"].id
+        );
         assert_eq!(tree.entries["in.jsonl"].id.0, o.record.inputs["src"].id);
-        assert_eq!(store.runs_producing(&o.record.outputs["out"].id).unwrap(), vec![o.run]);
-        assert_eq!(store.runs_consuming(&o.record.inputs["src"].id).unwrap(), vec![o.run]);
+        assert_eq!(
+            store.runs_producing(&o.record.outputs["out"].id).unwrap(),
+            vec![o.run]
+        );
+        assert_eq!(
+            store.runs_consuming(&o.record.inputs["src"].id).unwrap(),
+            vec![o.run]
+        );
         let rec = RunRecord::load(&store, o.run).unwrap();
         assert_eq!(rec.metrics["rows"], 2);
         assert_eq!(rec.params["seed"], 7);
@@ -475,7 +602,9 @@ mod tests {
     fn a_failed_stage_commits_nothing_but_is_on_record() {
         let (_d, wd) = setup();
         let e = run_stage(&wd, &stage(), &mut |_| {}, |_| Err("out of memory".into())).unwrap_err();
-        let RecordError::StageFailed { run, message, .. } = e else { panic!("{e}") };
+        let RecordError::StageFailed { run, message, .. } = e else {
+            panic!("{e}")
+        };
         assert_eq!(message, "out of memory");
         let store = Store::open(&wd).unwrap();
         assert_eq!(store.head().unwrap().commit(), None);
@@ -502,12 +631,24 @@ mod tests {
         let (_d, wd) = setup();
         run_stage(&wd, &stage(), &mut |_| {}, upper).unwrap();
         std::fs::write(wd.join("in.jsonl"), "{\"a\":\"changed\"}\n").unwrap();
-        let s = Stage::new("upper", "1").input("src", "HEAD:in.jsonl").output("out", "again.jsonl");
+        let s = Stage::new("upper", "1")
+            .input("src", "HEAD:in.jsonl")
+            .output("out", "again.jsonl");
         let o = run_stage(&wd, &s, &mut |_| {}, upper).unwrap();
-        assert_eq!(std::fs::read_to_string(wd.join("again.jsonl")).unwrap(), "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n");
+        assert_eq!(
+            std::fs::read_to_string(wd.join("again.jsonl")).unwrap(),
+            "{\"A\":\"X\"}\n{\"A\":\"Y\"}\n"
+        );
         assert_eq!(o.record.inputs["src"].path, "in.jsonl");
-        let bad = Stage::new("upper", "1").input("src", "HEAD:missing.jsonl").output("out", "x.jsonl");
-        let e = run_stage(&wd, &bad, &mut |_| {}, upper).unwrap_err().to_string();
-        assert!(e.contains("src=HEAD:missing.jsonl") && e.contains("missing.jsonl"), "{e}");
+        let bad = Stage::new("upper", "1")
+            .input("src", "HEAD:missing.jsonl")
+            .output("out", "x.jsonl");
+        let e = run_stage(&wd, &bad, &mut |_| {}, upper)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("src=HEAD:missing.jsonl") && e.contains("missing.jsonl"),
+            "{e}"
+        );
     }
 }

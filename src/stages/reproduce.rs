@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 
 use srlm_store::{ObjectId, RunId, Store};
 
-use compare::{diff_rows, diff_tensors, TensorDiff};
 pub use super::external::NotReplayable;
 use super::record::{materialise, Metrics, Progress, RecordError, StageFailure, StageIo};
 use crate::lineage::{self, Direction, LineageError};
 use crate::provenance::{ObjectRef, RunRecord};
+use compare::{diff_rows, diff_tensors, TensorDiff};
 
 /// A replayable stage function.
 pub type ReplayFn = Box<dyn Fn(&mut StageIo) -> Result<Metrics, StageFailure>>;
@@ -40,7 +40,11 @@ impl Registry {
     }
 
     /// Register (or replace) the function that replays runs named `name`.
-    pub fn register(&mut self, name: &str, f: impl Fn(&mut StageIo) -> Result<Metrics, StageFailure> + 'static) {
+    pub fn register(
+        &mut self,
+        name: &str,
+        f: impl Fn(&mut StageIo) -> Result<Metrics, StageFailure> + 'static,
+    ) {
         self.map.insert(name.to_string(), Box::new(f));
     }
 
@@ -72,7 +76,10 @@ pub enum ReproduceError {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One output of one replayed run.
@@ -107,19 +114,33 @@ pub struct RunCheck {
 
 impl RunCheck {
     pub fn ok(&self) -> bool {
-        self.refused.is_none() && self.failed.is_none() && self.outputs.iter().all(OutputCheck::identical)
+        self.refused.is_none()
+            && self.failed.is_none()
+            && self.outputs.iter().all(OutputCheck::identical)
     }
 }
 
 /// The runs upstream of `start` in replay order (roots first); `last` keeps the `last` runs
 /// nearest the target.
-pub fn upstream_runs(store: &Store, start: Vec<ObjectRef>, last: Option<usize>) -> Result<Vec<(RunId, RunRecord)>, ReproduceError> {
+pub fn upstream_runs(
+    store: &Store,
+    start: Vec<ObjectRef>,
+    last: Option<usize>,
+) -> Result<Vec<(RunId, RunRecord)>, ReproduceError> {
     let walk = lineage::walk(store, start, Direction::Up)?;
     let mut runs: Vec<_> = walk.runs.into_iter().collect();
     // deeper runs first: every run's inputs come from runs at a greater depth
-    runs.sort_by(|a, b| b.depth.cmp(&a.depth).then_with(|| a.record.started.cmp(&b.record.started)));
+    runs.sort_by(|a, b| {
+        b.depth
+            .cmp(&a.depth)
+            .then_with(|| a.record.started.cmp(&b.record.started))
+    });
     let skip = last.map(|n| runs.len().saturating_sub(n)).unwrap_or(0);
-    Ok(runs.into_iter().skip(skip).map(|r| (r.id, r.record)).collect())
+    Ok(runs
+        .into_iter()
+        .skip(skip)
+        .map(|r| (r.id, r.record))
+        .collect())
 }
 
 /// Replay `runs` (from [`upstream_runs`]) with `registry`, each in its own scratch directory,
@@ -132,8 +153,18 @@ pub fn replay_runs(
 ) -> Result<Vec<RunCheck>, ReproduceError> {
     let mut checks = Vec::new();
     for (i, (run, record)) in runs.iter().enumerate() {
-        let msg = format!("replaying {} (run {}), {}/{}", record.stage.name, run.short(), i + 1, runs.len());
-        progress(Progress { done: i as u64, total: runs.len() as u64, message: &msg });
+        let msg = format!(
+            "replaying {} (run {}), {}/{}",
+            record.stage.name,
+            run.short(),
+            i + 1,
+            runs.len()
+        );
+        progress(Progress {
+            done: i as u64,
+            total: runs.len() as u64,
+            message: &msg,
+        });
         checks.push(replay_one(workdir, *run, record, registry, progress)?);
     }
     Ok(checks)
@@ -146,7 +177,13 @@ fn replay_one(
     registry: &Registry,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RunCheck, ReproduceError> {
-    let mut check = RunCheck { run, stage: record.stage.name.clone(), refused: None, failed: None, outputs: Vec::new() };
+    let mut check = RunCheck {
+        run,
+        stage: record.stage.name.clone(),
+        refused: None,
+        failed: None,
+        outputs: Vec::new(),
+    };
     let Some(f) = registry.get(record.replay_name()) else {
         check.refused = Some(format!(
             "no replay function is registered for stage `{}` (known: {})",
@@ -158,14 +195,21 @@ fn replay_one(
     let store = Store::open(workdir)?;
     for (role, o) in &record.inputs {
         if !store.has_object(&o.id)? {
-            check.refused = Some(format!("input {role} ({} {}) is missing from the store", o.path, o.id.short()));
+            check.refused = Some(format!(
+                "input {role} ({} {}) is missing from the store",
+                o.path,
+                o.id.short()
+            ));
             return Ok(check);
         }
     }
     let scratch = tempfile::Builder::new()
         .prefix("srlm-replay-")
         .tempdir()
-        .map_err(|source| ReproduceError::Io { path: std::env::temp_dir(), source })?;
+        .map_err(|source| ReproduceError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let dir = scratch.path().join("work");
     let recorded_dir = scratch.path().join("recorded");
     let mut inputs = BTreeMap::new();
@@ -188,11 +232,17 @@ fn replay_one(
     for (role, o) in &record.outputs {
         let dest = dir.join(&o.path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ReproduceError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| ReproduceError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         outputs.insert(role.clone(), dest);
     }
-    std::fs::create_dir_all(&dir).map_err(|source| ReproduceError::Io { path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| ReproduceError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     drop(store);
     let mut io = StageIo {
         dir: &dir,
@@ -214,9 +264,18 @@ fn replay_one(
     for (role, o) in &record.outputs {
         let produced = &outputs[role];
         // an absolute path is hashed where it is, exactly as `add` would (kind from its name)
-        let reproduced =
-            if produced.is_file() { Some(store.hash_file(&produced.to_string_lossy())?.id.0) } else { None };
-        let mut out = OutputCheck { role: role.clone(), path: o.path.clone(), recorded: o.id, reproduced, detail: None };
+        let reproduced = if produced.is_file() {
+            Some(store.hash_file(&produced.to_string_lossy())?.id.0)
+        } else {
+            None
+        };
+        let mut out = OutputCheck {
+            role: role.clone(),
+            path: o.path.clone(),
+            recorded: o.id,
+            reproduced,
+            detail: None,
+        };
         if reproduced.is_none() {
             out.detail = Some("the replay did not write it".into());
         } else if !out.identical() {
@@ -249,11 +308,22 @@ fn describe_difference(recorded: &Path, reproduced: &Path, o: &ObjectRef) -> Str
                     .map(|(name, t)| match t {
                         TensorDiff::OnlyRecorded => format!("{name}: missing"),
                         TensorDiff::OnlyReproduced => format!("{name}: extra"),
-                        TensorDiff::Layout { recorded, reproduced } => format!("{name}: {recorded} -> {reproduced}"),
-                        TensorDiff::Values { max_abs: Some(m), differing, total } => {
+                        TensorDiff::Layout {
+                            recorded,
+                            reproduced,
+                        } => format!("{name}: {recorded} -> {reproduced}"),
+                        TensorDiff::Values {
+                            max_abs: Some(m),
+                            differing,
+                            total,
+                        } => {
                             format!("{name}: {differing}/{total} values, max abs diff {m:.3e}")
                         }
-                        TensorDiff::Values { max_abs: None, differing, total } => {
+                        TensorDiff::Values {
+                            max_abs: None,
+                            differing,
+                            total,
+                        } => {
                             format!("{name}: {differing}/{total} values")
                         }
                     })
@@ -264,7 +334,11 @@ fn describe_difference(recorded: &Path, reproduced: &Path, o: &ObjectRef) -> Str
         };
     }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    format!("{} bytes recorded, {} reproduced", size(recorded), size(reproduced))
+    format!(
+        "{} bytes recorded, {} reproduced",
+        size(recorded),
+        size(reproduced)
+    )
 }
 
 pub mod compare {
@@ -281,7 +355,10 @@ pub mod compare {
     #[derive(Debug, thiserror::Error)]
     pub enum CompareError {
         #[error("{path}: {source}")]
-        Io { path: PathBuf, source: std::io::Error },
+        Io {
+            path: PathBuf,
+            source: std::io::Error,
+        },
         #[error("{path}: not a safetensors file: {detail}")]
         Safetensors { path: PathBuf, detail: String },
     }
@@ -301,12 +378,24 @@ pub mod compare {
         let rows_recorded = for_each_row(recorded, |h| *counts.entry(h).or_insert(0) += 1)?;
         let rows_reproduced = for_each_row(reproduced, |h| *counts.entry(h).or_insert(0) -= 1)?;
         let only_recorded = counts.values().filter(|&&c| c > 0).map(|&c| c as u64).sum();
-        let only_reproduced = counts.values().filter(|&&c| c < 0).map(|&c| (-c) as u64).sum();
-        Ok(RowDiff { rows_recorded, rows_reproduced, only_recorded, only_reproduced })
+        let only_reproduced = counts
+            .values()
+            .filter(|&&c| c < 0)
+            .map(|&c| (-c) as u64)
+            .sum();
+        Ok(RowDiff {
+            rows_recorded,
+            rows_reproduced,
+            only_recorded,
+            only_reproduced,
+        })
     }
 
     fn for_each_row(path: &Path, mut f: impl FnMut([u8; 32])) -> Result<u64, CompareError> {
-        let io = |source| CompareError::Io { path: path.to_path_buf(), source };
+        let io = |source| CompareError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
         let mut buf = Vec::new();
         let mut n = 0;
@@ -328,13 +417,23 @@ pub mod compare {
         OnlyRecorded,
         OnlyReproduced,
         /// Shape or dtype changed: `recorded` vs `reproduced`, as text.
-        Layout { recorded: String, reproduced: String },
+        Layout {
+            recorded: String,
+            reproduced: String,
+        },
         /// Same layout, different values; `max_abs` for float and integer dtypes.
-        Values { max_abs: Option<f64>, differing: u64, total: u64 },
+        Values {
+            max_abs: Option<f64>,
+            differing: u64,
+            total: u64,
+        },
     }
 
     /// The tensors that differ between two safetensors files, by name.
-    pub fn diff_tensors(recorded: &Path, reproduced: &Path) -> Result<BTreeMap<String, TensorDiff>, CompareError> {
+    pub fn diff_tensors(
+        recorded: &Path,
+        reproduced: &Path,
+    ) -> Result<BTreeMap<String, TensorDiff>, CompareError> {
         let a_bytes = read(recorded)?;
         let b_bytes = read(reproduced)?;
         let a = parse(recorded, &a_bytes)?;
@@ -369,13 +468,25 @@ pub mod compare {
                             max_abs = max_abs.max((x - y).abs());
                         }
                     }
-                    TensorDiff::Values { max_abs: Some(max_abs), differing, total: xa.len() as u64 }
+                    TensorDiff::Values {
+                        max_abs: Some(max_abs),
+                        differing,
+                        total: xa.len() as u64,
+                    }
                 }
                 _ => {
                     let w = ta.dtype().bitsize().div_ceil(8).max(1);
-                    let differing =
-                        ta.data().chunks(w).zip(tb.data().chunks(w)).filter(|(x, y)| x != y).count() as u64;
-                    TensorDiff::Values { max_abs: None, differing, total: (ta.data().len() / w) as u64 }
+                    let differing = ta
+                        .data()
+                        .chunks(w)
+                        .zip(tb.data().chunks(w))
+                        .filter(|(x, y)| x != y)
+                        .count() as u64;
+                    TensorDiff::Values {
+                        max_abs: None,
+                        differing,
+                        total: (ta.data().len() / w) as u64,
+                    }
                 }
             };
             out.insert(name.to_string(), d);
@@ -389,18 +500,25 @@ pub mod compare {
     }
 
     fn read(path: &Path) -> Result<Vec<u8>, CompareError> {
-        std::fs::read(path).map_err(|source| CompareError::Io { path: path.to_path_buf(), source })
+        std::fs::read(path).map_err(|source| CompareError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, CompareError> {
-        SafeTensors::deserialize(bytes)
-            .map_err(|e| CompareError::Safetensors { path: path.to_path_buf(), detail: e.to_string() })
+        SafeTensors::deserialize(bytes).map_err(|e| CompareError::Safetensors {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
     }
 
     /// Element values as f64 for the dtypes a checkpoint uses.
     fn values(dtype: Dtype, data: &[u8]) -> Option<Vec<f64>> {
         fn conv<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
-            data.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact gives N bytes"))).collect()
+            data.chunks_exact(N)
+                .map(|c| f(c.try_into().expect("chunks_exact gives N bytes")))
+                .collect()
         }
         Some(match dtype {
             Dtype::F32 => conv(data, |b| f32::from_le_bytes(b) as f64),
@@ -426,7 +544,15 @@ pub mod compare {
             std::fs::write(&a, "{\"x\":1}\n{\"x\":2}\n{\"x\":3}\n").unwrap();
             std::fs::write(&b, "{\"x\":3}\n{\"x\":1}\n{\"x\":4}\n{\"x\":5}").unwrap();
             let r = diff_rows(&a, &b).unwrap();
-            assert_eq!(r, RowDiff { rows_recorded: 3, rows_reproduced: 4, only_recorded: 1, only_reproduced: 2 });
+            assert_eq!(
+                r,
+                RowDiff {
+                    rows_recorded: 3,
+                    rows_reproduced: 4,
+                    only_recorded: 1,
+                    only_reproduced: 2
+                }
+            );
         }
 
         #[test]
@@ -450,7 +576,14 @@ pub mod compare {
             write(&b, [1.0, 2.5, 2.0], true);
             let diff = diff_tensors(&a, &b).unwrap();
             assert_eq!(diff.len(), 2, "{diff:?}");
-            assert_eq!(diff["w"], TensorDiff::Values { max_abs: Some(1.0), differing: 2, total: 3 });
+            assert_eq!(
+                diff["w"],
+                TensorDiff::Values {
+                    max_abs: Some(1.0),
+                    differing: 2,
+                    total: 3
+                }
+            );
             assert_eq!(diff["e"], TensorDiff::OnlyReproduced);
         }
     }
