@@ -250,6 +250,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             tmp.path().to_owned()
         }
     };
+    // The store first: reopened later, after the generator has run.
+    let repo = dir.join("repo");
+    drop(srlm_store::Store::init(&repo)?);
     let t = Instant::now();
     let (pa, pb) = generate(&dir, args.rows)?;
     let size = |p: &Path| {
@@ -269,10 +272,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     report_line(ctx, "diff --files", &m)?;
 
     // Commit both versions in a fresh store.
-    let repo = dir.join("repo");
     let t = Instant::now();
     let ((c1, _), (c2, m2)) = {
-        let mut store = srlm_store::Store::init(&repo)?;
+        let mut store = srlm_store::Store::open(&repo)?;
         let mut commit = |src: &Path, msg: &str| -> anyhow::Result<(String, String)> {
             std::fs::rename(src, repo.join("aift.jsonl"))?;
             let added = store.add(&repo, &[PathBuf::from("aift.jsonl")])?;

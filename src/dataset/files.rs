@@ -125,7 +125,13 @@ pub fn diff_files(
         Some((p, l)) => read_records(p, l, s),
         None => Ok(SideRecords::default()),
     };
-    let (ra, rb) = (read(a, &sa)?, read(b, &sb)?);
+    // The two files are independent: parse them on two threads.
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ta = scope.spawn(|| read(a, &sa));
+        let rb = read(b, &sb);
+        (ta.join().expect("the reader thread does not panic"), rb)
+    });
+    let (ra, rb) = (ra?, rb?);
     let (mut fa, mut fb) = (
         FileRows(a.map(|(p, _)| p.to_owned())),
         FileRows(b.map(|(p, _)| p.to_owned())),
