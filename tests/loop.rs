@@ -24,7 +24,7 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 }
 
 const ITERATE: &[&str] = &[
-    "iterate", "--from", "M1", "--iterations", "2", "--prompts", "2", "--n", "3", "--max-tokens", "6",
+    "iterate", "--from", "M1", "--iterations", "2", "--prompts", "2", "--shots", "2", "--n", "3", "--max-tokens", "6",
     "--method", "digits", "--samples", "1", "--lr", "1e-3", "--seed", "5",
 ];
 

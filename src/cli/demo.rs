@@ -1,5 +1,4 @@
 //! `srlm demo`.
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;

@@ -1,5 +1,4 @@
 //! `srlm iterate`.
-use std::io::Write;
 
 use anyhow::Context;
 use comfy_table::Table;
@@ -27,6 +26,9 @@ pub struct Args {
     /// New prompts per iteration.
     #[arg(long, default_value_t = 100)]
     pub prompts: usize,
+    /// Few-shot examples per prompt-generation request (paper: 8).
+    #[arg(long, default_value_t = 8)]
+    pub shots: usize,
     /// Candidate responses per prompt.
     #[arg(long, default_value_t = 4)]
     pub n: usize,
@@ -57,6 +59,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
     let mut p = LoopParams::default();
     p.gen_prompts.count = args.prompts;
+    p.gen_prompts.shots = args.shots;
     p.gen_prompts.seed = args.seed;
     p.gen_responses.n = args.n;
     p.gen_responses.sampling.max_tokens = args.max_tokens;

@@ -1,6 +1,5 @@
 //! What the stage verbs share: common flags, turning the user's references into stage inputs,
 //! progress bars, and the report printed after a stage.
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -9,7 +8,7 @@ use serde_json::Value;
 use srlm_store::Store;
 
 use super::Ctx;
-use crate::stages::iterate::{run_one, Event, StageSummary};
+use crate::stages::iterate::{Event, StageSummary};
 use crate::stages::model_io::model_inputs;
 use crate::stages::record::{Metrics, Outcome, StageFailure, StageIo};
 

@@ -62,6 +62,7 @@ impl Registry {
 pub fn default_registry() -> Registry {
     let mut reg = Registry::new();
     reg.register(super::external::REPLAY, super::external::run_external);
+    super::registry::register_builtin(&mut reg);
     reg
 }
 
