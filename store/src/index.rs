@@ -120,7 +120,7 @@ impl Index {
 
     /// Write the fast-add snapshot: the stat cache entries that are trusted (not racy) and
     /// equal to what is staged.
-    fn write_fast_add(&self) -> Result<()> {
+    pub fn write_fast_add(&self) -> Result<()> {
         let mut fa = FastAdd::default();
         for kv in self.stat.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;

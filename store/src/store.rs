@@ -539,8 +539,13 @@ impl Store {
             self.index()?.stage_remove(r)?;
         }
         report.added.sort_by(|a, b| a.path.cmp(&b.path));
-        // Re-adding unchanged files writes nothing: no flush, no op-log line.
-        if changed || report.added.iter().any(|f| !f.cached) {
+        // Re-adding unchanged files writes nothing: no flush, no op-log line; only the
+        // fast-add snapshot if it is missing, so the next re-add need not open the index.
+        let unchanged = !changed && report.added.iter().all(|f| f.cached);
+        if unchanged && !self.dir.join("fastadd").exists() {
+            self.index()?.write_fast_add()?;
+        }
+        if !unchanged {
             self.index()?.flush()?;
             self.log_op(
                 "add",
