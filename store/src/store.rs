@@ -1287,7 +1287,7 @@ fn is_racy(md: &std::fs::Metadata, looked_at: SystemTime) -> bool {
     }
 }
 
-fn ingest(abs: &Path, kind: EntryKind, sink: &mut dyn Sink) -> Result<Manifest> {
+fn ingest(abs: &Path, kind: EntryKind, sink: &mut (dyn Sink + Send)) -> Result<Manifest> {
     let f = File::open(abs).at(abs)?;
     Ok(match kind {
         EntryKind::Dataset => Manifest::Rows(split_rows(abs, f, sink)?),
