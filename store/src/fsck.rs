@@ -142,8 +142,8 @@ impl Store {
             }
         }
         // 3. refs and the staging area
-        let mut refs = self.index().refs_with_prefix("refs/")?;
-        if let Some(h) = self.index().get_ref("HEAD")? {
+        let mut refs = self.index()?.refs_with_prefix("refs/")?;
+        if let Some(h) = self.index()?.get_ref("HEAD")? {
             if !h.starts_with("ref: ") {
                 refs.push(("HEAD".into(), h));
             }
@@ -157,7 +157,7 @@ impl Store {
                     .push(format!("ref {name} points at a missing commit {v}")),
             }
         }
-        for (path, e) in self.index().stage_entries()? {
+        for (path, e) in self.index()?.stage_entries()? {
             if !manifests.contains_key(&e.id.0) {
                 rep.problems
                     .push(format!("staged '{path}': manifest {} is missing", e.id));

@@ -42,14 +42,14 @@ impl Store {
     /// Objects reachable from refs, HEAD and the staging area: (loose, pieces).
     fn reachable(&self) -> Result<(HashSet<ObjectId>, HashSet<ObjectId>)> {
         let mut queue: Vec<ObjectId> = Vec::new();
-        for (_, v) in self.index().refs_with_prefix("refs/")? {
+        for (_, v) in self.index()?.refs_with_prefix("refs/")? {
             queue.extend(v.parse::<ObjectId>().ok());
         }
-        if let Some(h) = self.index().get_ref("HEAD")? {
+        if let Some(h) = self.index()?.get_ref("HEAD")? {
             queue.extend(h.parse::<ObjectId>().ok());
         }
         queue.extend(
-            self.index()
+            self.index()?
                 .stage_entries()?
                 .into_iter()
                 .map(|(_, e)| e.id.0),
@@ -182,7 +182,8 @@ impl Store {
         if !dry_run {
             self.packs().reload();
             // Drop index entries that name removed objects.
-            let ix = self.index();
+            let ix = self.index()?;
+            ix.mark_dirty();
             for kv in ix.stat.iter() {
                 let (k, v) = kv.map_err(|e| ix.err(e))?;
                 let gone = serde_json::from_slice::<crate::index::StatEntry>(&v)

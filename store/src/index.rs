@@ -2,6 +2,8 @@
 //! mutation is followed by `flush` (fsync) before the command reports success.
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -38,9 +40,27 @@ pub(crate) struct StatEntry {
     pub entry: TreeEntry,
 }
 
+/// A snapshot of the stat cache entries that are staged unchanged, written after every index
+/// flush and deleted before every index change. With it, re-adding unchanged files reads one
+/// small file instead of opening sled (whose open costs an fsync). Absent = unknown: use sled.
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct FastAdd {
+    pub files: std::collections::BTreeMap<String, (StatKey, TreeEntry)>,
+}
+
+impl FastAdd {
+    pub fn read(path: &Path) -> Option<FastAdd> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
 pub(crate) struct Index {
     path: PathBuf,
     db: sled::Db,
+    /// Changed since the last flush.
+    dirty: AtomicBool,
+    /// The fast-add snapshot (see [`FastAdd`]).
+    fast_path: PathBuf,
     pub refs: sled::Tree,
     pub stage: sled::Tree,
     pub stat: sled::Tree,
@@ -56,7 +76,7 @@ pub(crate) fn sled_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Index {
-    pub fn open(path: &Path) -> Result<Index> {
+    pub fn open(path: &Path, fast_path: &Path) -> Result<Index> {
         let e = |err: sled::Error| sled_err(path, err);
         let db = sled::Config::new()
             .path(path)
@@ -71,8 +91,18 @@ impl Index {
             produced: db.open_tree("produced").map_err(e)?,
             consumed: db.open_tree("consumed").map_err(e)?,
             db,
+            dirty: AtomicBool::new(false),
+            fast_path: fast_path.to_path_buf(),
             path: path.to_path_buf(),
         })
+    }
+
+    /// Note an unflushed change (callers that write to a tree directly).
+    pub fn mark_dirty(&self) {
+        if !self.dirty.swap(true, Ordering::SeqCst) {
+            // The snapshot goes before the first change, so a crash can only leave none.
+            let _ = std::fs::remove_file(&self.fast_path);
+        }
     }
 
     pub fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -82,7 +112,36 @@ impl Index {
     /// Make every change so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.err(e))?;
+        if self.dirty.swap(false, Ordering::SeqCst) {
+            self.write_fast_add()?;
+        }
         Ok(())
+    }
+
+    /// Write the fast-add snapshot: the stat cache entries that are trusted (not racy) and
+    /// equal to what is staged.
+    pub fn write_fast_add(&self) -> Result<()> {
+        let mut fa = FastAdd::default();
+        for kv in self.stat.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Ok(se) = serde_json::from_slice::<StatEntry>(&v) else {
+                continue;
+            };
+            let staged = self.stage.get(&k).map_err(|e| self.err(e))?;
+            let staged: Option<TreeEntry> = staged.and_then(|v| serde_json::from_slice(&v).ok());
+            if !se.racy && staged.as_ref() == Some(&se.entry) {
+                fa.files.insert(
+                    String::from_utf8_lossy(&k).into_owned(),
+                    (se.stat, se.entry),
+                );
+            }
+        }
+        let dir = self
+            .fast_path
+            .parent()
+            .expect("fast-add file is inside .srlm");
+        let bytes = serde_json::to_vec(&fa).expect("fast-add serialises");
+        crate::fsutil::write_atomic(&dir.join("tmp"), &self.fast_path, &bytes)
     }
 
     pub fn get_ref(&self, name: &str) -> Result<Option<String>> {
@@ -94,6 +153,7 @@ impl Index {
     }
 
     pub fn set_ref(&self, name: &str, value: &str) -> Result<()> {
+        self.mark_dirty();
         self.refs
             .insert(name, value.as_bytes())
             .map_err(|e| self.err(e))?;
@@ -101,6 +161,7 @@ impl Index {
     }
 
     pub fn remove_ref(&self, name: &str) -> Result<bool> {
+        self.mark_dirty();
         Ok(self.refs.remove(name).map_err(|e| self.err(e))?.is_some())
     }
 
@@ -128,17 +189,20 @@ impl Index {
     }
 
     pub fn stage_put(&self, path: &str, entry: &TreeEntry) -> Result<()> {
+        self.mark_dirty();
         let v = serde_json::to_vec(entry).expect("entry serialises");
         self.stage.insert(path, v).map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn stage_remove(&self, path: &str) -> Result<()> {
+        self.mark_dirty();
         self.stage.remove(path).map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn stage_clear(&self) -> Result<()> {
+        self.mark_dirty();
         self.stage.clear().map_err(|e| self.err(e))
     }
 
@@ -150,12 +214,14 @@ impl Index {
     }
 
     pub fn stat_put(&self, path: &str, e: &StatEntry) -> Result<()> {
+        self.mark_dirty();
         let v = serde_json::to_vec(e).expect("stat entry serialises");
         self.stat.insert(path, v).map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn link_run(&self, tree: &sled::Tree, obj: &ObjectId, run: &RunId) -> Result<()> {
+        self.mark_dirty();
         let mut k = obj.0.to_vec();
         k.extend_from_slice(&run.0 .0);
         tree.insert(k, &b""[..]).map_err(|e| self.err(e))?;

@@ -95,16 +95,38 @@ impl Sink for PackSink<'_> {
     }
 }
 
-/// Cut a binary stream into content-defined chunks.
+/// Cut a binary stream into content-defined chunks. Two threads: this one reads and finds cut
+/// points, a helper hashes and stores the chunks (a few chunks in flight: bounded memory).
 pub(crate) fn chunk_file(
     path: &Path,
     mut r: impl Read,
-    sink: &mut dyn Sink,
+    sink: &mut (dyn Sink + Send),
 ) -> Result<ChunkManifest> {
     sink.start_file();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || -> Result<Vec<(BlobId, u32)>> {
+            let mut chunks = Vec::new();
+            for data in rx {
+                let id = ObjectId::of(&data);
+                sink.chunk(id, &data)?;
+                chunks.push((BlobId(id), data.len() as u32));
+            }
+            Ok(chunks)
+        });
+        let read = cut_chunks(path, &mut r, |data| tx.send(data.to_vec()).is_ok());
+        drop(tx);
+        let chunks = worker.join().expect("chunk worker does not panic")?;
+        let size = read?;
+        Ok(ChunkManifest { size, chunks })
+    })
+}
+
+/// Read `r` and hand each content-defined chunk to `emit` (which returns false to stop);
+/// returns the bytes read.
+fn cut_chunks(path: &Path, r: &mut impl Read, mut emit: impl FnMut(&[u8]) -> bool) -> Result<u64> {
     let mut buf = vec![0u8; BUF];
     let (mut len, mut eof, mut size) = (0usize, false, 0u64);
-    let mut chunks = Vec::new();
     loop {
         while !eof && len < buf.len() {
             match r.read(&mut buf[len..]) {
@@ -128,11 +150,10 @@ pub(crate) fn chunk_file(
         // cut points never depend on how reads were split.
         while start < len && (eof || len - start >= CHUNK_MAX as usize) {
             let (_, end) = cdc.cut(start, len - start);
-            let data = &buf[start..end];
-            let id = ObjectId::of(data);
-            sink.chunk(id, data)?;
-            chunks.push((BlobId(id), data.len() as u32));
-            size += data.len() as u64;
+            if !emit(&buf[start..end]) {
+                return Ok(size); // the consumer failed; its error is reported
+            }
+            size += (end - start) as u64;
             start = end;
         }
         buf.copy_within(start..len, 0);
@@ -141,7 +162,7 @@ pub(crate) fn chunk_file(
             break;
         }
     }
-    Ok(ChunkManifest { size, chunks })
+    Ok(size)
 }
 
 /// Split a JSONL stream into rows.

@@ -107,7 +107,14 @@ impl PackIndex {
         while lo < hi {
             let mid = (lo + hi) / 2;
             let at = 16 + mid * ENTRY;
-            match self.data[at..at + 32].cmp(&id.0[..]) {
+            // compare the leading 8 bytes as an integer first: ids are uniformly distributed,
+            // so this nearly always decides without a full 32-byte compare
+            let head = u64::from_be_bytes(self.data[at..at + 8].try_into().unwrap());
+            let want = u64::from_be_bytes(id.0[..8].try_into().unwrap());
+            let ord = head
+                .cmp(&want)
+                .then_with(|| self.data[at..at + 32].cmp(&id.0[..]));
+            match ord {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(self.entry(mid)),
@@ -287,7 +294,8 @@ impl PackWriter {
             .at(tmp_dir)?;
         tmp.write_all(PACK_MAGIC).at(tmp.path().to_path_buf())?;
         let file = tmp.as_file().try_clone().at(tmp.path().to_path_buf())?;
-        let zstd = zstd::bulk::Compressor::new(3).at(tmp_dir)?;
+        // level 1: most of level 3's ratio on JSONL at about twice the speed
+        let zstd = zstd::bulk::Compressor::new(1).at(tmp_dir)?;
         Ok(PackWriter {
             tmp,
             file,

@@ -29,7 +29,8 @@ const RACY_MARGIN: Duration = Duration::from_millis(50);
 pub struct Store {
     workdir: PathBuf,
     dir: PathBuf,
-    index: Index,
+    /// Opened on first use: an unchanged re-add never opens sled (opening it costs an fsync).
+    index: std::sync::OnceLock<Index>,
     packs: Mutex<Packs>,
     _lock: StoreLock,
 }
@@ -186,9 +187,10 @@ impl Store {
         }
         {
             let store = Store::open_unchecked(&workdir)?;
-            if store.index.get_ref("HEAD")?.is_none() {
-                store.index.set_ref("HEAD", "ref: refs/heads/main")?;
-                store.index.flush()?;
+            let ix = store.index()?;
+            if ix.get_ref("HEAD")?.is_none() {
+                ix.set_ref("HEAD", "ref: refs/heads/main")?;
+                ix.flush()?;
             }
         }
         // FORMAT last: a directory without it is not a store yet.
@@ -251,12 +253,11 @@ impl Store {
         let workdir = workdir.canonicalize().at(workdir)?;
         let dir = workdir.join(STORE_DIR);
         let lock = crate::lock::acquire(&dir.join("lock"), crate::lock::timeout_from_env())?;
-        let index = Index::open(&dir.join("index"))?;
         Ok(Store {
             packs: Mutex::new(Packs::new(dir.join("packs"))),
             workdir,
             dir,
-            index,
+            index: std::sync::OnceLock::new(),
             _lock: lock,
         })
     }
@@ -283,8 +284,13 @@ impl Store {
         self.packs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn index(&self) -> &Index {
-        &self.index
+    pub(crate) fn index(&self) -> Result<&Index> {
+        if let Some(ix) = self.index.get() {
+            return Ok(ix);
+        }
+        let ix = Index::open(&self.dir.join("index"), &self.dir.join("fastadd"))?;
+        let _ = self.index.set(ix);
+        Ok(self.index.get().expect("just set"))
     }
 
     // ---------------------------------------------------------------- objects
@@ -387,12 +393,12 @@ impl Store {
         };
         let run = RunId(self.put_object(&obj.encode())?);
         for o in outputs {
-            self.index.link_run(&self.index.produced, o, &run)?;
+            self.index()?.link_run(&self.index()?.produced, o, &run)?;
         }
         for i in inputs {
-            self.index.link_run(&self.index.consumed, i, &run)?;
+            self.index()?.link_run(&self.index()?.consumed, i, &run)?;
         }
-        self.index.flush()?;
+        self.index()?.flush()?;
         Ok(run)
     }
 
@@ -402,12 +408,12 @@ impl Store {
 
     /// Runs that list `id` among their outputs.
     pub fn runs_producing(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        self.index.runs_of(&self.index.produced, id)
+        self.index()?.runs_of(&self.index()?.produced, id)
     }
 
     /// Runs that list `id` among their inputs.
     pub fn runs_consuming(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        self.index.runs_of(&self.index.consumed, id)
+        self.index()?.runs_of(&self.index()?.consumed, id)
     }
 
     // ---------------------------------------------------------------- staging
@@ -420,7 +426,7 @@ impl Store {
     /// The staging area as a tree (what the next commit will hold).
     pub fn staged(&self) -> Result<Tree> {
         Ok(Tree {
-            entries: self.index.stage_entries()?.into_iter().collect(),
+            entries: self.index()?.stage_entries()?.into_iter().collect(),
         })
     }
 
@@ -437,7 +443,11 @@ impl Store {
         paths: &[PathBuf],
         progress: &mut dyn FnMut(AddProgress),
     ) -> Result<AddReport> {
-        let staged: BTreeMap<String, TreeEntry> = self.index.stage_entries()?.into_iter().collect();
+        if let Some(report) = self.add_unchanged(cwd, paths)? {
+            return Ok(report);
+        }
+        let staged: BTreeMap<String, TreeEntry> =
+            self.index()?.stage_entries()?.into_iter().collect();
         let mut files = BTreeSet::new();
         let mut report = AddReport::default();
         for p in paths {
@@ -504,7 +514,7 @@ impl Store {
         }
         for (tp, m, kind, key, racy) in pending {
             let entry = self.put_manifest(&m, kind)?;
-            self.index.stat_put(
+            self.index()?.stat_put(
                 tp.as_str(),
                 &StatEntry {
                     stat: key,
@@ -518,22 +528,66 @@ impl Store {
                 cached: false,
             });
         }
+        let mut changed = !report.removed.is_empty();
         for f in &report.added {
-            self.index.stage_put(&f.path, &f.entry)?;
+            if staged.get(&f.path) != Some(&f.entry) {
+                self.index()?.stage_put(&f.path, &f.entry)?;
+                changed = true;
+            }
         }
         for r in &report.removed {
-            self.index.stage_remove(r)?;
+            self.index()?.stage_remove(r)?;
         }
-        self.index.flush()?;
         report.added.sort_by(|a, b| a.path.cmp(&b.path));
-        self.log_op(
-            "add",
-            serde_json::json!({
-                "paths": report.added.iter().map(|f| &f.path).collect::<Vec<_>>(),
-                "removed": report.removed,
-            }),
-        )?;
+        // Re-adding unchanged files writes nothing: no flush, no op-log line; only the
+        // fast-add snapshot if it is missing, so the next re-add need not open the index.
+        let unchanged = !changed && report.added.iter().all(|f| f.cached);
+        if unchanged && !self.dir.join("fastadd").exists() {
+            self.index()?.write_fast_add()?;
+        }
+        if !unchanged {
+            self.index()?.flush()?;
+            self.log_op(
+                "add",
+                serde_json::json!({
+                    "paths": report.added.iter().map(|f| &f.path).collect::<Vec<_>>(),
+                    "removed": report.removed,
+                }),
+            )?;
+        }
         Ok(report)
+    }
+
+    /// The fast path of `add`: when every path is a file whose stat matches the fast-add
+    /// snapshot (so it is staged as it is), report it unchanged without opening the index.
+    fn add_unchanged(&self, cwd: &Path, paths: &[PathBuf]) -> Result<Option<AddReport>> {
+        let Some(fa) = crate::index::FastAdd::read(&self.dir.join("fastadd")) else {
+            return Ok(None);
+        };
+        let mut report = AddReport::default();
+        for p in paths {
+            let tp = self.tree_path(cwd, p)?;
+            let Some((stat, entry)) = fa.files.get(&tp) else {
+                return Ok(None);
+            };
+            let md = match std::fs::symlink_metadata(self.abs(&tp)) {
+                Ok(md) if md.is_file() => md,
+                _ => return Ok(None),
+            };
+            if StatKey::of(&md) != *stat
+                || !crate::loose::path_of(&self.objects_dir(), &entry.id.0).exists()
+            {
+                return Ok(None);
+            }
+            report.added.push(AddedFile {
+                path: tp,
+                entry: entry.clone(),
+                cached: true,
+            });
+        }
+        report.added.sort_by(|a, b| a.path.cmp(&b.path));
+        report.added.dedup_by(|a, b| a.path == b.path);
+        Ok(Some(report))
     }
 
     fn put_manifest(&self, m: &Manifest, kind: EntryKind) -> Result<TreeEntry> {
@@ -553,7 +607,7 @@ impl Store {
     /// The entry the stat cache holds for a path, if the file's stat still matches and the
     /// content is really in the store.
     fn cached_entry(&self, tp: &str, key: &StatKey) -> Result<Option<TreeEntry>> {
-        match self.index.stat_get(tp)? {
+        match self.index()?.stat_get(tp)? {
             Some(se)
                 if !se.racy
                     && se.stat == *key
@@ -739,8 +793,8 @@ impl Store {
             Head::Branch { name, .. } => format!("refs/heads/{name}"),
             Head::Detached { .. } => "HEAD".into(),
         };
-        self.index.set_ref(&refname, &id.to_hex())?;
-        self.index.flush()?;
+        self.index()?.set_ref(&refname, &id.to_hex())?;
+        self.index()?.flush()?;
         self.log_op(
             "commit",
             serde_json::json!({"ref": refname, "old": parents.first(), "new": id, "message": opts.message}),
@@ -777,7 +831,7 @@ impl Store {
 
     pub fn head(&self) -> Result<Head> {
         let v = self
-            .index
+            .index()?
             .get_ref("HEAD")?
             .unwrap_or_else(|| "ref: refs/heads/main".into());
         if let Some(r) = v.strip_prefix("ref: refs/heads/") {
@@ -792,14 +846,14 @@ impl Store {
     }
 
     fn branch_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index
+        self.index()?
             .get_ref(&format!("refs/heads/{name}"))?
             .map(|v| v.parse())
             .transpose()
     }
 
     fn tag_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index
+        self.index()?
             .get_ref(&format!("refs/tags/{name}"))?
             .map(|v| v.parse())
             .transpose()
@@ -935,15 +989,15 @@ impl Store {
         validate_ref_name(kind, name)?;
         self.read_commit(target)?;
         let key = format!("{prefix}{name}");
-        let old = self.index.get_ref(&key)?;
+        let old = self.index()?.get_ref(&key)?;
         if old.is_some() && !force {
             return Err(StoreError::RefExists {
                 kind,
                 name: name.into(),
             });
         }
-        self.index.set_ref(&key, &target.to_hex())?;
-        self.index.flush()?;
+        self.index()?.set_ref(&key, &target.to_hex())?;
+        self.index()?.flush()?;
         self.log_op(
             kind,
             serde_json::json!({"ref": key, "old": old, "new": target}),
@@ -965,14 +1019,14 @@ impl Store {
 
     fn delete_named_ref(&mut self, kind: &'static str, prefix: &str, name: &str) -> Result<()> {
         let key = format!("{prefix}{name}");
-        let old = self.index.get_ref(&key)?;
-        if old.is_none() || !self.index.remove_ref(&key)? {
+        let old = self.index()?.get_ref(&key)?;
+        if old.is_none() || !self.index()?.remove_ref(&key)? {
             return Err(StoreError::RefNotFound {
                 kind,
                 name: name.into(),
             });
         }
-        self.index.flush()?;
+        self.index()?.flush()?;
         self.log_op(
             &format!("{kind}-delete"),
             serde_json::json!({"ref": key, "old": old}),
@@ -990,7 +1044,7 @@ impl Store {
     }
 
     fn named_refs(&self, prefix: &str) -> Result<Vec<(String, CommitId)>> {
-        self.index
+        self.index()?
             .refs_with_prefix(prefix)?
             .into_iter()
             .map(|(n, v)| Ok((n, v.parse()?)))
@@ -1101,10 +1155,10 @@ impl Store {
             }
         }
         if paths.is_empty() {
-            self.index.stage_clear()?;
+            self.index()?.stage_clear()?;
         }
         for (p, e) in &selected {
-            self.index.stage_put(p, e)?;
+            self.index()?.stage_put(p, e)?;
         }
         if paths.is_empty() {
             let head = if self.branch_commit(rev)?.is_some() {
@@ -1112,9 +1166,9 @@ impl Store {
             } else {
                 commit.to_hex()
             };
-            self.index.set_ref("HEAD", &head)?;
+            self.index()?.set_ref("HEAD", &head)?;
         }
-        self.index.flush()?;
+        self.index()?.flush()?;
         self.log_op(
             "checkout",
             serde_json::json!({"rev": rev, "commit": commit, "written": report.written, "removed": report.removed}),
@@ -1151,7 +1205,7 @@ impl Store {
         tmp.persist(&abs).map_err(|err| err.error).at(&abs)?;
         let (md, now) = stat_now(&abs)?;
         let racy = is_racy(&md, now);
-        self.index.stat_put(
+        self.index()?.stat_put(
             tp,
             &StatEntry {
                 stat: StatKey::of(&md),
@@ -1233,7 +1287,7 @@ fn is_racy(md: &std::fs::Metadata, looked_at: SystemTime) -> bool {
     }
 }
 
-fn ingest(abs: &Path, kind: EntryKind, sink: &mut dyn Sink) -> Result<Manifest> {
+fn ingest(abs: &Path, kind: EntryKind, sink: &mut (dyn Sink + Send)) -> Result<Manifest> {
     let f = File::open(abs).at(abs)?;
     Ok(match kind {
         EntryKind::Dataset => Manifest::Rows(split_rows(abs, f, sink)?),
@@ -1420,6 +1474,40 @@ mod tests {
             "stage": {"name": "pairs", "version": "1"},
             "code": {"dirty": true, "patch": patch.to_hex()},
         }))
+    }
+
+    #[test]
+    fn unchanged_readd_does_not_open_the_index() {
+        let (t, mut s) = store();
+        write(&s, "m.gguf", &vec![5u8; 300_000]);
+        // backdate the file past the racy margin instead of sleeping
+        let f = std::fs::File::options()
+            .write(true)
+            .open(t.path().join("m.gguf"))
+            .unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(5))
+            .unwrap();
+        let wd = s.workdir().to_path_buf();
+        let first = s.add(&wd, &[PathBuf::from("m.gguf")]).unwrap();
+        assert!(!first.added[0].cached);
+        drop(s);
+        let mut s = Store::open(&wd).unwrap();
+        let again = s.add(&wd, &[PathBuf::from("m.gguf")]).unwrap();
+        assert!(again.added[0].cached);
+        assert_eq!(again.added[0].entry, first.added[0].entry);
+        assert!(
+            s.index.get().is_none(),
+            "answered from the fast-add snapshot"
+        );
+        // a changed file (same size) goes the full way and is hashed again
+        write(&s, "m.gguf", &vec![6u8; 300_000]);
+        let changed = s.add(&wd, &[PathBuf::from("m.gguf")]).unwrap();
+        assert!(!changed.added[0].cached);
+        assert_ne!(changed.added[0].entry.id, first.added[0].entry.id);
+        assert_eq!(
+            s.staged().unwrap().entries["m.gguf"],
+            changed.added[0].entry
+        );
     }
 
     #[test]
