@@ -9,7 +9,9 @@ use rand::{Rng, RngCore, SeedableRng};
 
 fn srlm(dir: &Path) -> Command {
     let mut c = common::srlm();
-    c.current_dir(dir).env("SRLM_AUTHOR", "test").env("SRLM_LOCK_TIMEOUT", "120");
+    c.current_dir(dir)
+        .env("SRLM_AUTHOR", "test")
+        .env("SRLM_LOCK_TIMEOUT", "120");
     c
 }
 
@@ -34,7 +36,11 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 fn fails(dir: &Path, args: &[&str], code: i32) -> String {
     let o = run(dir, args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "srlm {args:?}: expected exit {code}; stderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "srlm {args:?}: expected exit {code}; stderr:\n{err}"
+    );
     err
 }
 
@@ -56,7 +62,10 @@ fn store_bytes(d: &Path) -> u64 {
     fn du(p: &Path) -> u64 {
         let md = std::fs::symlink_metadata(p).unwrap();
         if md.is_dir() {
-            std::fs::read_dir(p).unwrap().map(|e| du(&e.unwrap().path())).sum()
+            std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| du(&e.unwrap().path()))
+                .sum()
         } else {
             md.len()
         }
@@ -82,7 +91,10 @@ fn real_data_round_trip_is_byte_exact() {
         "seeds/self_instruct_seed_tasks.jsonl",
         "README.md",
     ];
-    let Some(srcs) = files.iter().map(|f| common::shared_data(f)).collect::<Option<Vec<_>>>()
+    let Some(srcs) = files
+        .iter()
+        .map(|f| common::shared_data(f))
+        .collect::<Option<Vec<_>>>()
     else {
         return;
     };
@@ -108,9 +120,15 @@ fn real_data_round_trip_is_byte_exact() {
     ok(&d, &["commit", "-m", "real data"]);
     // byte-exact through `show REV:PATH`
     for (p, bytes) in &originals {
-        let o = srlm(&d).args(["show", &format!("HEAD:{p}")]).output().unwrap();
+        let o = srlm(&d)
+            .args(["show", &format!("HEAD:{p}")])
+            .output()
+            .unwrap();
         assert!(o.status.success());
-        assert!(o.stdout == *bytes, "show HEAD:{p} differs from the original");
+        assert!(
+            o.stdout == *bytes,
+            "show HEAD:{p} differs from the original"
+        );
     }
     // and through checkout after the working tree was damaged
     std::fs::remove_dir_all(d.join("data/oasst2")).unwrap();
@@ -118,7 +136,10 @@ fn real_data_round_trip_is_byte_exact() {
     fails(&d, &["checkout", "HEAD"], 1); // refuses: uncommitted changes
     ok(&d, &["checkout", "--force", "HEAD"]);
     for (p, bytes) in &originals {
-        assert!(std::fs::read(d.join(p)).unwrap() == *bytes, "{p} differs after checkout");
+        assert!(
+            std::fs::read(d.join(p)).unwrap() == *bytes,
+            "{p} differs after checkout"
+        );
     }
     assert!(ok(&d, &["status"]).contains("nothing to commit"));
     ok(&d, &["fsck"]);
@@ -129,7 +150,9 @@ fn datasets_sharing_rows_store_them_once() {
     let (_t, d) = new_store();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let row = |rng: &mut rand_chacha::ChaCha8Rng, i: usize| {
-        let text: String = (0..1000).map(|_| rng.gen_range(b'a'..=b'z') as char).collect();
+        let text: String = (0..1000)
+            .map(|_| rng.gen_range(b'a'..=b'z') as char)
+            .collect();
         format!("{{\"prompt\":\"p{i}\",\"chosen\":\"{text}\",\"rejected\":\"r{i}\"}}\n")
     };
     let a: Vec<String> = (0..4000).map(|i| row(&mut rng, i)).collect();
@@ -146,7 +169,10 @@ fn datasets_sharing_rows_store_them_once() {
     ok(&d, &["commit", "-m", "AIFT(M2)"]);
     let grow_b = store_bytes(&d) - before - grow_a;
     // B has 5% new rows: it must cost a small fraction of A, not another copy
-    assert!(grow_b * 5 < grow_a, "A grew the store by {grow_a} B, B by {grow_b} B");
+    assert!(
+        grow_b * 5 < grow_a,
+        "A grew the store by {grow_a} B, B by {grow_b} B"
+    );
     assert!(ok(&d, &["show", "HEAD:aift_m2.jsonl"]) == b.concat());
 }
 
@@ -172,8 +198,14 @@ fn checkpoints_sharing_bytes_share_chunks() {
     ok(&d, &["commit", "-m", "M2"]);
     let grow_b = store_bytes(&d) - before - grow_a;
     // about two or three 1 MiB chunks differ (the changed spots), out of 24 MiB
-    assert!(grow_b < (a.len() / 4) as u64, "M2 grew the store by {grow_b} B");
-    let back = srlm(&d).args(["show", "HEAD:M2/model.safetensors"]).output().unwrap();
+    assert!(
+        grow_b < (a.len() / 4) as u64,
+        "M2 grew the store by {grow_b} B"
+    );
+    let back = srlm(&d)
+        .args(["show", "HEAD:M2/model.safetensors"])
+        .output()
+        .unwrap();
     assert!(back.stdout == b);
 }
 
@@ -223,7 +255,10 @@ fn flipped_byte_is_caught_by_fsck_and_checkout() {
     let err = fails(&d, &["checkout", "--force", "HEAD"], 1);
     assert!(err.contains("corrupt"), "{err}");
     // nothing corrupt (and no temp file) was written out
-    let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from(".srlm")]);
     fails(&d, &["show", "HEAD:model.safetensors"], 1);
 }
@@ -251,10 +286,16 @@ fn kill_during_add_and_commit_leaves_store_clean() {
     let (_t, d) = new_store();
     let (mut finished, mut seen) = (0, 0);
     for round in 0..8u64 {
-        std::fs::write(d.join(format!("model{round}.safetensors")), random_bytes(round, 12 << 20))
-            .unwrap();
-        std::fs::write(d.join("pairs.jsonl"), format!("{{\"round\":{round}}}\n").repeat(20000))
-            .unwrap();
+        std::fs::write(
+            d.join(format!("model{round}.safetensors")),
+            random_bytes(round, 12 << 20),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("pairs.jsonl"),
+            format!("{{\"round\":{round}}}\n").repeat(20000),
+        )
+        .unwrap();
         for args in [&["add", "."][..], &["commit", "-m", "round"][..]] {
             let mut child = srlm(&d)
                 .args(args)
@@ -279,7 +320,10 @@ fn kill_during_add_and_commit_leaves_store_clean() {
         let log = run(&d, &["log", "--oneline"]);
         let n = String::from_utf8_lossy(&log.stdout).lines().count();
         // a commit killed after its ref moved is there too, so ">=" for those that exited 0
-        assert!(n >= seen && n >= finished, "round {round}: {n} commits, had {seen}, {finished} finished");
+        assert!(
+            n >= seen && n >= finished,
+            "round {round}: {n} commits, had {seen}, {finished} finished"
+        );
         seen = n;
     }
     // the store still works: finish the last round and check it out
@@ -314,7 +358,11 @@ fn concurrent_commits_lose_no_ref() {
     let done: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(commit_count(&d), done);
     let head = json(&ok(&d, &["show", "--json"]));
-    assert_eq!(head["files"].as_object().unwrap().len(), 20, "every file reached HEAD");
+    assert_eq!(
+        head["files"].as_object().unwrap().len(),
+        20,
+        "every file reached HEAD"
+    );
     ok(&d, &["fsck"]);
 }
 
@@ -322,8 +370,15 @@ fn concurrent_commits_lose_no_ref() {
 fn bad_input_gives_clear_errors() {
     let (t, d) = new_store();
     let e = fails(&d, &["add", "missing.jsonl"], 1);
-    assert!(e.contains("missing.jsonl") && e.contains("no such file"), "{e}");
-    let outside = t.path().parent().unwrap().join(format!("srlm-outside-{}", std::process::id()));
+    assert!(
+        e.contains("missing.jsonl") && e.contains("no such file"),
+        "{e}"
+    );
+    let outside = t
+        .path()
+        .parent()
+        .unwrap()
+        .join(format!("srlm-outside-{}", std::process::id()));
     std::fs::write(&outside, b"x").unwrap();
     let e = fails(&d, &["add", outside.to_str().unwrap()], 1);
     std::fs::remove_file(&outside).unwrap();
@@ -359,7 +414,10 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("already an srlm store"), "{e}");
     std::fs::write(d.join(".srlm/FORMAT"), "srlm-store 99\n").unwrap();
     let e = fails(&d, &["status"], 1);
-    assert!(e.contains("format version 99") && e.contains("upgrade srlm"), "{e}");
+    assert!(
+        e.contains("format version 99") && e.contains("upgrade srlm"),
+        "{e}"
+    );
     std::fs::write(d.join(".srlm/FORMAT"), "srlm-store 1\n").unwrap();
     ok(&d, &["fsck"]); // nothing was lost along the way
 }
@@ -371,10 +429,12 @@ fn revisions_tags_branches_and_checkout() {
     for i in 0..3 {
         std::fs::write(d.join("aift.jsonl"), format!("{{\"i\":{i}}}\n")).unwrap();
         ok(&d, &["add", "aift.jsonl"]);
-        ids.push(json(&ok(&d, &["commit", "-m", &format!("c{i}"), "--json"]))["commit"]
-            .as_str()
-            .unwrap()
-            .to_string());
+        ids.push(
+            json(&ok(&d, &["commit", "-m", &format!("c{i}"), "--json"]))["commit"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     ok(&d, &["tag", "AIFT(M1)", "HEAD~1"]);
     ok(&d, &["tag", "M1", "HEAD~2"]);
@@ -382,16 +442,25 @@ fn revisions_tags_branches_and_checkout() {
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(ok(&d, &["show", "AIFT(M1):aift.jsonl"]), "{\"i\":1}\n");
     assert_eq!(ok(&d, &["show", "M1:aift.jsonl"]), "{\"i\":0}\n");
-    assert_eq!(ok(&d, &["show", &format!("{}:aift.jsonl", &ids[2][..8])]), "{\"i\":2}\n");
+    assert_eq!(
+        ok(&d, &["show", &format!("{}:aift.jsonl", &ids[2][..8])]),
+        "{\"i\":2}\n"
+    );
     assert_eq!(ok(&d, &["show", "HEAD^^:aift.jsonl"]), "{\"i\":0}\n");
     let tags = json(&ok(&d, &["tag", "--json"]));
     assert_eq!(tags["AIFT(M1)"], ids[1]);
     let oneline = ok(&d, &["log", "--oneline"]);
-    assert!(oneline.lines().nth(1).unwrap().contains("tag: AIFT(M1)"), "{oneline}");
+    assert!(
+        oneline.lines().nth(1).unwrap().contains("tag: AIFT(M1)"),
+        "{oneline}"
+    );
     // branch from M1 and commit there; main is untouched
     ok(&d, &["branch", "sweep", "M1"]);
     ok(&d, &["checkout", "sweep"]);
-    assert_eq!(std::fs::read_to_string(d.join("aift.jsonl")).unwrap(), "{\"i\":0}\n");
+    assert_eq!(
+        std::fs::read_to_string(d.join("aift.jsonl")).unwrap(),
+        "{\"i\":0}\n"
+    );
     std::fs::write(d.join("extra.jsonl"), b"{}\n").unwrap();
     ok(&d, &["add", "extra.jsonl"]);
     ok(&d, &["commit", "-m", "on sweep"]);
@@ -399,19 +468,34 @@ fn revisions_tags_branches_and_checkout() {
     let e = fails(&d, &["branch", "-d", "sweep"], 1);
     assert!(e.contains("HEAD points at it"), "{e}");
     ok(&d, &["checkout", "main"]);
-    assert!(!d.join("extra.jsonl").exists(), "files not in main are removed");
-    assert_eq!(std::fs::read_to_string(d.join("aift.jsonl")).unwrap(), "{\"i\":2}\n");
+    assert!(
+        !d.join("extra.jsonl").exists(),
+        "files not in main are removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("aift.jsonl")).unwrap(),
+        "{\"i\":2}\n"
+    );
     // restore a single path from an old revision: staged, HEAD stays
     ok(&d, &["checkout", "M1", "--", "aift.jsonl"]);
-    assert_eq!(std::fs::read_to_string(d.join("aift.jsonl")).unwrap(), "{\"i\":0}\n");
+    assert_eq!(
+        std::fs::read_to_string(d.join("aift.jsonl")).unwrap(),
+        "{\"i\":0}\n"
+    );
     let st = json(&ok(&d, &["status", "--json"]));
     assert_eq!(st["staged"][0]["path"], "aift.jsonl");
     assert_eq!(st["head"]["name"], "main");
     // an uncommitted edit blocks a checkout that would overwrite it
     std::fs::write(d.join("aift.jsonl"), b"{\"edited\":true}\n").unwrap();
     let e = fails(&d, &["checkout", "HEAD", "--", "aift.jsonl"], 1);
-    assert!(e.contains("uncommitted changes") && e.contains("aift.jsonl"), "{e}");
-    assert_eq!(std::fs::read_to_string(d.join("aift.jsonl")).unwrap(), "{\"edited\":true}\n");
+    assert!(
+        e.contains("uncommitted changes") && e.contains("aift.jsonl"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("aift.jsonl")).unwrap(),
+        "{\"edited\":true}\n"
+    );
 }
 
 #[test]
@@ -426,11 +510,17 @@ fn status_reports_staged_unstaged_untracked() {
     std::fs::remove_file(d.join("b.bin")).unwrap();
     std::fs::write(d.join("new.txt"), b"n").unwrap();
     let st = json(&ok(&d, &["status", "--json"]));
-    assert_eq!(st["unstaged"], json(r#"[{"path":"a.jsonl","change":"modified"},{"path":"b.bin","change":"deleted"}]"#));
+    assert_eq!(
+        st["unstaged"],
+        json(r#"[{"path":"a.jsonl","change":"modified"},{"path":"b.bin","change":"deleted"}]"#)
+    );
     assert_eq!(st["untracked"], json(r#"["new.txt"]"#));
     ok(&d, &["add", "a.jsonl", "b.bin"]); // a deleted tracked file is unstaged
     let st = json(&ok(&d, &["status", "--json"]));
-    assert_eq!(st["staged"], json(r#"[{"path":"a.jsonl","change":"modified"},{"path":"b.bin","change":"deleted"}]"#));
+    assert_eq!(
+        st["staged"],
+        json(r#"[{"path":"a.jsonl","change":"modified"},{"path":"b.bin","change":"deleted"}]"#)
+    );
     assert_eq!(st["unstaged"], json("[]"));
 }
 
@@ -457,7 +547,10 @@ fn gc_removes_only_unreachable() {
     assert_eq!(store_bytes(&d), before, "dry run removes nothing");
     let rep = json(&ok(&d, &["gc", "--json"]));
     assert_eq!(rep["loose_removed"], dry["loose_removed"]);
-    assert!(store_bytes(&d) + (4 << 20) <= before + 4096, "the checkpoint's chunks are gone");
+    assert!(
+        store_bytes(&d) + (4 << 20) <= before + 4096,
+        "the checkpoint's chunks are gone"
+    );
     ok(&d, &["fsck"]);
     ok(&d, &["commit", "-m", "staged survived gc"]);
     assert_eq!(ok(&d, &["show", "HEAD:staged.jsonl"]), "{\"staged\":1}\n");

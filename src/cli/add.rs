@@ -1,5 +1,4 @@
 //! `srlm add`.
-use std::io::Write;
 use std::path::PathBuf;
 
 use srlm_store::{AddProgress, Store};
@@ -53,7 +52,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     for f in &report.added {
-        let rows = f.entry.rows.map(|r| format!(", {r} rows")).unwrap_or_default();
+        let rows = f
+            .entry
+            .rows
+            .map(|r| format!(", {r} rows"))
+            .unwrap_or_default();
         let how = if f.cached { "unchanged" } else { "added" };
         writeln!(
             ctx.out,

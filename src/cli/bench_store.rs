@@ -52,7 +52,11 @@ fn secs(d: Duration) -> f64 {
 
 fn srlm_step(dir: &Path, args: &[&str]) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    let out = Command::new(std::env::current_exe()?).arg("-q").args(args).current_dir(dir).output()?;
+    let out = Command::new(std::env::current_exe()?)
+        .arg("-q")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
     let el = t.elapsed();
     anyhow::ensure!(
         out.status.success(),
@@ -151,8 +155,11 @@ fn generate(work: &Path, size: u64, rows: u64) -> anyhow::Result<()> {
         "response", "prompt", "step", "first", "because", "data", "train",
     ];
     let mut f = std::io::BufWriter::new(std::fs::File::create(work.join("pairs.jsonl"))?);
-    let mut text = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
-        (0..n).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
+    let text = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
+        (0..n)
+            .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     for i in 0..rows {
         let row = serde_json::json!({
@@ -170,22 +177,40 @@ fn generate(work: &Path, size: u64, rows: u64) -> anyhow::Result<()> {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("srlm-bench-store-").tempdir_in(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("srlm-bench-store-")
+        .tempdir_in(&parent)?;
     let work = tmp.path();
     if !ctx.quiet {
-        writeln!(ctx.err, "generating {} MB and {} pairs in {}", args.size_mb, args.rows, work.display())?;
+        writeln!(
+            ctx.err,
+            "generating {} MB and {} pairs in {}",
+            args.size_mb,
+            args.rows,
+            work.display()
+        )?;
     }
     generate(work, args.size_mb * 1_000_000, args.rows)?;
     srlm_step(work, &["init"])?;
-    let figs = vec![measure(work, "model.safetensors")?, measure(work, "pairs.jsonl")?];
+    let figs = vec![
+        measure(work, "model.safetensors")?,
+        measure(work, "pairs.jsonl")?,
+    ];
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&figs)?)?;
         return Ok(());
     }
     let mut t = comfy_table::Table::new();
     t.set_header([
-        "file", "size", "b3sum s", "copy+fsync s", "floor s", "add+commit s", "x floor",
-        "re-add ms", "store bytes",
+        "file",
+        "size",
+        "b3sum s",
+        "copy+fsync s",
+        "floor s",
+        "add+commit s",
+        "x floor",
+        "re-add ms",
+        "store bytes",
     ]);
     for f in &figs {
         t.add_row([
@@ -201,6 +226,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         ]);
     }
     writeln!(ctx.out, "{t}")?;
-    writeln!(ctx.out, "b3sum: {}; floor = b3sum + copy+fsync of the same file", figs[0].b3sum_tool)?;
+    writeln!(
+        ctx.out,
+        "b3sum: {}; floor = b3sum + copy+fsync of the same file",
+        figs[0].b3sum_tool
+    )?;
     Ok(())
 }

@@ -1,9 +1,205 @@
-//! `srlm bench train`.
+//! `srlm bench train`: seconds per SFT example and DPO pair (full and LoRA), with the DPO step
+//! split into forward, backward and AdamW, and peak memory, on the default model.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
 use super::Ctx;
+use crate::engine::llama::{Llama, Trainable};
+use crate::engine::lora::{LoraConfig, LoraInit};
+use crate::engine::train::{self, AdamW, TrainParams};
 
+/// SFT and DPO seconds per example and peak memory on the default model, with ~200-token
+/// sequences. The DPO step is split into forward, backward and AdamW; figures are medians
+/// over `--steps` steps after one warm-up step.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Model (.gguf, Hugging Face folder or srlm checkpoint) [default: the default model].
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Timed steps per configuration (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Approximate tokens per sequence (prompt + response).
+    #[arg(long, default_value_t = 200)]
+    pub tokens: usize,
+    /// Examples per optimizer step for the gradient-accumulation rows.
+    #[arg(long, default_value_t = 4)]
+    pub accum: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm bench train` is not implemented yet")
+/// Peak resident memory of this process so far (VmHWM), in MB.
+fn peak_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// English filler text of roughly `n` tokens (about 1.3 tokens per word).
+fn text(seed: usize, n: usize) -> String {
+    const WORDS: &[&str] = &[
+        "the", "model", "answers", "questions", "about", "history", "and", "science", "with",
+        "clear", "examples", "while", "a", "careful", "judge", "scores", "each", "response",
+        "for", "relevance", "detail", "accuracy", "tone", "structure", "because", "training",
+        "needs", "good", "pairs", "of", "answers", "from", "which", "to", "learn",
+    ];
+    let words = n * 3 / 4;
+    (0..words).map(|i| WORDS[(i * 7 + seed * 13 + i / 5) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+}
+
+struct Row {
+    name: String,
+    per_example_s: f64,
+    forward_s: f64,
+    backward_s: f64,
+    adamw_s: f64,
+    peak_mb: Option<f64>,
+}
+
+/// Run `steps` optimizer steps of `accum` examples each (examples cycle through `n`);
+/// per-example medians over all steps but the first (warm-up).
+fn time_steps(
+    opt: &mut AdamW,
+    lr: f64,
+    (n, steps, accum): (usize, usize, usize),
+    mut loss_of: impl FnMut(usize) -> anyhow::Result<candle_core::Tensor>,
+) -> anyhow::Result<Row> {
+    let (mut fw, mut bw, mut ad, mut tot) = (vec![], vec![], vec![], vec![]);
+    let mut next = 0;
+    for step in 0..steps + 1 {
+        let t = Instant::now();
+        let (mut f, mut b) = (0.0, 0.0);
+        for _ in 0..accum {
+            let t1 = Instant::now();
+            let loss = (loss_of(next % n)? / accum as f64)?;
+            next += 1;
+            f += t1.elapsed().as_secs_f64();
+            let t2 = Instant::now();
+            let grads = loss.backward()?;
+            opt.accumulate(&grads)?;
+            drop(grads);
+            b += t2.elapsed().as_secs_f64();
+        }
+        let t3 = Instant::now();
+        opt.step(lr)?;
+        let a = t3.elapsed().as_secs_f64();
+        if step > 0 {
+            let k = accum as f64;
+            fw.push(f / k);
+            bw.push(b / k);
+            ad.push(a / k);
+            tot.push(t.elapsed().as_secs_f64() / k);
+        }
+    }
+    Ok(Row {
+        name: String::new(),
+        per_example_s: median(tot),
+        forward_s: median(fw),
+        backward_s: median(bw),
+        adamw_s: median(ad),
+        peak_mb: None,
+    })
+}
+
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    anyhow::ensure!(args.steps >= 1 && args.accum >= 1, "--steps and --accum must be at least 1");
+    let path = train::resolve_model(args.model.as_deref(), &ctx.cwd);
+    let t0 = Instant::now();
+    let (loaded, enc) =
+        train::load_for_training(&path).with_context(|| format!("loading {}", path.display()))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let prompt_tokens = args.tokens / 5;
+    let resp_tokens = args.tokens - prompt_tokens;
+    let prompt = text(0, prompt_tokens);
+    let mut pairs = vec![];
+    for i in 0..(args.steps + 1).min(4) {
+        let c = enc.encode(&prompt, &text(2 * i + 1, resp_tokens))?;
+        let r = enc.encode(&prompt, &text(2 * i + 2, resp_tokens))?;
+        pairs.push((c, r));
+    }
+    let t0 = Instant::now();
+    let refs = train::reference_logprobs(&loaded.cfg, &loaded.weights, &pairs)?;
+    let ref_s = t0.elapsed().as_secs_f64() / pairs.len() as f64;
+    let threads = candle_core::utils::get_num_threads();
+    if !ctx.quiet {
+        writeln!(
+            ctx.err,
+            "model {} loaded in {load_s:.1}s; sequences of {} / {} tokens (chosen / rejected), {threads} threads",
+            path.display(),
+            pairs[0].0.ids.len(),
+            pairs[0].1.ids.len()
+        )?;
+    }
+    let p = TrainParams { lr: 1e-6, ..TrainParams::default() };
+    let mut rows = vec![];
+    // LoRA first: VmHWM only grows, so each figure is the peak up to and including that run.
+    let lora = LoraConfig::default();
+    let n = pairs.len();
+    for trainable in [Trainable::Lora(lora, LoraInit { seed: 0 }), Trainable::All] {
+        let model = Llama::new(&loaded.cfg, &loaded.weights, &trainable)?;
+        let mut opt = AdamW::new(&model.params, &p);
+        let kind = if matches!(trainable, Trainable::All) { "full" } else { "LoRA" };
+        for accum in [1, args.accum] {
+            let dpo = time_steps(&mut opt, p.lr, (n, args.steps, accum), |i| {
+                let (c, r) = &pairs[i];
+                Ok(train::dpo_loss(&model, c, r, refs[i], 0.1)?.0)
+            })?;
+            rows.push(Row { name: format!("DPO {kind}, {accum}/step"), peak_mb: peak_mb(), ..dpo });
+            // SFT on the chosen sequences.
+            let sft = time_steps(&mut opt, p.lr, (n, args.steps, accum), |i| {
+                let c = &pairs[i].0;
+                Ok(train::sft_loss(&model, &c.ids, &c.ids, c.start)?)
+            })?;
+            rows.push(Row { name: format!("SFT {kind}, {accum}/step"), peak_mb: peak_mb(), ..sft });
+        }
+    }
+    let seq: Vec<usize> = pairs.iter().map(|(c, r)| c.ids.len() + r.ids.len()).collect();
+    if args.json {
+        let v = serde_json::json!({
+            "model": path,
+            "threads": threads,
+            "load_seconds": load_s,
+            "pair_tokens": seq[0],
+            "reference_seconds_per_pair": ref_s,
+            "runs": rows.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "seconds_per_example": r.per_example_s,
+                "forward_seconds": r.forward_s,
+                "backward_seconds": r.backward_s,
+                "adamw_seconds": r.adamw_s,
+                "peak_rss_mb": r.peak_mb,
+            })).collect::<Vec<_>>(),
+        });
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.set_header(["run", "s/example", "forward s", "backward s", "AdamW s", "peak RSS MB"]);
+    for r in &rows {
+        table.add_row([
+            r.name.to_string(),
+            format!("{:.2}", r.per_example_s),
+            format!("{:.2}", r.forward_s),
+            format!("{:.2}", r.backward_s),
+            format!("{:.2}", r.adamw_s),
+            r.peak_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into()),
+        ]);
+    }
+    writeln!(ctx.out, "{table}")?;
+    writeln!(
+        ctx.out,
+        "DPO pair = chosen + rejected, {} tokens in all; reference log-probs {ref_s:.2} s/pair (once per dataset); {threads} threads",
+        seq[0]
+    )?;
+    Ok(())
 }

@@ -1,5 +1,4 @@
 //! `srlm branch`.
-use std::io::Write;
 
 use srlm_store::{Head, Store};
 
@@ -55,7 +54,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 writeln!(ctx.out, "{v}")?;
             } else {
                 for (n, c) in branches {
-                    let mark = if current.as_deref() == Some(n.as_str()) { "*" } else { " " };
+                    let mark = if current.as_deref() == Some(n.as_str()) {
+                        "*"
+                    } else {
+                        " "
+                    };
                     writeln!(ctx.out, "{mark} {n}\t{}", c.short())?;
                 }
             }

@@ -1,5 +1,4 @@
 //! `srlm checkout`.
-use std::io::Write;
 use std::path::PathBuf;
 
 use srlm_store::Store;

@@ -1,5 +1,4 @@
 //! `srlm fsck`.
-use std::io::Write;
 
 use srlm_store::Store;
 

@@ -1,5 +1,4 @@
 //! `srlm gc`.
-use std::io::Write;
 
 use srlm_store::Store;
 
@@ -28,7 +27,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;
         return Ok(());
     }
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     writeln!(
         ctx.out,
         "{verb} {} objects, {} pieces ({} packs dropped, {} rewritten), {} leftovers: {} freed",

@@ -1,10 +1,61 @@
 //! `srlm gen-prompts`.
+use srlm_store::Store;
+
+use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
 use super::Ctx;
+use crate::stages::gen_prompts::GenPromptsParams;
+use crate::stages::generate;
 
-/// Few-shot self-instruction: the model writes new prompts.
+/// Few-shot self-instruction: the model sees 8 examples drawn from the seed prompts and writes
+/// a new prompt (T=0.6, top-p 0.9). Candidates are cleaned, length-filtered, de-duplicated and
+/// dropped when they nearly duplicate a seed or an earlier prompt (ROUGE-L ≥ 0.7).
+///
+/// Example: `srlm gen-prompts --model M1:model --seeds seed/ift.jsonl --count 100`
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The model being iterated.
+    #[arg(long)]
+    pub model: String,
+    /// Seed prompts (any JSONL with `prompt` or `instruction`).
+    #[arg(long)]
+    pub seeds: String,
+    /// How many prompts to keep.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Few-shot examples per request.
+    #[arg(long, default_value_t = 8)]
+    pub shots: usize,
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    /// Tokens per generated prompt at most.
+    #[arg(long, default_value_t = 96)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file.
+    #[arg(long, default_value = "gen/prompts.jsonl")]
+    pub out: String,
+    #[command(flatten)]
+    pub opts: StageOpts,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm gen-prompts` is not implemented yet")
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let store = Store::discover(&ctx.cwd)?;
+    let mut inputs = model_ref(&store, &ctx.cwd, "model", &args.model)?;
+    inputs.push(("seeds".into(), file_ref(&store, &ctx.cwd, &args.seeds)?));
+    let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
+    drop(store);
+    let p = GenPromptsParams {
+        count: args.count,
+        shots: args.shots,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        ..GenPromptsParams::default()
+    };
+    run_stage_verb(ctx, &args.opts, generate::GEN_PROMPTS, inputs, vec![("prompts".into(), out)], serde_json::to_value(&p)?, generate::gen_prompts)?;
+    Ok(())
 }

@@ -1,5 +1,4 @@
 //! `srlm init`.
-use std::io::Write;
 use std::path::PathBuf;
 
 use srlm_store::Store;
@@ -27,7 +26,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         let v = serde_json::json!({"store": store.store_dir(), "workdir": store.workdir()});
         writeln!(ctx.out, "{v}")?;
     } else {
-        writeln!(ctx.out, "Initialised an empty srlm store in {}", store.store_dir().display())?;
+        writeln!(
+            ctx.out,
+            "Initialised an empty srlm store in {}",
+            store.store_dir().display()
+        )?;
     }
     Ok(())
 }

@@ -1,10 +1,104 @@
 //! `srlm iterate`.
+use std::io::Write;
+
+use anyhow::Context;
+use comfy_table::Table;
+use srlm_store::Store;
+
+use super::judge::JudgeArgs;
+use super::stage_util::Bars;
 use super::Ctx;
+use crate::stages::iterate::{self, LoopParams, StageSummary};
 
-/// Run the self-rewarding loop: gen-prompts, gen-responses, judge, pairs, dpo per iteration.
+/// Run the self-rewarding loop: per iteration t, gen-prompts → gen-responses → judge → pairs →
+/// dpo, each recorded and committed, tagging `AIFT(Mt)` (the pairs) and `M(t+1)` (the model).
+/// Killed at any point, running it again resumes: a stage whose inputs and parameters match a
+/// committed run is not run again. Ends with a summary table.
+///
+/// Example: `srlm iterate --from M1 --iterations 2`
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The model tag to start from (`M1`, … : the loop starts at that iteration).
+    #[arg(long, default_value = "M1")]
+    pub from: String,
+    /// Iterations to run (the paper ran 2: M1 → M2 → M3).
+    #[arg(long, default_value_t = 2)]
+    pub iterations: usize,
+    /// New prompts per iteration.
+    #[arg(long, default_value_t = 100)]
+    pub prompts: usize,
+    /// Candidate responses per prompt.
+    #[arg(long, default_value_t = 4)]
+    pub n: usize,
+    /// Tokens per response at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// DPO's β.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    pub lr: f64,
+    /// Base seed (each iteration offsets it).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("`srlm iterate` is not implemented yet")
+pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let from: usize = args
+        .from
+        .strip_prefix('M')
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("--from {}: expected a model tag M<number>", args.from))?;
+    let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
+    let mut p = LoopParams::default();
+    p.gen_prompts.count = args.prompts;
+    p.gen_prompts.seed = args.seed;
+    p.gen_responses.n = args.n;
+    p.gen_responses.sampling.max_tokens = args.max_tokens;
+    p.gen_responses.sampling.seed = args.seed;
+    p.judge = args.judge.params();
+    p.dpo.beta = args.beta;
+    p.dpo.train.lr = args.lr;
+    p.dpo.train.seed = args.seed;
+    let mut bars = Bars::new(ctx.quiet);
+    let summary = iterate::iterate(&workdir, from, args.iterations, &p, &mut |e| bars.event(e))?;
+    print_summary(ctx, &summary, args.json)
+}
+
+/// The table printed after a loop: one row per stage.
+pub fn print_summary(ctx: &mut Ctx, summary: &[StageSummary], json: bool) -> anyhow::Result<()> {
+    if json {
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(summary)?)?;
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec!["it.", "stage", "commit", "time", "key figures"]);
+    for s in summary {
+        let keys = [
+            "kept", "responses", "unparsed", "mean_score", "pairs", "ties", "mean_score_chosen",
+            "mean_score_rejected", "final_loss", "reward_accuracy", "accuracy", "ift_rows", "eft_rows",
+        ];
+        let figures: Vec<String> = keys
+            .iter()
+            .filter_map(|k| s.metrics.get(*k).filter(|v| !v.is_null()).map(|v| match v.as_f64() {
+                Some(f) if v.is_f64() => format!("{k} {f:.3}"),
+                _ => format!("{k} {v}"),
+            }))
+            .collect();
+        t.add_row(vec![
+            if s.iteration == 0 { "-".to_string() } else { s.iteration.to_string() },
+            s.stage.clone(),
+            s.commit.as_deref().map(|c| c[..12.min(c.len())].to_string()).unwrap_or_default(),
+            if s.reused { "reused".to_string() } else { format!("{:.1}s", s.seconds) },
+            figures.join(", "),
+        ]);
+    }
+    writeln!(ctx.out, "{t}")?;
+    Ok(())
 }

@@ -1,5 +1,4 @@
 //! `srlm log`.
-use std::io::Write;
 
 use srlm_store::Store;
 
@@ -49,7 +48,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     for (id, c) in &log {
-        let refs = names.get(id).map(|n| format!(" ({})", n.join(", "))).unwrap_or_default();
+        let refs = names
+            .get(id)
+            .map(|n| format!(" ({})", n.join(", ")))
+            .unwrap_or_default();
         if args.oneline {
             let first = c.message.lines().next().unwrap_or("");
             writeln!(ctx.out, "{}{refs} {first}", id.short())?;

@@ -6,38 +6,39 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub mod init;
 pub mod add;
-pub mod status;
-pub mod commit;
-pub mod log;
-pub mod show;
-pub mod checkout;
-pub mod tag;
-pub mod branch;
-pub mod lineage;
-pub mod fsck;
-pub mod gc;
-pub mod diff;
-pub mod generate;
-pub mod logprob;
 pub mod bench;
 pub mod bench_diff;
 pub mod bench_engine;
 pub mod bench_store;
 pub mod bench_train;
-pub mod import;
-pub mod sft;
-pub mod gen_prompts;
-pub mod gen_responses;
-pub mod judge;
-pub mod pairs;
+pub mod branch;
+pub mod checkout;
+pub mod commit;
+pub mod demo;
+pub mod diff;
 pub mod dpo;
 pub mod eval_judge;
-pub mod run;
+pub mod fsck;
+pub mod gc;
+pub mod gen_prompts;
+pub mod gen_responses;
+pub mod generate;
+pub mod import;
+pub mod init;
 pub mod iterate;
+pub mod judge;
+pub mod lineage;
+pub mod log;
+pub mod logprob;
+pub mod pairs;
 pub mod reproduce;
-pub mod demo;
+pub mod run;
+pub mod sft;
+pub mod show;
+pub mod stage_util;
+pub mod status;
+pub mod tag;
 pub mod validate;
 
 /// srlm: a versioned dataset-and-experiment tracker for self-rewarding language models.
@@ -151,7 +152,12 @@ pub fn main() -> std::process::ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut err = std::io::stderr();
-    let mut ctx = Ctx { out: &mut out, err: &mut err, cwd, quiet: cli.quiet };
+    let mut ctx = Ctx {
+        out: &mut out,
+        err: &mut err,
+        cwd,
+        quiet: cli.quiet,
+    };
     match dispatch(cli.command, &mut ctx) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

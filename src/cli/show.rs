@@ -1,5 +1,4 @@
 //! `srlm show`.
-use std::io::Write;
 
 use srlm_store::Store;
 
@@ -37,14 +36,21 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let c = store.read_commit(&id)?;
     let tree = store.read_tree(&c.tree)?;
     let run = match &c.run {
-        Some(r) => Some(serde_json::from_slice::<serde_json::Value>(&store.get_run(r)?.record)?),
+        Some(r) => Some(serde_json::from_slice::<serde_json::Value>(
+            &store.get_run(r)?.record,
+        )?),
         None => None,
     };
     if args.json {
         let files: serde_json::Map<String, serde_json::Value> = tree
             .entries
             .iter()
-            .map(|(p, e)| (p.clone(), serde_json::to_value(e).expect("entry serialises")))
+            .map(|(p, e)| {
+                (
+                    p.clone(),
+                    serde_json::to_value(e).expect("entry serialises"),
+                )
+            })
             .collect();
         let v = serde_json::json!({"id": id, "tree": c.tree, "parents": c.parents, "author": c.author,
             "time": c.time, "message": c.message, "run": c.run, "run_record": run, "files": files});

@@ -1,5 +1,4 @@
 //! `srlm status`.
-use std::io::Write;
 
 use srlm_store::{Change, ChangeKind, Head, Store};
 
@@ -32,13 +31,30 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     match &st.head {
-        Head::Branch { name, commit: Some(c) } => writeln!(ctx.out, "On branch {name} at {}", c.short())?,
-        Head::Branch { name, commit: None } => writeln!(ctx.out, "On branch {name} (no commits yet)")?,
+        Head::Branch {
+            name,
+            commit: Some(c),
+        } => writeln!(ctx.out, "On branch {name} at {}", c.short())?,
+        Head::Branch { name, commit: None } => {
+            writeln!(ctx.out, "On branch {name} (no commits yet)")?
+        }
         Head::Detached { commit } => writeln!(ctx.out, "HEAD detached at {}", commit.short())?,
     }
     let sections: [(&str, Vec<String>); 3] = [
-        ("Changes to be committed:", st.staged.iter().map(|c| format!("{} {}", label(c), c.path)).collect()),
-        ("Changes not staged (use `srlm add`):", st.unstaged.iter().map(|c| format!("{} {}", label(c), c.path)).collect()),
+        (
+            "Changes to be committed:",
+            st.staged
+                .iter()
+                .map(|c| format!("{} {}", label(c), c.path))
+                .collect(),
+        ),
+        (
+            "Changes not staged (use `srlm add`):",
+            st.unstaged
+                .iter()
+                .map(|c| format!("{} {}", label(c), c.path))
+                .collect(),
+        ),
         ("Untracked files:", st.untracked.clone()),
     ];
     for (title, lines) in sections {

@@ -1,5 +1,4 @@
 //! `srlm tag`.
-use std::io::Write;
 
 use srlm_store::Store;
 
@@ -43,8 +42,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         (None, false) => {
             let tags = store.tags()?;
             if args.json {
-                let m: serde_json::Map<_, _> =
-                    tags.iter().map(|(n, c)| (n.clone(), serde_json::json!(c))).collect();
+                let m: serde_json::Map<_, _> = tags
+                    .iter()
+                    .map(|(n, c)| (n.clone(), serde_json::json!(c)))
+                    .collect();
                 writeln!(ctx.out, "{}", serde_json::Value::Object(m))?;
             } else {
                 for (n, c) in tags {

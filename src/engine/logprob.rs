@@ -1,1 +1,212 @@
-//! engine::logprob
+//! Log-probabilities of a response given a chat-formatted prompt: the quantity DPO optimises
+//! (summed over response tokens only) and what `srlm logprob` prints.
+use candle_core::{Device, Tensor, D};
+use serde::Serialize;
+
+use super::llama::Llama;
+
+/// Errors computing log-probabilities.
+#[derive(Debug, thiserror::Error)]
+pub enum LogprobError {
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the response encodes to no tokens")]
+    EmptyResponse,
+    #[error("the prompt encodes to no tokens")]
+    EmptyPrompt,
+    #[error("sequence of {len} tokens exceeds the model's {max} positions")]
+    TooLong { len: usize, max: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// A tokenized example: `ids[start..]` is the response, `ids[..start]` the formatted prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub start: usize,
+}
+
+impl Encoded {
+    /// Number of response tokens.
+    pub fn response_len(&self) -> usize {
+        self.ids.len() - self.start
+    }
+}
+
+/// Turns (prompt, response) text into token ids with the model's chat template: the prompt as
+/// one user turn plus the assistant header, then the response and the end-of-turn marker.
+/// Prompt and response are tokenized separately so the boundary is exact.
+#[derive(Clone)]
+pub struct Encoder {
+    pub tokenizer: tokenizers::Tokenizer,
+    /// Text before and after the user's prompt (the rendered template around it).
+    pub prompt_prefix: String,
+    pub prompt_suffix: String,
+    /// Appended to the response (the end-of-turn marker, e.g. `<|im_end|>`).
+    pub response_suffix: String,
+}
+
+impl Encoder {
+    /// ChatML (`<|im_start|>role\n...<|im_end|>\n`), with an optional system turn first.
+    pub fn chatml(tokenizer: tokenizers::Tokenizer, system: Option<&str>) -> Self {
+        let sys = system
+            .map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n"))
+            .unwrap_or_default();
+        Self {
+            tokenizer,
+            prompt_prefix: format!("{sys}<|im_start|>user\n"),
+            prompt_suffix: "<|im_end|>\n<|im_start|>assistant\n".into(),
+            response_suffix: "<|im_end|>".into(),
+        }
+    }
+
+    /// The encoder for a model's chat template. ChatML templates (SmolLM2, Qwen) are
+    /// recognised, including a default system turn the template inserts when the
+    /// conversation has none; anything else falls back to ChatML without a system turn.
+    pub fn from_template(tokenizer: tokenizers::Tokenizer, template: Option<&str>) -> Self {
+        let system = template.and_then(|t| {
+            let open = "<|im_start|>system\n";
+            let at = t.find(open)? + open.len();
+            let len = t[at..].find("<|im_end|>")?;
+            let text = &t[at..at + len];
+            // A literal default, not a `{{ message['content'] }}` expression.
+            (!text.contains("{{") && !text.contains('\'')).then(|| text.to_owned())
+        });
+        Self::chatml(tokenizer, system.as_deref())
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>, LogprobError> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| LogprobError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encode one example.
+    pub fn encode(&self, prompt: &str, response: &str) -> Result<Encoded, LogprobError> {
+        let mut ids =
+            self.encode_text(&format!("{}{prompt}{}", self.prompt_prefix, self.prompt_suffix))?;
+        if ids.is_empty() {
+            return Err(LogprobError::EmptyPrompt);
+        }
+        let start = ids.len();
+        let resp = self.encode_text(&format!("{response}{}", self.response_suffix))?;
+        if resp.is_empty() {
+            return Err(LogprobError::EmptyResponse);
+        }
+        ids.extend(resp);
+        Ok(Encoded { ids, start })
+    }
+
+    /// The text of one token id (for per-token reports).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+}
+
+/// Per-token log-probabilities of `ex.ids[ex.start..]`, shape `(response_len,)`,
+/// differentiable with respect to the model's parameters.
+pub fn response_token_logprobs(model: &Llama, ex: &Encoded) -> Result<Tensor, LogprobError> {
+    token_logprobs(model, &ex.ids, ex.start, &ex.ids[ex.start..])
+}
+
+/// Log-probabilities of `targets[k]` at position `start - 1 + k` given `ids` (targets are
+/// normally `ids[start..]`; SFT's masking test passes others). Logits are computed for the
+/// response positions only: the prompt's are never needed.
+pub fn token_logprobs(
+    model: &Llama,
+    ids: &[u32],
+    start: usize,
+    targets: &[u32],
+) -> Result<Tensor, LogprobError> {
+    let t = ids.len();
+    if start == 0 {
+        return Err(LogprobError::EmptyPrompt);
+    }
+    if start >= t {
+        return Err(LogprobError::EmptyResponse);
+    }
+    let max = model.cfg.max_position_embeddings;
+    if t > max {
+        return Err(LogprobError::TooLong { len: t, max });
+    }
+    let n = t - start;
+    if targets.len() != n {
+        return Err(LogprobError::Tokenizer(format!("{} targets for {n} positions", targets.len())));
+    }
+    let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+    let hidden = model.hidden(&input)?.narrow(1, start - 1, n)?;
+    let logits = model.logits_from_hidden(&hidden)?.squeeze(0)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let targets = Tensor::new(targets, &Device::Cpu)?.unsqueeze(1)?;
+    Ok(logp.gather(&targets, 1)?.squeeze(1)?)
+}
+
+/// One response token's log-probability.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub text: String,
+    pub logprob: f32,
+}
+
+/// The summed log-probability of a response and its per-token values.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseLogprob {
+    pub sum: f64,
+    pub prompt_tokens: usize,
+    pub tokens: Vec<TokenLogprob>,
+}
+
+/// Score a response (no gradient kept): what `srlm logprob` prints.
+pub fn score(
+    model: &Llama,
+    enc: &Encoder,
+    prompt: &str,
+    response: &str,
+) -> Result<ResponseLogprob, LogprobError> {
+    let ex = enc.encode(prompt, response)?;
+    let lp: Vec<f32> = response_token_logprobs(model, &ex)?.detach().to_vec1()?;
+    let tokens: Vec<TokenLogprob> = ex.ids[ex.start..]
+        .iter()
+        .zip(&lp)
+        .map(|(&id, &logprob)| TokenLogprob { id, text: enc.token_text(id), logprob })
+        .collect();
+    Ok(ResponseLogprob { sum: lp.iter().map(|&x| x as f64).sum(), prompt_tokens: ex.start, tokens })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::llama::{tests::tiny, Trainable};
+
+    #[test]
+    fn response_logprobs_equal_full_forward_log_softmax() {
+        let (cfg, w) = tiny(11);
+        let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
+        let ex = Encoded { ids: vec![5, 9, 13, 2, 40, 41, 7], start: 4 };
+        let got: Vec<f32> = response_token_logprobs(&model, &ex).unwrap().to_vec1().unwrap();
+        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let logits: Vec<Vec<f32>> = model.forward(&ids).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        assert_eq!(got.len(), 3);
+        for (k, pos) in (ex.start..ex.ids.len()).enumerate() {
+            let row = &logits[pos - 1];
+            let m = row.iter().cloned().fold(f32::MIN, f32::max);
+            let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+            let want = row[ex.ids[pos] as usize] - lse;
+            assert!((got[k] - want).abs() < 1e-4, "token {k}: {} vs {want}", got[k]);
+        }
+    }
+
+    #[test]
+    fn rejects_empty_parts() {
+        let (cfg, w) = tiny(11);
+        let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
+        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 2 });
+        assert!(matches!(e, Err(LogprobError::EmptyResponse)));
+        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 0 });
+        assert!(matches!(e, Err(LogprobError::EmptyPrompt)));
+    }
+}

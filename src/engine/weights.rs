@@ -1,1 +1,423 @@
-//! engine::weights
+//! Full-precision llama weights under Hugging Face tensor names, loaded from a GGUF (every
+//! tensor dequantized, q/k rows un-permuted from llama.cpp's rotary layout), a Hugging Face
+//! folder (one or sharded safetensors), or written back out as safetensors or GGUF.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::config::{ConfigError, LlamaConfig};
+
+/// Errors loading or writing weights; each names the file and, where known, the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Candle { path: PathBuf, source: candle_core::Error },
+    #[error("{path}: tensor `{name}`: {msg}")]
+    Tensor { path: PathBuf, name: String, msg: String },
+    #[error("{path}: invalid shard index: {msg}")]
+    Index { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Weights in f32 on the CPU, keyed by Hugging Face name (`model.layers.0.self_attn.q_proj.weight`).
+/// A `BTreeMap` so every iteration (saving, hashing, optimiser) runs in one fixed order.
+#[derive(Debug, Clone, Default)]
+pub struct Weights(pub BTreeMap<String, Tensor>);
+
+/// GGUF tensor name stem -> Hugging Face name stem, for the per-layer tensors.
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
+/// Map a GGUF tensor name to its Hugging Face name (None for tensors srlm does not use, such
+/// as llama.cpp's precomputed `rope_freqs`).
+pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".weight")?;
+    match stem {
+        "token_embd" => return Some("model.embed_tokens.weight".into()),
+        "output_norm" => return Some("model.norm.weight".into()),
+        "output" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = stem.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let hf = LAYER_NAMES.iter().find(|(g, _)| *g == part)?.1;
+    Some(format!("model.layers.{layer}.{hf}.weight"))
+}
+
+/// The reverse of [`gguf_to_hf_name`].
+pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    match name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let g = LAYER_NAMES.iter().find(|(_, h)| *h == part)?.0;
+    Some(format!("blk.{layer}.{g}.weight"))
+}
+
+/// llama.cpp stores q/k projection rows per head as (hd/2, 2) pairs for its interleaved rope;
+/// Hugging Face stores them as (2, hd/2) halves. Swapping the two middle axes converts one way;
+/// `to_hf` picks the direction (they differ only in the split of the head dimension).
+pub fn permute_qk(w: &Tensor, heads: usize, to_hf: bool) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let hd = rows / heads;
+    let (a, b) = if to_hf { (hd / 2, 2) } else { (2, hd / 2) };
+    w.reshape((heads, a, b, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
+}
+
+impl Weights {
+    /// Get a tensor by Hugging Face name.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.0.get(name)
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.0.values().map(|t| t.elem_count()).sum()
+    }
+
+    /// Check that every tensor the config needs is present with the right shape.
+    pub fn check(&self, cfg: &LlamaConfig, path: &Path) -> Result<(), WeightsError> {
+        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let kv = cfg.kv_heads() * cfg.head_dim();
+        let mut want: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![v, h]),
+            ("model.norm.weight".into(), vec![h]),
+        ];
+        if !cfg.tie_word_embeddings {
+            want.push(("lm_head.weight".into(), vec![v, h]));
+        }
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            for (n, s) in [
+                ("self_attn.q_proj", vec![h, h]),
+                ("self_attn.k_proj", vec![kv, h]),
+                ("self_attn.v_proj", vec![kv, h]),
+                ("self_attn.o_proj", vec![h, h]),
+                ("mlp.gate_proj", vec![i, h]),
+                ("mlp.up_proj", vec![i, h]),
+                ("mlp.down_proj", vec![h, i]),
+                ("input_layernorm", vec![h]),
+                ("post_attention_layernorm", vec![h]),
+            ] {
+                want.push((format!("{p}.{n}.weight"), s));
+            }
+        }
+        for (name, shape) in want {
+            match self.0.get(&name) {
+                None => {
+                    return Err(WeightsError::Tensor {
+                        path: path.to_owned(),
+                        name,
+                        msg: "missing".into(),
+                    })
+                }
+                Some(t) if t.dims() != shape.as_slice() => {
+                    return Err(WeightsError::Tensor {
+                        path: path.to_owned(),
+                        name,
+                        msg: format!("shape {:?}, config needs {shape:?}", t.dims()),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Write all tensors as one safetensors file (f32, names sorted: the same weights always
+    /// give the same bytes).
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), WeightsError> {
+        let bytes = self.safetensors_bytes(path)?;
+        std::fs::write(path, bytes).map_err(|source| WeightsError::Io { path: path.into(), source })
+    }
+
+    /// The safetensors serialisation of these weights (see [`Weights::save_safetensors`]).
+    pub fn safetensors_bytes(&self, path: &Path) -> Result<Vec<u8>, WeightsError> {
+        let views: Vec<(String, Tensor)> = self
+            .0
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
+            .collect::<candle_core::Result<_>>()
+            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+        let data: Vec<(String, Vec<u8>, Vec<usize>)> = views
+            .iter()
+            .map(|(k, t)| {
+                let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Ok((k.clone(), bytes, t.dims().to_vec()))
+            })
+            .collect::<candle_core::Result<_>>()
+            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+        let tviews: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+            .iter()
+            .map(|(k, b, s)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    s.clone(),
+                    b.as_slice(),
+                )
+                .expect("shape matches data");
+                (k.clone(), view)
+            })
+            .collect();
+        safetensors::serialize(tviews, None).map_err(|e| WeightsError::Tensor {
+            path: path.into(),
+            name: "*".into(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Read one safetensors file (any float dtype, converted to f32).
+    pub fn load_safetensors(path: &Path) -> Result<Self, WeightsError> {
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+        let mut out = BTreeMap::new();
+        for (k, t) in map {
+            let t = t
+                .to_dtype(DType::F32)
+                .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+            out.insert(k, t);
+        }
+        Ok(Self(out))
+    }
+
+    /// Load a Hugging Face llama folder: `config.json` plus `model.safetensors` or the shards
+    /// listed in `model.safetensors.index.json`.
+    pub fn load_hf_dir(dir: &Path) -> Result<(LlamaConfig, Self), WeightsError> {
+        let mut cfg = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let single = dir.join("model.safetensors");
+        let weights = if single.exists() {
+            Self::load_safetensors(&single)?
+        } else {
+            let index = dir.join("model.safetensors.index.json");
+            let bytes = std::fs::read(&index)
+                .map_err(|source| WeightsError::Io { path: index.clone(), source })?;
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| WeightsError::Index { path: index.clone(), msg: e.to_string() })?;
+            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                WeightsError::Index { path: index.clone(), msg: "no `weight_map` object".into() }
+            })?;
+            let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            shards.sort_unstable();
+            shards.dedup();
+            let mut all = BTreeMap::new();
+            for shard in shards {
+                if shard.contains('/') || shard.contains("..") {
+                    return Err(WeightsError::Index {
+                        path: index.clone(),
+                        msg: format!("shard name `{shard}` is not a plain file name"),
+                    });
+                }
+                all.extend(Self::load_safetensors(&dir.join(shard))?.0);
+            }
+            Self(all)
+        };
+        if !weights.0.contains_key("lm_head.weight") {
+            cfg.tie_word_embeddings = true;
+        }
+        weights.check(&cfg, dir)?;
+        Ok((cfg, weights))
+    }
+
+    /// Load a GGUF llama: dequantize every tensor to f32 and un-permute q/k rows.
+    pub fn load_gguf(path: &Path) -> Result<(LlamaConfig, Self), WeightsError> {
+        let cerr = |source| WeightsError::Candle { path: path.into(), source };
+        let mut file =
+            std::fs::File::open(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+        let content = gguf_file::Content::read(&mut file).map_err(cerr)?;
+        let mut cfg = LlamaConfig::from_gguf_metadata(&content.metadata)?;
+        let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+        names.sort();
+        let mut out = BTreeMap::new();
+        for name in names {
+            let Some(hf) = gguf_to_hf_name(name) else { continue };
+            let q = content.tensor(&mut file, name, &Device::Cpu).map_err(cerr)?;
+            let mut t = q.dequantize(&Device::Cpu).map_err(cerr)?;
+            if hf.ends_with("q_proj.weight") {
+                t = permute_qk(&t, cfg.num_attention_heads, true).map_err(cerr)?;
+            } else if hf.ends_with("k_proj.weight") {
+                t = permute_qk(&t, cfg.kv_heads(), true).map_err(cerr)?;
+            }
+            out.insert(hf, t);
+        }
+        cfg.tie_word_embeddings = !out.contains_key("lm_head.weight");
+        let w = Self(out);
+        w.check(&cfg, path)?;
+        Ok((cfg, w))
+    }
+
+    /// Write these weights as a llama GGUF that llama.cpp and candle's quantized llama load:
+    /// q/k rows permuted back to the rotary layout, matrices quantized to `dtype` (1-D norms
+    /// stay f32), `extra` metadata (e.g. the base GGUF's `tokenizer.*` keys) appended.
+    pub fn export_gguf(
+        &self,
+        cfg: &LlamaConfig,
+        extra: &[(String, gguf_file::Value)],
+        path: &Path,
+        dtype: GgmlDType,
+    ) -> Result<(), WeightsError> {
+        let cerr = |source| WeightsError::Candle { path: path.into(), source };
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        // llama.cpp's order: embeddings, blocks in order, final norm, output.
+        let mut names: Vec<(String, String)> = self
+            .0
+            .keys()
+            .filter_map(|hf| hf_to_gguf_name(hf).map(|g| (g, hf.clone())))
+            .collect();
+        names.sort_by_key(|(g, _)| gguf_order(g));
+        for (g, hf) in names {
+            let mut t = self.0[&hf].to_dtype(DType::F32).map_err(cerr)?;
+            if hf.ends_with("q_proj.weight") {
+                t = permute_qk(&t, cfg.num_attention_heads, false).map_err(cerr)?;
+            } else if hf.ends_with("k_proj.weight") {
+                t = permute_qk(&t, cfg.kv_heads(), false).map_err(cerr)?;
+            }
+            let block = dtype.block_size();
+            let dt = if t.rank() == 1 || t.dim(1).map_err(cerr)? % block != 0 {
+                GgmlDType::F32
+            } else {
+                dtype
+            };
+            tensors.push((g, QTensor::quantize(&t, dt).map_err(cerr)?));
+        }
+        let mut md = cfg.to_gguf_metadata();
+        md.push(("general.file_type".into(), gguf_file::Value::U32(file_type(dtype))));
+        md.push(("general.quantization_version".into(), gguf_file::Value::U32(2)));
+        for (k, v) in extra {
+            if !md.iter().any(|(mk, _)| mk == k) {
+                md.push((k.clone(), v.clone()));
+            }
+        }
+        let md_refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut buf = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut buf, &md_refs, &t_refs).map_err(cerr)?;
+        std::fs::write(path, buf.into_inner())
+            .map_err(|source| WeightsError::Io { path: path.into(), source })
+    }
+}
+
+/// Sort key for GGUF tensor names: token_embd, blk.0.*, blk.1.*, ..., output_norm, output.
+fn gguf_order(name: &str) -> (usize, usize, String) {
+    if name.starts_with("token_embd") {
+        (0, 0, name.into())
+    } else if let Some(rest) = name.strip_prefix("blk.") {
+        let layer = rest.split('.').next().and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+        (1, layer, name.into())
+    } else {
+        (2, 0, name.into())
+    }
+}
+
+/// llama.cpp's `general.file_type` code for a tensor type.
+fn file_type(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q8_0 => 7,
+        GgmlDType::Q5_0 => 8,
+        GgmlDType::Q5_1 => 9,
+        GgmlDType::Q4K => 15,
+        GgmlDType::Q6K => 18,
+        _ => 0,
+    }
+}
+
+/// The `tokenizer.*` metadata of a GGUF (to carry into an exported GGUF).
+pub fn gguf_tokenizer_metadata(path: &Path) -> Result<Vec<(String, gguf_file::Value)>, WeightsError> {
+    let mut file =
+        std::fs::File::open(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+    let mut v: Vec<(String, gguf_file::Value)> = content
+        .metadata
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// Weights as a name -> tensor HashMap (what candle's `VarBuilder::from_tensors` takes).
+pub fn to_hashmap(w: &Weights) -> HashMap<String, Tensor> {
+    w.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        for g in ["token_embd.weight", "output_norm.weight", "output.weight", "blk.12.attn_q.weight", "blk.0.ffn_norm.weight"] {
+            let hf = gguf_to_hf_name(g).unwrap();
+            assert_eq!(hf_to_gguf_name(&hf).unwrap(), g);
+        }
+        assert_eq!(gguf_to_hf_name("blk.3.attn_k.weight").unwrap(), "model.layers.3.self_attn.k_proj.weight");
+        assert_eq!(gguf_to_hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn qk_permutation_is_llama_cpp_layout_and_inverts() {
+        // 2 heads of dim 4, 1 input column: HF rows per head are [x0 x1 | y0 y1] (halves);
+        // llama.cpp interleaves them as [x0 y0 x1 y1].
+        let hf = Tensor::new(&[[0f32], [1.], [2.], [3.], [10.], [11.], [12.], [13.]], &Device::Cpu).unwrap();
+        let gg = permute_qk(&hf, 2, false).unwrap();
+        let v: Vec<f32> = gg.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, [0., 2., 1., 3., 10., 12., 11., 13.]);
+        let back = permute_qk(&gg, 2, true).unwrap();
+        let v: Vec<f32> = back.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, [0., 1., 2., 3., 10., 11., 12., 13.]);
+    }
+
+    #[test]
+    fn exported_gguf_loads_back_and_runs_in_candles_quantized_llama() {
+        use crate::engine::llama::{tests::tiny, Llama, Trainable};
+        let (mut cfg, w) = tiny(31);
+        // Quantized matmuls need rows that are a multiple of the block size (32).
+        cfg.extra.clear();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        w.export_gguf(&cfg, &[], &path, GgmlDType::F32).unwrap();
+        let (cfg2, w2) = Weights::load_gguf(&path).unwrap();
+        assert_eq!(cfg2.num_key_value_heads, Some(2));
+        assert!(cfg2.tie_word_embeddings);
+        for (name, t) in &w.0 {
+            let d: f32 = (t - w2.get(name).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert_eq!(d, 0.0, "{name} changed in the GGUF round trip");
+        }
+        // candle's quantized llama reads the llama.cpp layout: its logits must match ours.
+        let ids = [3u32, 9, 27, 1, 44, 12];
+        let mut f = std::fs::File::open(&path).unwrap();
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        let mut q = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
+        let input = Tensor::new(&ids[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let want: Vec<f32> = q.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+        let ours = Llama::new(&cfg, &w, &Trainable::None).unwrap().forward(&input).unwrap();
+        let got: Vec<f32> = ours.squeeze(0).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
+        let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-3, "quantized llama disagrees by {diff}");
+    }
+}

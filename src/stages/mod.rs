@@ -1,6 +1,18 @@
 //! The stages of the self-rewarding loop. A stage is a function from inputs (by object id) and
 //! parameters to outputs plus metrics; provenance is recorded and committed around every stage
-//! by one wrapper, not inside each.
+//! by one wrapper ([`record`]), not inside each, and [`reproduce`] replays the same functions.
+
+pub mod demo;
+pub mod eval_judge;
 pub mod external;
+pub mod gen_prompts;
+pub mod generate;
+pub mod import;
+pub mod iterate;
+pub mod judge;
+pub mod model_io;
+pub mod pairs;
 pub mod record;
+pub mod registry;
 pub mod reproduce;
+pub mod train;

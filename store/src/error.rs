@@ -16,7 +16,11 @@ pub enum StoreError {
         "the store at {path} has format version {found}, newer than this srlm supports \
          ({supported}); upgrade srlm to use it"
     )]
-    NewerFormat { path: PathBuf, found: u32, supported: u32 },
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("{path}: unreadable store format file ({detail})")]
     BadFormat { path: PathBuf, detail: String },
     #[error(
@@ -35,7 +39,11 @@ pub enum StoreError {
     #[error("object {id} is corrupt: {detail}")]
     Corrupt { id: ObjectId, detail: String },
     #[error("{what} {id} is malformed: {detail}")]
-    Malformed { what: &'static str, id: ObjectId, detail: String },
+    Malformed {
+        what: &'static str,
+        id: ObjectId,
+        detail: String,
+    },
     #[error("unknown revision '{0}'")]
     UnknownRevision(String),
     #[error("revision '{rev}': {detail}")]
@@ -43,7 +51,11 @@ pub enum StoreError {
     #[error("'{path}' does not exist in revision {rev}")]
     PathNotInRevision { rev: String, path: String },
     #[error("invalid {kind} name '{name}': {reason}")]
-    BadRefName { kind: &'static str, name: String, reason: &'static str },
+    BadRefName {
+        kind: &'static str,
+        name: String,
+        reason: &'static str,
+    },
     #[error("{kind} '{name}' already exists (use --force to move it)")]
     RefExists { kind: &'static str, name: String },
     #[error("{kind} '{name}' not found")]
@@ -55,7 +67,11 @@ pub enum StoreError {
     #[error("invalid id '{id}': {reason}")]
     BadId { id: String, reason: String },
     #[error("{path}, line {line}: row of {len} bytes is larger than the 4 GiB row limit")]
-    RowTooLarge { path: PathBuf, line: u64, len: usize },
+    RowTooLarge {
+        path: PathBuf,
+        line: u64,
+        len: usize,
+    },
     #[error(
         "uncommitted changes would be overwritten: {} (commit them, or use --force)",
         .0.join(", ")
@@ -75,6 +91,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|err| StoreError::Io { path: path.into(), err })
+        self.map_err(|err| StoreError::Io {
+            path: path.into(),
+            err,
+        })
     }
 }

@@ -136,7 +136,9 @@ impl Store {
         for (from, to, want) in wants {
             match kinds.get(&to) {
                 Some(k) if *k == want => {}
-                _ => rep.problems.push(format!("{from}: {want} {to} is missing or corrupt")),
+                _ => rep
+                    .problems
+                    .push(format!("{from}: {want} {to} is missing or corrupt")),
             }
         }
         // 3. refs and the staging area
@@ -150,18 +152,25 @@ impl Store {
             rep.refs += 1;
             match v.parse::<ObjectId>() {
                 Ok(id) if kinds.get(&id) == Some(&"commit") => {}
-                _ => rep.problems.push(format!("ref {name} points at a missing commit {v}")),
+                _ => rep
+                    .problems
+                    .push(format!("ref {name} points at a missing commit {v}")),
             }
         }
         for (path, e) in self.index().stage_entries()? {
             if !manifests.contains_key(&e.id.0) {
-                rep.problems.push(format!("staged '{path}': manifest {} is missing", e.id));
+                rep.problems
+                    .push(format!("staged '{path}': manifest {} is missing", e.id));
             }
         }
         // 4. leftovers of interrupted writes
-        let tmp = std::fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
+        let tmp = std::fs::read_dir(self.tmp_dir())
+            .map(|d| d.count())
+            .unwrap_or(0);
         if tmp > 0 {
-            rep.notes.push(format!("{tmp} temp file(s) of interrupted writes in .srlm/tmp (gc removes them)"));
+            rep.notes.push(format!(
+                "{tmp} temp file(s) of interrupted writes in .srlm/tmp (gc removes them)"
+            ));
         }
         let orphans = orphan_packs(&packs_dir)?;
         if !orphans.is_empty() {
@@ -180,7 +189,8 @@ pub(crate) fn orphan_packs(dir: &std::path::Path) -> Result<Vec<std::path::PathB
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().map(|x| x == "pack").unwrap_or(false) && !p.with_extension("idx").exists()
+            if p.extension().map(|x| x == "pack").unwrap_or(false)
+                && !p.with_extension("idx").exists()
             {
                 out.push(p);
             }

@@ -48,7 +48,12 @@ impl Store {
         if let Some(h) = self.index().get_ref("HEAD")? {
             queue.extend(h.parse::<ObjectId>().ok());
         }
-        queue.extend(self.index().stage_entries()?.into_iter().map(|(_, e)| e.id.0));
+        queue.extend(
+            self.index()
+                .stage_entries()?
+                .into_iter()
+                .map(|(_, e)| e.id.0),
+        );
         let (mut loose, mut pieces) = (HashSet::new(), HashSet::new());
         while let Some(id) = queue.pop() {
             if !loose.insert(id) {
@@ -71,9 +76,12 @@ impl Store {
                 Some("tree") => {
                     queue.extend(Tree::decode(&id, &raw)?.entries.values().map(|e| e.id.0))
                 }
-                Some("manifest") => {
-                    pieces.extend(Manifest::decode(&id, &raw)?.pieces().iter().map(|(b, _)| b.0))
-                }
+                Some("manifest") => pieces.extend(
+                    Manifest::decode(&id, &raw)?
+                        .pieces()
+                        .iter()
+                        .map(|(b, _)| b.0),
+                ),
                 Some("run") => {
                     // A reachable run keeps what it names: inputs, outputs and any id in it.
                     let r = RunObject::decode(&id, &raw)?;
@@ -95,7 +103,10 @@ impl Store {
     /// Remove unreachable objects (or only count them, with `dry_run`).
     pub fn gc(&mut self, dry_run: bool) -> Result<GcReport> {
         let (loose, pieces) = self.reachable()?;
-        let mut rep = GcReport { dry_run, ..Default::default() };
+        let mut rep = GcReport {
+            dry_run,
+            ..Default::default()
+        };
         let objects = self.objects_dir();
         let mut removed_loose = HashSet::new();
         for id in crate::loose::list(&objects)? {

@@ -50,7 +50,10 @@ impl fmt::Debug for ObjectId {
 impl FromStr for ObjectId {
     type Err = StoreError;
     fn from_str(s: &str) -> Result<Self, StoreError> {
-        let bad = |reason: &str| StoreError::BadId { id: s.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| StoreError::BadId {
+            id: s.to_string(),
+            reason: reason.to_string(),
+        };
         if s.len() != 64 {
             return Err(bad("expected 64 hex characters"));
         }
@@ -149,6 +152,9 @@ mod tests {
         assert!("abc".parse::<ObjectId>().is_err());
         assert!("z".repeat(64).parse::<ObjectId>().is_err());
         let c: CommitId = id.to_hex().parse().unwrap();
-        assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", id.to_hex()));
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            format!("\"{}\"", id.to_hex())
+        );
     }
 }

@@ -49,7 +49,10 @@ pub(crate) struct Index {
 }
 
 pub(crate) fn sled_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Index { path: path.to_path_buf(), detail: e.to_string() }
+    StoreError::Index {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 impl Index {
@@ -91,7 +94,9 @@ impl Index {
     }
 
     pub fn set_ref(&self, name: &str, value: &str) -> Result<()> {
-        self.refs.insert(name, value.as_bytes()).map_err(|e| self.err(e))?;
+        self.refs
+            .insert(name, value.as_bytes())
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -161,7 +166,9 @@ impl Index {
         let mut out = Vec::new();
         for kv in tree.scan_prefix(obj.0) {
             let (k, _) = kv.map_err(|e| self.err(e))?;
-            out.push(RunId(ObjectId(k[32..64].try_into().map_err(|e| self.err(e))?)));
+            out.push(RunId(ObjectId(
+                k[32..64].try_into().map_err(|e| self.err(e))?,
+            )));
         }
         Ok(out)
     }

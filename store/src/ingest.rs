@@ -48,7 +48,12 @@ pub(crate) struct PackSink<'a> {
 
 impl<'a> PackSink<'a> {
     pub fn new(writer: &'a mut PackWriter, packs: &'a mut Packs) -> Self {
-        PackSink { writer, packs, trial: (0, 0, 0), compress: true }
+        PackSink {
+            writer,
+            packs,
+            trial: (0, 0, 0),
+            compress: true,
+        }
     }
 
     fn known(&mut self, id: &ObjectId) -> Result<bool> {
@@ -70,7 +75,11 @@ impl Sink for PackSink<'_> {
         // "zstd where it pays": compress the first chunks of a file; if they shrink by less
         // than 10% (typical of float weights), store the rest raw and save the CPU time.
         if self.trial.0 < TRIAL_CHUNKS {
-            self.trial = (self.trial.0 + 1, self.trial.1 + data.len() as u64, self.trial.2 + stored);
+            self.trial = (
+                self.trial.0 + 1,
+                self.trial.1 + data.len() as u64,
+                self.trial.2 + stored,
+            );
             if self.trial.0 == TRIAL_CHUNKS {
                 self.compress = self.trial.2 * 10 < self.trial.1 * 9;
             }
@@ -87,7 +96,11 @@ impl Sink for PackSink<'_> {
 }
 
 /// Cut a binary stream into content-defined chunks.
-pub(crate) fn chunk_file(path: &Path, mut r: impl Read, sink: &mut dyn Sink) -> Result<ChunkManifest> {
+pub(crate) fn chunk_file(
+    path: &Path,
+    mut r: impl Read,
+    sink: &mut dyn Sink,
+) -> Result<ChunkManifest> {
     sink.start_file();
     let mut buf = vec![0u8; BUF];
     let (mut len, mut eof, mut size) = (0usize, false, 0u64);
@@ -98,7 +111,12 @@ pub(crate) fn chunk_file(path: &Path, mut r: impl Read, sink: &mut dyn Sink) -> 
                 Ok(0) => eof = true,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(StoreError::Io { path: path.into(), err: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        path: path.into(),
+                        err: e,
+                    })
+                }
             }
         }
         if len == 0 {
@@ -142,7 +160,11 @@ pub(crate) fn split_rows(path: &Path, r: impl Read, sink: &mut dyn Sink) -> Resu
         lineno += 1;
         size += n as u64;
         final_newline = line.last() == Some(&b'\n');
-        let row = if final_newline { &line[..n - 1] } else { &line[..] };
+        let row = if final_newline {
+            &line[..n - 1]
+        } else {
+            &line[..]
+        };
         let len = u32::try_from(row.len()).map_err(|_| StoreError::RowTooLarge {
             path: path.into(),
             line: lineno,
@@ -152,7 +174,11 @@ pub(crate) fn split_rows(path: &Path, r: impl Read, sink: &mut dyn Sink) -> Resu
         sink.row(id, row)?;
         rows.push((BlobId(id), len));
     }
-    Ok(RowManifest { size, final_newline, rows })
+    Ok(RowManifest {
+        size,
+        final_newline,
+        rows,
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +233,11 @@ mod tests {
         let mb = chunk_file(Path::new("b"), &b[..], &mut NullSink).unwrap();
         let sa: std::collections::HashSet<_> = ma.chunks.iter().collect();
         let shared = mb.chunks.iter().filter(|c| sa.contains(c)).count();
-        assert!(shared + 2 >= mb.chunks.len(), "{shared} of {}", mb.chunks.len());
+        assert!(
+            shared + 2 >= mb.chunks.len(),
+            "{shared} of {}",
+            mb.chunks.len()
+        );
         let empty = chunk_file(Path::new("e"), &b""[..], &mut NullSink).unwrap();
         assert_eq!((empty.size, empty.chunks.len()), (0, 0));
     }

@@ -48,7 +48,11 @@ pub(crate) fn acquire(path: &Path, timeout: Duration) -> Result<StoreLock> {
         if start.elapsed() >= timeout {
             let mut holder = String::new();
             let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut holder));
-            let holder = if holder.trim().is_empty() { "unknown".into() } else { holder };
+            let holder = if holder.trim().is_empty() {
+                "unknown".into()
+            } else {
+                holder
+            };
             return Err(StoreError::Locked {
                 holder: holder.trim().to_string(),
                 waited_s: start.elapsed().as_secs(),
@@ -68,7 +72,11 @@ mod tests {
         let p = d.path().join("lock");
         let held = acquire(&p, Duration::from_secs(1)).unwrap();
         let e = acquire(&p, Duration::from_millis(100)).err().unwrap();
-        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(held);
         assert!(acquire(&p, Duration::from_millis(100)).is_ok());
     }

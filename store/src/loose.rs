@@ -85,7 +85,12 @@ pub(crate) fn list(objects_dir: &Path) -> Result<Vec<ObjectId>> {
     let rd = match std::fs::read_dir(objects_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(StoreError::Io { path: objects_dir.into(), err: e }),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: objects_dir.into(),
+                err: e,
+            })
+        }
     };
     for d in rd {
         let d = d.at(objects_dir)?;
@@ -114,7 +119,11 @@ pub(crate) fn with_prefix(objects_dir: &Path, prefix: &str) -> Result<Vec<Object
         Err(e) => return Err(StoreError::Io { path: dir, err: e }),
     };
     for f in rd {
-        let name = format!("{}{}", &prefix[..2], f.at(&dir)?.file_name().to_string_lossy());
+        let name = format!(
+            "{}{}",
+            &prefix[..2],
+            f.at(&dir)?.file_name().to_string_lossy()
+        );
         if name.starts_with(prefix) {
             if let Ok(id) = name.parse() {
                 out.push(id);

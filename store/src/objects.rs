@@ -26,7 +26,10 @@ pub enum EntryKind {
 impl EntryKind {
     /// The kind a path gets from its extension.
     pub fn for_path(path: &str) -> EntryKind {
-        let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        let ext = path
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
         match ext.as_str() {
             "jsonl" => EntryKind::Dataset,
             "safetensors" | "gguf" | "bin" | "pt" | "pth" | "ckpt" | "onnx" => {
@@ -74,7 +77,10 @@ impl Tree {
         let rows: Vec<TreeRow> = self
             .entries
             .iter()
-            .map(|(p, e)| TreeRow { path: p.clone(), entry: e.clone() })
+            .map(|(p, e)| TreeRow {
+                path: p.clone(),
+                entry: e.clone(),
+            })
             .collect();
         let mut out = TREE_TAG.to_vec();
         serde_json::to_writer(&mut out, &serde_json::json!({ "entries": rows }))
@@ -196,11 +202,18 @@ impl Manifest {
         let bad = || malformed("manifest", id, "truncated header");
         let m = if let Some(b) = raw.strip_prefix(CHUNKS_TAG) {
             let size = u64::from_le_bytes(b.get(..8).ok_or_else(bad)?.try_into().unwrap());
-            Manifest::Chunks(ChunkManifest { size, chunks: decode_list(&b[8..], id)? })
+            Manifest::Chunks(ChunkManifest {
+                size,
+                chunks: decode_list(&b[8..], id)?,
+            })
         } else if let Some(b) = raw.strip_prefix(ROWS_TAG) {
             let size = u64::from_le_bytes(b.get(..8).ok_or_else(bad)?.try_into().unwrap());
             let final_newline = *b.get(8).ok_or_else(bad)? != 0;
-            Manifest::Rows(RowManifest { size, final_newline, rows: decode_list(&b[9..], id)? })
+            Manifest::Rows(RowManifest {
+                size,
+                final_newline,
+                rows: decode_list(&b[9..], id)?,
+            })
         } else {
             return Err(malformed("manifest", id, "not a manifest"));
         };
@@ -214,7 +227,11 @@ impl Manifest {
             ),
         };
         if size != sum {
-            return Err(malformed("manifest", id, format!("size {size} != sum of pieces {sum}")));
+            return Err(malformed(
+                "manifest",
+                id,
+                format!("size {size} != sum of pieces {sum}"),
+            ));
         }
         Ok(m)
     }
@@ -261,26 +278,40 @@ impl RunObject {
         let body = strip_tag(raw, RUN_TAG, "run record", id)?;
         let mut parts = body.splitn(3, |b| *b == b'\n');
         let mut ids = |what: &str| -> Result<Vec<ObjectId>> {
-            let line = parts.next().ok_or_else(|| malformed("run record", id, what))?;
+            let line = parts
+                .next()
+                .ok_or_else(|| malformed("run record", id, what))?;
             std::str::from_utf8(line)
                 .map_err(|e| malformed("run record", id, e))?
                 .split_whitespace()
-                .map(|h| h.parse().map_err(|e: StoreError| malformed("run record", id, e)))
+                .map(|h| {
+                    h.parse()
+                        .map_err(|e: StoreError| malformed("run record", id, e))
+                })
                 .collect()
         };
         let inputs = ids("missing inputs line")?;
         let outputs = ids("missing outputs line")?;
         let record = parts.next().unwrap_or_default().to_vec();
-        Ok(RunObject { record, inputs, outputs })
+        Ok(RunObject {
+            record,
+            inputs,
+            outputs,
+        })
     }
 }
 
 fn strip_tag<'a>(raw: &'a [u8], tag: &[u8], what: &'static str, id: &ObjectId) -> Result<&'a [u8]> {
-    raw.strip_prefix(tag).ok_or_else(|| malformed(what, id, format!("not a {what}")))
+    raw.strip_prefix(tag)
+        .ok_or_else(|| malformed(what, id, format!("not a {what}")))
 }
 
 fn malformed(what: &'static str, id: &ObjectId, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Malformed { what, id: *id, detail: e.to_string() }
+    StoreError::Malformed {
+        what,
+        id: *id,
+        detail: e.to_string(),
+    }
 }
 
 /// The kind of a raw object, from its tag line.
@@ -328,7 +359,12 @@ mod tests {
         let mut t = Tree::default();
         t.entries.insert(
             "data/a.jsonl".into(),
-            TreeEntry { kind: EntryKind::Dataset, id: ManifestId(id), size: 3, rows: Some(1) },
+            TreeEntry {
+                kind: EntryKind::Dataset,
+                id: ManifestId(id),
+                size: 3,
+                rows: Some(1),
+            },
         );
         let raw = t.encode();
         assert_eq!(Tree::decode(&ObjectId::of(&raw), &raw).unwrap(), t);
@@ -349,16 +385,27 @@ mod tests {
             rows: vec![(BlobId(id), 1), (BlobId(id), 1)],
         });
         assert_eq!(Manifest::decode(&id, &m.encode()).unwrap(), m);
-        let bad = Manifest::Rows(RowManifest { size: 5, final_newline: true, rows: vec![] });
+        let bad = Manifest::Rows(RowManifest {
+            size: 5,
+            final_newline: true,
+            rows: vec![],
+        });
         assert!(Manifest::decode(&id, &bad.encode()).is_err());
-        let r = RunObject { record: b"{\"a\":1}".to_vec(), inputs: vec![id], outputs: vec![] };
+        let r = RunObject {
+            record: b"{\"a\":1}".to_vec(),
+            inputs: vec![id],
+            outputs: vec![],
+        };
         assert_eq!(RunObject::decode(&id, &r.encode()).unwrap(), r);
     }
 
     #[test]
     fn canonical_json_sorts_keys() {
         let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"d":2,"c":[3]}}"#).unwrap();
-        assert_eq!(canonical_json(&a), br#"{"a":{"c":[3],"d":2},"b":1}"#.to_vec());
+        assert_eq!(
+            canonical_json(&a),
+            br#"{"a":{"c":[3],"d":2},"b":1}"#.to_vec()
+        );
     }
 
     #[test]

@@ -75,7 +75,11 @@ pub(crate) struct PackIndex {
 impl PackIndex {
     pub fn load(path: &Path) -> Result<PackIndex> {
         let data = std::fs::read(path).at(path)?;
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let bad = |detail: &str| StoreError::BadPath {
             path: path.display().to_string(),
             reason: format!("corrupt pack index: {detail}"),
@@ -132,7 +136,12 @@ pub(crate) struct Packs {
 
 impl Packs {
     pub fn new(dir: PathBuf) -> Packs {
-        Packs { dir, indexes: None, files: HashMap::new(), frame: None }
+        Packs {
+            dir,
+            indexes: None,
+            files: HashMap::new(),
+            frame: None,
+        }
     }
 
     /// Forget loaded indexes (after a pack was added or removed).
@@ -148,7 +157,12 @@ impl Packs {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(StoreError::Io { path: dir.into(), err: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: dir.into(),
+                    err: e,
+                })
+            }
         };
         for f in rd {
             let f = f.at(dir)?;
@@ -207,10 +221,15 @@ impl Packs {
         }
         let f = &self.files[pack];
         let mut stored = vec![0u8; e.frame_len as usize];
-        f.read_exact_at(&mut stored, e.frame_off).map_err(|err| StoreError::Corrupt {
-            id: e.id,
-            detail: format!("{}: cannot read frame at {}: {err}", path.display(), e.frame_off),
-        })?;
+        f.read_exact_at(&mut stored, e.frame_off)
+            .map_err(|err| StoreError::Corrupt {
+                id: e.id,
+                detail: format!(
+                    "{}: cannot read frame at {}: {err}",
+                    path.display(),
+                    e.frame_off
+                ),
+            })?;
         let raw = if e.zstd {
             zstd::bulk::decompress(&stored, e.frame_raw_len as usize).map_err(|err| {
                 StoreError::Corrupt {
@@ -290,7 +309,9 @@ impl PackWriter {
 
     fn write_frame(&mut self, stored: &[u8]) -> Result<u64> {
         let off = self.pos;
-        self.file.write_all(stored).at(self.tmp.path().to_path_buf())?;
+        self.file
+            .write_all(stored)
+            .at(self.tmp.path().to_path_buf())?;
         self.pos += stored.len() as u64;
         self.bytes_written += stored.len() as u64;
         self.since_sync += stored.len() as u64;
@@ -326,7 +347,11 @@ impl PackWriter {
             return Ok(0);
         }
         let len = data.len() as u32;
-        let z = if compress { self.zstd.compress(data).ok() } else { None };
+        let z = if compress {
+            self.zstd.compress(data).ok()
+        } else {
+            None
+        };
         let (stored, zstd) = match &z {
             Some(z) if z.len() * 10 < data.len() * 9 => (&z[..], true),
             _ => (data, false),
@@ -350,7 +375,8 @@ impl PackWriter {
         if !self.ids.insert(id) {
             return Ok(());
         }
-        self.frame_ids.push((id, self.frame.len() as u32, data.len() as u32));
+        self.frame_ids
+            .push((id, self.frame.len() as u32, data.len() as u32));
         self.frame.extend_from_slice(data);
         if self.frame.len() >= ROW_FRAME {
             self.flush_rows()?;
@@ -422,8 +448,9 @@ mod tests {
         let (packs, tmp) = (dir.path().join("packs"), dir.path().join("tmp"));
         std::fs::create_dir_all(&tmp).unwrap();
         let mut w = PackWriter::new(&tmp).unwrap();
-        let rows: Vec<Vec<u8>> =
-            (0..5000).map(|i| format!("{{\"prompt\": \"row {i}\"}}").into_bytes()).collect();
+        let rows: Vec<Vec<u8>> = (0..5000)
+            .map(|i| format!("{{\"prompt\": \"row {i}\"}}").into_bytes())
+            .collect();
         for r in &rows {
             w.put_row(ObjectId::of(r), r).unwrap();
         }
@@ -437,7 +464,9 @@ mod tests {
         assert_eq!(p.read(&ObjectId::of(&chunk)).unwrap().unwrap(), chunk);
         assert!(p.read(&ObjectId::of(b"absent")).unwrap().is_none());
         // the pack is far smaller than the rows: frames were compressed
-        let size = std::fs::metadata(packs.join(format!("{name}.pack"))).unwrap().len();
+        let size = std::fs::metadata(packs.join(format!("{name}.pack")))
+            .unwrap()
+            .len();
         assert!(size < 60_000, "{size}");
         // flip a byte in the middle of the pack: some read fails, none returns wrong bytes
         let pp = packs.join(format!("{name}.pack"));

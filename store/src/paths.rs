@@ -5,7 +5,10 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::{Result, StoreError};
 
 fn bad(path: &str, reason: &str) -> StoreError {
-    StoreError::BadPath { path: path.to_string(), reason: reason.to_string() }
+    StoreError::BadPath {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Check a path as stored in a tree.
@@ -37,8 +40,15 @@ pub fn check_tree_path(p: &str) -> Result<()> {
 /// `.srlm`, and paths that go through a symlink.
 pub fn to_tree_path(workdir: &Path, cwd: &Path, user: &Path) -> Result<String> {
     let shown = user.display().to_string();
-    let cwd = cwd.canonicalize().map_err(|e| StoreError::Io { path: cwd.into(), err: e })?;
-    let joined = if user.is_absolute() { user.to_path_buf() } else { cwd.join(user) };
+    let cwd = cwd.canonicalize().map_err(|e| StoreError::Io {
+        path: cwd.into(),
+        err: e,
+    })?;
+    let joined = if user.is_absolute() {
+        user.to_path_buf()
+    } else {
+        cwd.join(user)
+    };
     let mut norm = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -49,17 +59,26 @@ pub fn to_tree_path(workdir: &Path, cwd: &Path, user: &Path) -> Result<String> {
             other => norm.push(other),
         }
     }
-    let rel = norm
-        .strip_prefix(workdir)
-        .map_err(|_| bad(&shown, &format!("outside the working directory {}", workdir.display())))?;
+    let rel = norm.strip_prefix(workdir).map_err(|_| {
+        bad(
+            &shown,
+            &format!("outside the working directory {}", workdir.display()),
+        )
+    })?;
     let mut parts = Vec::new();
     let mut walk = workdir.to_path_buf();
     for c in rel.components() {
-        let s = c.as_os_str().to_str().ok_or_else(|| bad(&shown, "path is not valid UTF-8"))?;
+        let s = c
+            .as_os_str()
+            .to_str()
+            .ok_or_else(|| bad(&shown, "path is not valid UTF-8"))?;
         walk.push(s);
         if let Ok(md) = std::fs::symlink_metadata(&walk) {
             if md.file_type().is_symlink() {
-                return Err(bad(&shown, "symlinks are not supported (track the file itself)"));
+                return Err(bad(
+                    &shown,
+                    "symlinks are not supported (track the file itself)",
+                ));
             }
         }
         parts.push(s.to_string());
@@ -68,7 +87,8 @@ pub fn to_tree_path(workdir: &Path, cwd: &Path, user: &Path) -> Result<String> {
         return Ok(String::new()); // the working directory itself
     }
     let p = parts.join("/");
-    check_tree_path(&p).map_err(|_| bad(&shown, "cannot be tracked (inside .srlm or not normal)"))?;
+    check_tree_path(&p)
+        .map_err(|_| bad(&shown, "cannot be tracked (inside .srlm or not normal)"))?;
     Ok(p)
 }
 
@@ -91,8 +111,14 @@ mod tests {
         std::fs::create_dir_all(wd.join("sub")).unwrap();
         std::fs::write(wd.join("sub/f.jsonl"), b"").unwrap();
         let sub = wd.join("sub");
-        assert_eq!(to_tree_path(&wd, &sub, Path::new("f.jsonl")).unwrap(), "sub/f.jsonl");
-        assert_eq!(to_tree_path(&wd, &sub, Path::new("../sub/./f.jsonl")).unwrap(), "sub/f.jsonl");
+        assert_eq!(
+            to_tree_path(&wd, &sub, Path::new("f.jsonl")).unwrap(),
+            "sub/f.jsonl"
+        );
+        assert_eq!(
+            to_tree_path(&wd, &sub, Path::new("../sub/./f.jsonl")).unwrap(),
+            "sub/f.jsonl"
+        );
         assert!(to_tree_path(&wd, &sub, Path::new("../../x")).is_err());
         assert!(to_tree_path(&wd, &wd, Path::new("/etc/passwd")).is_err());
         assert!(to_tree_path(&wd, &wd, Path::new(".srlm/HEAD")).is_err());

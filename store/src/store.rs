@@ -15,8 +15,8 @@ use crate::lock::StoreLock;
 use crate::objects::{tag_of, Manifest, RunObject};
 use crate::pack::{PackWriter, Packs};
 use crate::{
-    BlobId, Commit, CommitId, EntryKind, ManifestId, ObjectId, RowManifest, RunId, Tree,
-    TreeEntry, TreeId,
+    BlobId, Commit, CommitId, EntryKind, ManifestId, ObjectId, RowManifest, RunId, Tree, TreeEntry,
+    TreeId,
 };
 
 /// The on-disk format this code reads and writes (`.srlm/FORMAT`).
@@ -39,7 +39,10 @@ pub struct Store {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Head {
     /// On a branch (whose commit is `None` before the first commit).
-    Branch { name: String, commit: Option<CommitId> },
+    Branch {
+        name: String,
+        commit: Option<CommitId>,
+    },
     /// Detached at a commit.
     Detached { commit: CommitId },
 }
@@ -139,18 +142,26 @@ fn now_rfc3339() -> String {
 }
 
 fn validate_ref_name(kind: &'static str, name: &str) -> Result<()> {
-    let bad = |reason| Err(StoreError::BadRefName { kind, name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(StoreError::BadRefName {
+            kind,
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
     if name == "HEAD" || name == "@" {
         return bad("reserved");
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || "~^:\\*?[".contains(c)) {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "~^:\\*?[".contains(c))
+    {
         return bad("no whitespace or any of ~ ^ : \\ * ? [");
     }
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") || name.contains("..")
-    {
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") || name.contains("..") {
         return bad("no leading, trailing or doubled '/' and no '..'");
     }
     if name.starts_with('-') {
@@ -212,7 +223,10 @@ impl Store {
             if e.kind() == std::io::ErrorKind::NotFound && !sd.is_dir() {
                 StoreError::NotAStore(workdir.to_path_buf())
             } else {
-                StoreError::BadFormat { path: fp.clone(), detail: e.to_string() }
+                StoreError::BadFormat {
+                    path: fp.clone(),
+                    detail: e.to_string(),
+                }
             }
         })?;
         let v = text
@@ -321,14 +335,18 @@ impl Store {
 
     /// A chunk's or a row's bytes (verified).
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.packs().read(&id.0)?.ok_or(StoreError::MissingObject(id.0))
+        self.packs()
+            .read(&id.0)?
+            .ok_or(StoreError::MissingObject(id.0))
     }
 
     /// Read several rows, in the order given (consecutive rows of one pack frame are
     /// decompressed once).
     pub fn read_rows(&self, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
         let mut packs = self.packs();
-        ids.iter().map(|id| packs.read(&id.0)?.ok_or(StoreError::MissingObject(id.0))).collect()
+        ids.iter()
+            .map(|id| packs.read(&id.0)?.ok_or(StoreError::MissingObject(id.0)))
+            .collect()
     }
 
     /// Stream a tracked file's bytes back, byte for byte. Every piece is verified before it is
@@ -339,18 +357,34 @@ impl Store {
             Manifest::Chunks(c) => (c.chunks, false, false),
             Manifest::Rows(r) => (r.rows, true, r.final_newline),
         };
-        Ok(EntryReader { store: self, pieces, next: 0, buf: Vec::new(), pos: 0, rows, final_newline })
+        Ok(EntryReader {
+            store: self,
+            pieces,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            rows,
+            final_newline,
+        })
     }
 
     // ---------------------------------------------------------------- lineage
 
     /// Store a run record (opaque JSON bytes, canonical by the caller's choice: see
     /// [`crate::canonical_json`]) and index it as producing `outputs` and consuming `inputs`.
-    pub fn put_run(&self, record: &[u8], inputs: &[ObjectId], outputs: &[ObjectId]) -> Result<RunId> {
+    pub fn put_run(
+        &self,
+        record: &[u8],
+        inputs: &[ObjectId],
+        outputs: &[ObjectId],
+    ) -> Result<RunId> {
         serde_json::from_slice::<serde_json::Value>(record)
             .map_err(|e| StoreError::BadRunRecord(e.to_string()))?;
-        let obj =
-            RunObject { record: record.to_vec(), inputs: inputs.to_vec(), outputs: outputs.to_vec() };
+        let obj = RunObject {
+            record: record.to_vec(),
+            inputs: inputs.to_vec(),
+            outputs: outputs.to_vec(),
+        };
         let run = RunId(self.put_object(&obj.encode())?);
         for o in outputs {
             self.index.link_run(&self.index.produced, o, &run)?;
@@ -385,7 +419,9 @@ impl Store {
 
     /// The staging area as a tree (what the next commit will hold).
     pub fn staged(&self) -> Result<Tree> {
-        Ok(Tree { entries: self.index.stage_entries()?.into_iter().collect() })
+        Ok(Tree {
+            entries: self.index.stage_entries()?.into_iter().collect(),
+        })
     }
 
     /// Stage files (paths relative to `cwd`; directories recursively). A tracked path that no
@@ -440,10 +476,17 @@ impl Store {
                 let (md, before) = stat_now(&abs)?;
                 let key = StatKey::of(&md);
                 if let Some(e) = self.cached_entry(tp, &key)? {
-                    report.added.push(AddedFile { path: tp.clone(), entry: e, cached: true });
+                    report.added.push(AddedFile {
+                        path: tp.clone(),
+                        entry: e,
+                        cached: true,
+                    });
                     continue;
                 }
-                progress(AddProgress::File { path: tp, size: md.len() });
+                progress(AddProgress::File {
+                    path: tp,
+                    size: md.len(),
+                });
                 let kind = EntryKind::for_path(tp);
                 let m = ingest(&abs, kind, &mut sink)?;
                 let after = StatKey::of(&std::fs::symlink_metadata(&abs).at(&abs)?);
@@ -453,13 +496,27 @@ impl Store {
         }
         report.stored_bytes = writer.bytes_written;
         // Pieces are durable before the manifests naming them, manifests before the index.
-        if writer.finish(&self.dir.join("packs"), &self.tmp_dir())?.is_some() {
+        if writer
+            .finish(&self.dir.join("packs"), &self.tmp_dir())?
+            .is_some()
+        {
             self.packs().reload();
         }
         for (tp, m, kind, key, racy) in pending {
             let entry = self.put_manifest(&m, kind)?;
-            self.index.stat_put(tp.as_str(), &StatEntry { stat: key, racy, entry: entry.clone() })?;
-            report.added.push(AddedFile { path: tp, entry, cached: false });
+            self.index.stat_put(
+                tp.as_str(),
+                &StatEntry {
+                    stat: key,
+                    racy,
+                    entry: entry.clone(),
+                },
+            )?;
+            report.added.push(AddedFile {
+                path: tp,
+                entry,
+                cached: false,
+            });
         }
         for f in &report.added {
             self.index.stage_put(&f.path, &f.entry)?;
@@ -485,7 +542,12 @@ impl Store {
             Manifest::Rows(r) => Some(r.rows.len() as u64),
             Manifest::Chunks(_) => None,
         };
-        Ok(TreeEntry { kind, id, size: m.size(), rows })
+        Ok(TreeEntry {
+            kind,
+            id,
+            size: m.size(),
+            rows,
+        })
     }
 
     /// The entry the stat cache holds for a path, if the file's stat still matches and the
@@ -516,7 +578,12 @@ impl Store {
             Manifest::Rows(r) => Some(r.rows.len() as u64),
             Manifest::Chunks(_) => None,
         };
-        Ok(TreeEntry { kind, id: ManifestId(ObjectId::of(&m.encode())), size: m.size(), rows })
+        Ok(TreeEntry {
+            kind,
+            id: ManifestId(ObjectId::of(&m.encode())),
+            size: m.size(),
+            rows,
+        })
     }
 
     fn abs(&self, tp: &str) -> PathBuf {
@@ -541,7 +608,11 @@ impl Store {
         }
         names.sort();
         for n in names {
-            let child = if tp.is_empty() { n.clone() } else { format!("{tp}/{n}") };
+            let child = if tp.is_empty() {
+                n.clone()
+            } else {
+                format!("{tp}/{n}")
+            };
             if self.ignored(&child) {
                 continue;
             }
@@ -573,21 +644,36 @@ impl Store {
         for (p, e) in &stage.entries {
             let abs = self.abs(p);
             match std::fs::symlink_metadata(&abs) {
-                Err(_) => unstaged.push(Change { path: p.clone(), change: ChangeKind::Deleted }),
-                Ok(md) if !md.is_file() => {
-                    unstaged.push(Change { path: p.clone(), change: ChangeKind::Modified })
-                }
+                Err(_) => unstaged.push(Change {
+                    path: p.clone(),
+                    change: ChangeKind::Deleted,
+                }),
+                Ok(md) if !md.is_file() => unstaged.push(Change {
+                    path: p.clone(),
+                    change: ChangeKind::Modified,
+                }),
                 Ok(_) => {
                     if self.hash_file(p)?.id != e.id {
-                        unstaged.push(Change { path: p.clone(), change: ChangeKind::Modified });
+                        unstaged.push(Change {
+                            path: p.clone(),
+                            change: ChangeKind::Modified,
+                        });
                     }
                 }
             }
         }
         let mut all = BTreeSet::new();
         self.walk_lenient("", &mut all)?;
-        let untracked = all.into_iter().filter(|p| !stage.entries.contains_key(p)).collect();
-        Ok(Status { head, staged, unstaged, untracked })
+        let untracked = all
+            .into_iter()
+            .filter(|p| !stage.entries.contains_key(p))
+            .collect();
+        Ok(Status {
+            head,
+            staged,
+            unstaged,
+            untracked,
+        })
     }
 
     /// Like `walk`, but listing symlinks as files instead of failing (status only reports).
@@ -596,7 +682,11 @@ impl Store {
         for e in std::fs::read_dir(&dir).at(&dir)? {
             let e = e.at(&dir)?;
             let n = e.file_name().to_string_lossy().into_owned();
-            let child = if tp.is_empty() { n } else { format!("{tp}/{n}") };
+            let child = if tp.is_empty() {
+                n
+            } else {
+                format!("{tp}/{n}")
+            };
             if self.ignored(&child) {
                 continue;
             }
@@ -667,7 +757,10 @@ impl Store {
         commits.insert(*from, c);
         let mut out = Vec::new();
         while let Some((_, id)) = heap.pop() {
-            let c = commits.get(&id).cloned().expect("queued commits are loaded");
+            let c = commits
+                .get(&id)
+                .cloned()
+                .expect("queued commits are loaded");
             for p in &c.parents {
                 if !commits.contains_key(p) {
                     let pc = self.read_commit(p)?;
@@ -683,21 +776,33 @@ impl Store {
     // ---------------------------------------------------------------- refs and revisions
 
     pub fn head(&self) -> Result<Head> {
-        let v = self.index.get_ref("HEAD")?.unwrap_or_else(|| "ref: refs/heads/main".into());
+        let v = self
+            .index
+            .get_ref("HEAD")?
+            .unwrap_or_else(|| "ref: refs/heads/main".into());
         if let Some(r) = v.strip_prefix("ref: refs/heads/") {
             let commit = self.branch_commit(r)?;
-            Ok(Head::Branch { name: r.to_string(), commit })
+            Ok(Head::Branch {
+                name: r.to_string(),
+                commit,
+            })
         } else {
             Ok(Head::Detached { commit: v.parse()? })
         }
     }
 
     fn branch_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index.get_ref(&format!("refs/heads/{name}"))?.map(|v| v.parse()).transpose()
+        self.index
+            .get_ref(&format!("refs/heads/{name}"))?
+            .map(|v| v.parse())
+            .transpose()
     }
 
     fn tag_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index.get_ref(&format!("refs/tags/{name}"))?.map(|v| v.parse()).transpose()
+        self.index
+            .get_ref(&format!("refs/tags/{name}"))?
+            .map(|v| v.parse())
+            .transpose()
     }
 
     /// Resolve a revision: `HEAD`, a branch, a tag (`M1`, `AIFT(M1)`), a unique hex prefix of a
@@ -709,7 +814,10 @@ impl Store {
         let mut id = self.resolve_base(rev, base)?;
         while !rest.is_empty() {
             let op = rest.as_bytes()[0];
-            let digits_end = rest[1..].find(['~', '^']).map(|i| i + 1).unwrap_or(rest.len());
+            let digits_end = rest[1..]
+                .find(['~', '^'])
+                .map(|i| i + 1)
+                .unwrap_or(rest.len());
             let num = &rest[1..digits_end];
             let n: usize = if num.is_empty() {
                 1
@@ -743,10 +851,13 @@ impl Store {
 
     fn resolve_base(&self, rev: &str, base: &str) -> Result<CommitId> {
         if base == "HEAD" || base == "@" {
-            return self.head()?.commit().ok_or_else(|| StoreError::BadRevision {
-                rev: rev.into(),
-                detail: "HEAD has no commits yet".into(),
-            });
+            return self
+                .head()?
+                .commit()
+                .ok_or_else(|| StoreError::BadRevision {
+                    rev: rev.into(),
+                    detail: "HEAD has no commits yet".into(),
+                });
         }
         if let Some(c) = self.branch_commit(base)? {
             return Ok(c);
@@ -780,16 +891,26 @@ impl Store {
 
     /// Resolve `REV:path` to its commit, normalised path and entry.
     pub fn resolve_path(&self, spec: &str) -> Result<(CommitId, String, TreeEntry)> {
-        let (rev, path) = spec.split_once(':').ok_or_else(|| StoreError::BadRevision {
-            rev: spec.into(),
-            detail: "expected REV:PATH".into(),
-        })?;
+        let (rev, path) = spec
+            .split_once(':')
+            .ok_or_else(|| StoreError::BadRevision {
+                rev: spec.into(),
+                detail: "expected REV:PATH".into(),
+            })?;
         let commit = self.resolve(rev)?;
-        let path = path.trim_start_matches("./").trim_end_matches('/').to_string();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
         let tree = self.commit_tree(&commit)?;
-        let entry = tree.entries.get(&path).cloned().ok_or_else(|| {
-            StoreError::PathNotInRevision { rev: rev.to_string(), path: path.clone() }
-        })?;
+        let entry =
+            tree.entries
+                .get(&path)
+                .cloned()
+                .ok_or_else(|| StoreError::PathNotInRevision {
+                    rev: rev.to_string(),
+                    path: path.clone(),
+                })?;
         Ok((commit, path, entry))
     }
 
@@ -816,11 +937,17 @@ impl Store {
         let key = format!("{prefix}{name}");
         let old = self.index.get_ref(&key)?;
         if old.is_some() && !force {
-            return Err(StoreError::RefExists { kind, name: name.into() });
+            return Err(StoreError::RefExists {
+                kind,
+                name: name.into(),
+            });
         }
         self.index.set_ref(&key, &target.to_hex())?;
         self.index.flush()?;
-        self.log_op(kind, serde_json::json!({"ref": key, "old": old, "new": target}))
+        self.log_op(
+            kind,
+            serde_json::json!({"ref": key, "old": old, "new": target}),
+        )
     }
 
     pub fn delete_tag(&mut self, name: &str) -> Result<()> {
@@ -840,10 +967,16 @@ impl Store {
         let key = format!("{prefix}{name}");
         let old = self.index.get_ref(&key)?;
         if old.is_none() || !self.index.remove_ref(&key)? {
-            return Err(StoreError::RefNotFound { kind, name: name.into() });
+            return Err(StoreError::RefNotFound {
+                kind,
+                name: name.into(),
+            });
         }
         self.index.flush()?;
-        self.log_op(&format!("{kind}-delete"), serde_json::json!({"ref": key, "old": old}))
+        self.log_op(
+            &format!("{kind}-delete"),
+            serde_json::json!({"ref": key, "old": old}),
+        )
     }
 
     /// Tags, sorted by name.
@@ -881,7 +1014,10 @@ impl Store {
     ) -> Result<CheckoutReport> {
         let commit = self.resolve(rev)?;
         let target = self.commit_tree(&commit)?;
-        let mut report = CheckoutReport { commit: Some(commit), ..Default::default() };
+        let mut report = CheckoutReport {
+            commit: Some(commit),
+            ..Default::default()
+        };
         let stage = self.staged()?;
         let selected: Vec<(String, TreeEntry)> = if paths.is_empty() {
             target.entries.clone().into_iter().collect()
@@ -896,14 +1032,22 @@ impl Store {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if hits.is_empty() {
-                    return Err(StoreError::PathNotInRevision { rev: rev.into(), path: tp });
+                    return Err(StoreError::PathNotInRevision {
+                        rev: rev.into(),
+                        path: tp,
+                    });
                 }
                 sel.extend(hits);
             }
             sel
         };
         let to_remove: Vec<String> = if paths.is_empty() {
-            stage.entries.keys().filter(|k| !target.entries.contains_key(*k)).cloned().collect()
+            stage
+                .entries
+                .keys()
+                .filter(|k| !target.entries.contains_key(*k))
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -912,9 +1056,14 @@ impl Store {
             if paths.is_empty() {
                 let st = self.status()?;
                 dirty.extend(st.staged.into_iter().map(|c| c.path));
-                dirty.extend(st.unstaged.into_iter().filter(|c| {
-                    c.change != ChangeKind::Deleted || target.entries.contains_key(&c.path)
-                }).map(|c| c.path));
+                dirty.extend(
+                    st.unstaged
+                        .into_iter()
+                        .filter(|c| {
+                            c.change != ChangeKind::Deleted || target.entries.contains_key(&c.path)
+                        })
+                        .map(|c| c.path),
+                );
             }
             for (p, e) in &selected {
                 let abs = self.abs(p);
@@ -922,7 +1071,11 @@ impl Store {
                     continue;
                 }
                 let cur = self.hash_file(p)?;
-                let tracked_same = stage.entries.get(p).map(|s| s.id == cur.id).unwrap_or(false);
+                let tracked_same = stage
+                    .entries
+                    .get(p)
+                    .map(|s| s.id == cur.id)
+                    .unwrap_or(false);
                 if cur.id != e.id && !tracked_same {
                     dirty.insert(p.clone()); // modified, or untracked and would be overwritten
                 }
@@ -987,7 +1140,10 @@ impl Store {
                 if err.get_ref().map(|i| i.is::<StoreError>()).unwrap_or(false) {
                     *err.into_inner().unwrap().downcast::<StoreError>().unwrap()
                 } else {
-                    StoreError::Io { path: abs.clone(), err }
+                    StoreError::Io {
+                        path: abs.clone(),
+                        err,
+                    }
                 }
             })?;
             w.flush().at(&abs)?;
@@ -995,7 +1151,14 @@ impl Store {
         tmp.persist(&abs).map_err(|err| err.error).at(&abs)?;
         let (md, now) = stat_now(&abs)?;
         let racy = is_racy(&md, now);
-        self.index.stat_put(tp, &StatEntry { stat: StatKey::of(&md), racy, entry: e.clone() })?;
+        self.index.stat_put(
+            tp,
+            &StatEntry {
+                stat: StatKey::of(&md),
+                racy,
+                entry: e.clone(),
+            },
+        )?;
         Ok(())
     }
 
@@ -1004,7 +1167,11 @@ impl Store {
     pub(crate) fn log_op(&self, op: &str, detail: serde_json::Value) -> Result<()> {
         let p = self.dir.join("oplog");
         let line = serde_json::json!({"time": now_rfc3339(), "op": op, "pid": std::process::id(), "detail": detail});
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).at(&p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .at(&p)?;
         f.write_all(format!("{line}\n").as_bytes()).at(&p)?;
         f.sync_data().at(&p)
     }
@@ -1018,7 +1185,10 @@ impl Store {
             Err(e) => return Err(StoreError::Io { path: p, err: e }),
         };
         // A line cut short by a crash is skipped, not fatal.
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 
     /// Bytes used by the store directory (objects, packs, index, everything).
@@ -1045,7 +1215,10 @@ fn stat_now(abs: &Path) -> Result<(std::fs::Metadata, SystemTime)> {
         if e.kind() == std::io::ErrorKind::NotFound {
             StoreError::Missing(abs.to_path_buf())
         } else {
-            StoreError::Io { path: abs.into(), err: e }
+            StoreError::Io {
+                path: abs.into(),
+                err: e,
+            }
         }
     })?;
     Ok((md, now))
@@ -1072,16 +1245,23 @@ fn diff_trees(a: &Tree, b: &Tree) -> Vec<Change> {
     let mut out = Vec::new();
     for (p, e) in &b.entries {
         match a.entries.get(p) {
-            None => out.push(Change { path: p.clone(), change: ChangeKind::Added }),
-            Some(old) if old.id != e.id || old.kind != e.kind => {
-                out.push(Change { path: p.clone(), change: ChangeKind::Modified })
-            }
+            None => out.push(Change {
+                path: p.clone(),
+                change: ChangeKind::Added,
+            }),
+            Some(old) if old.id != e.id || old.kind != e.kind => out.push(Change {
+                path: p.clone(),
+                change: ChangeKind::Modified,
+            }),
             _ => {}
         }
     }
     for p in a.entries.keys() {
         if !b.entries.contains_key(p) {
-            out.push(Change { path: p.clone(), change: ChangeKind::Deleted });
+            out.push(Change {
+                path: p.clone(),
+                change: ChangeKind::Deleted,
+            });
         }
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
@@ -1114,7 +1294,10 @@ impl Read for EntryReader<'_> {
             if data.len() != len as usize {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    StoreError::Corrupt { id: id.0, detail: "length differs from manifest".into() },
+                    StoreError::Corrupt {
+                        id: id.0,
+                        detail: "length differs from manifest".into(),
+                    },
                 ));
             }
             if self.rows && (self.next < self.pieces.len() || self.final_newline) {
@@ -1127,5 +1310,147 @@ impl Read for EntryReader<'_> {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::init(t.path()).unwrap();
+        (t, s)
+    }
+
+    fn write(s: &Store, p: &str, bytes: &[u8]) {
+        std::fs::write(s.workdir().join(p), bytes).unwrap();
+    }
+
+    fn commit(s: &mut Store, msg: &str, run: Option<RunId>) -> CommitId {
+        let opts = CommitOptions {
+            message: msg.into(),
+            run,
+            ..Default::default()
+        };
+        s.commit(&opts).unwrap()
+    }
+
+    #[test]
+    fn dataset_rows_and_entries_round_trip() {
+        let (_t, mut s) = store();
+        let data = b"{\"a\":1}\r\n{\"b\":2}\n\n{\"a\":1}\r\n{\"c\":3}";
+        write(&s, "d.jsonl", data);
+        let wd = s.workdir().to_path_buf();
+        let rep = s.add(&wd, &[PathBuf::from("d.jsonl")]).unwrap();
+        let e = rep.added[0].entry.clone();
+        assert_eq!(
+            (e.kind, e.rows, e.size),
+            (EntryKind::Dataset, Some(5), data.len() as u64)
+        );
+        let rows = s.dataset_rows(&e.id).unwrap();
+        assert!(!rows.final_newline);
+        assert_eq!(rows.rows[0].0, rows.rows[3].0, "equal rows have equal ids");
+        let ids: Vec<BlobId> = rows.rows.iter().map(|r| r.0).collect();
+        let bytes = s.read_rows(&ids).unwrap();
+        assert_eq!(bytes[1], b"{\"b\":2}");
+        assert_eq!(bytes[2], b"");
+        let mut back = Vec::new();
+        s.open_entry(&e).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(s.hash_file("d.jsonl").unwrap(), e);
+        assert!(s.dataset_rows(&ManifestId(ObjectId::of(b"nope"))).is_err());
+    }
+
+    #[test]
+    fn lineage_index_and_gc_of_run_records() {
+        let (_t, mut s) = store();
+        write(&s, "prompts.jsonl", b"{\"prompt\":\"p\"}\n");
+        write(
+            &s,
+            "pairs.jsonl",
+            b"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
+        );
+        let wd = s.workdir().to_path_buf();
+        let rep = s.add(&wd, &[PathBuf::from(".")]).unwrap();
+        let id_of = |p: &str| rep.added.iter().find(|f| f.path == p).unwrap().entry.id.0;
+        let (input, output) = (id_of("prompts.jsonl"), id_of("pairs.jsonl"));
+        assert!(matches!(
+            s.put_run(b"not json", &[], &[]),
+            Err(StoreError::BadRunRecord(_))
+        ));
+        let patch = s.put_object(b"diff --git a/x b/x\n").unwrap();
+        let record = canonical_json_for_test(&patch);
+        let run = s.put_run(&record, &[input], &[output]).unwrap();
+        assert_eq!(s.runs_producing(&output).unwrap(), vec![run]);
+        assert_eq!(s.runs_consuming(&input).unwrap(), vec![run]);
+        assert!(s.runs_producing(&input).unwrap().is_empty());
+        let got = s.get_run(&run).unwrap();
+        assert_eq!(
+            (got.record, got.inputs, got.outputs),
+            (record, vec![input], vec![output])
+        );
+        // a run nothing commits is garbage; one a commit names keeps the patch it mentions
+        let stray = s.put_run(b"{\"stray\":true}", &[input], &[]).unwrap();
+        let c = commit(&mut s, "pairs", Some(run));
+        assert_eq!(s.read_commit(&c).unwrap().run, Some(run));
+        let rep = s.gc(false).unwrap();
+        assert_eq!(rep.loose_removed, 1);
+        assert!(s.get_run(&stray).is_err());
+        assert_eq!(
+            s.runs_consuming(&input).unwrap(),
+            vec![run],
+            "stray run unindexed"
+        );
+        assert_eq!(s.get_object(&patch).unwrap(), b"diff --git a/x b/x\n");
+        assert!(s.fsck().unwrap().is_clean());
+        // a commit may not name a run that does not exist
+        let bogus = RunId(ObjectId::of(b"bogus"));
+        let opts = CommitOptions {
+            message: "x".into(),
+            run: Some(bogus),
+            allow_empty: true,
+            ..Default::default()
+        };
+        assert!(s.commit(&opts).is_err());
+    }
+
+    fn canonical_json_for_test(patch: &ObjectId) -> Vec<u8> {
+        crate::canonical_json(&serde_json::json!({
+            "stage": {"name": "pairs", "version": "1"},
+            "code": {"dirty": true, "patch": patch.to_hex()},
+        }))
+    }
+
+    #[test]
+    fn revisions_and_log() {
+        let (_t, mut s) = store();
+        let wd = s.workdir().to_path_buf();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            write(&s, "f.txt", format!("{i}").as_bytes());
+            s.add(&wd, &[PathBuf::from("f.txt")]).unwrap();
+            ids.push(commit(&mut s, &format!("c{i}"), None));
+        }
+        assert_eq!(s.resolve("HEAD").unwrap(), ids[3]);
+        assert_eq!(s.resolve("HEAD~3").unwrap(), ids[0]);
+        assert_eq!(s.resolve("main~1^").unwrap(), ids[1]);
+        assert_eq!(s.resolve(&ids[2].to_hex()[..10]).unwrap(), ids[2]);
+        s.set_tag("AIFT(M1)", &ids[1], false).unwrap();
+        assert_eq!(s.resolve("AIFT(M1)~1").unwrap(), ids[0]);
+        let (c, p, e) = s.resolve_path("AIFT(M1):./f.txt").unwrap();
+        assert_eq!((c, p.as_str(), e.size), (ids[1], "f.txt", 1));
+        let log: Vec<CommitId> = s
+            .log(&ids[3])
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(log, ids.iter().rev().copied().collect::<Vec<_>>());
+        assert!(matches!(
+            s.resolve("nope"),
+            Err(StoreError::UnknownRevision(_))
+        ));
+        assert!(s.set_tag("a:b", &ids[0], false).is_err());
     }
 }

@@ -1,0 +1,152 @@
+//! The generation stages: `gen-prompts` (few-shot self-instruction) and `gen-responses`
+//! (N candidates per prompt), both sampled from the model being iterated.
+use serde::{Deserialize, Serialize};
+
+use super::gen_prompts::{draw_examples, few_shot_request, GenPromptsMetrics, GenPromptsParams, PromptFilter};
+use super::model_io::{input, metrics_of, model_path, output, params, read_jsonl};
+use super::pairs::write_jsonl;
+use super::record::{Metrics, Progress, StageFailure, StageIo};
+use crate::engine::generate::{generate_chat, SamplingParams};
+use crate::engine::model::{load, WeightMode};
+
+pub const GEN_PROMPTS: (&str, &str) = ("gen-prompts", "1");
+pub const GEN_RESPONSES: (&str, &str) = ("gen-responses", "1");
+
+/// A generated prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromptRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub source: String,
+}
+
+/// A candidate response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub index: u32,
+    pub response: String,
+}
+
+/// A seed row: any JSONL row with a `prompt` or `instruction` field.
+#[derive(Debug, Deserialize)]
+struct SeedRow {
+    #[serde(alias = "instruction")]
+    prompt: String,
+}
+
+/// Requests sent to the model per call (amortises the call; the output does not depend on it).
+const BATCH: usize = 8;
+
+/// `gen-prompts`: inputs `model`, `seeds`; output `prompts`.
+pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+    let p: GenPromptsParams = params(io)?;
+    let seeds: Vec<String> = read_jsonl::<SeedRow>(input(io, "seeds")?)?.into_iter().map(|r| r.prompt).collect();
+    if seeds.is_empty() {
+        return Err("the seed file has no prompt".into());
+    }
+    let mp = model_path(io, "model")?;
+    let model = load(&mp.path, WeightMode::Auto)?;
+    let mut filter = PromptFilter::new(&p, &seeds);
+    let mut m = GenPromptsMetrics::default();
+    let mut kept: Vec<PromptRow> = Vec::new();
+    let max_attempts = p.count * p.max_attempts_per_prompt.max(1);
+    while kept.len() < p.count && m.attempts < max_attempts {
+        let n = BATCH.min(max_attempts - m.attempts);
+        let requests: Vec<String> = (0..n)
+            .map(|k| few_shot_request(&draw_examples(&seeds, p.shots, p.seed, m.attempts + k)))
+            .collect();
+        let sampling = SamplingParams {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            max_tokens: p.max_tokens,
+            seed: p.seed.wrapping_add(m.attempts as u64),
+            ..SamplingParams::default()
+        };
+        let gens = generate_chat(&model, &requests, 1, &sampling, &mut |_| {})?;
+        m.attempts += n;
+        for g in gens.into_iter().flatten() {
+            if kept.len() >= p.count {
+                break;
+            }
+            match filter.offer(&g.text) {
+                Ok(prompt) => kept.push(PromptRow {
+                    prompt_id: format!("p{:05}", kept.len()),
+                    prompt,
+                    source: model.path.display().to_string(),
+                }),
+                Err(r) => m.count(r),
+            }
+        }
+        let msg = format!("{} prompts kept", kept.len());
+        (io.progress)(Progress { done: kept.len() as u64, total: p.count as u64, message: &msg });
+    }
+    m.kept = kept.len();
+    if kept.is_empty() {
+        return Err(format!("the model wrote no usable prompt in {} attempts", m.attempts).into());
+    }
+    for r in &mut kept {
+        r.source = "self-instruct".into();
+    }
+    write_jsonl(output(io, "prompts")?, &kept)?;
+    let mut out = metrics_of(&m);
+    out.insert("weights".into(), model.weights.clone().into());
+    Ok(out)
+}
+
+/// Parameters of `gen-responses` as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenResponsesParams {
+    /// Candidates per prompt (paper: 4).
+    pub n: usize,
+    pub sampling: SamplingParams,
+}
+
+impl Default for GenResponsesParams {
+    fn default() -> Self {
+        GenResponsesParams {
+            n: 4,
+            sampling: SamplingParams { temperature: 0.7, top_p: 0.9, max_tokens: 256, ..SamplingParams::default() },
+        }
+    }
+}
+
+/// `gen-responses`: inputs `model`, `prompts`; output `responses`.
+pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+    let p: GenResponsesParams = params(io)?;
+    let prompts: Vec<PromptRow> = read_jsonl(input(io, "prompts")?)?;
+    let mp = model_path(io, "model")?;
+    let model = load(&mp.path, WeightMode::Auto)?;
+    let texts: Vec<String> = prompts.iter().map(|r| r.prompt.clone()).collect();
+    let total = prompts.len() as u64;
+    let progress = &mut io.progress;
+    let gens = generate_chat(&model, &texts, p.n, &p.sampling, &mut |g| {
+        let msg = format!("{:.1} tok/s", g.decode_tokens_per_s);
+        progress(Progress { done: g.prompt as u64, total, message: &msg });
+    })?;
+    let mut rows = Vec::new();
+    let mut tokens = 0usize;
+    for (pr, cands) in prompts.iter().zip(gens) {
+        for (i, g) in cands.into_iter().enumerate() {
+            tokens += g.tokens;
+            rows.push(ResponseRow {
+                prompt_id: pr.prompt_id.clone(),
+                prompt: pr.prompt.clone(),
+                index: i as u32,
+                response: g.text.trim().to_string(),
+            });
+        }
+    }
+    write_jsonl(output(io, "responses")?, &rows)?;
+    let mut m = Metrics::new();
+    m.insert("prompts".into(), prompts.len().into());
+    m.insert("responses".into(), rows.len().into());
+    m.insert("generated_tokens".into(), tokens.into());
+    m.insert(
+        "mean_response_chars".into(),
+        (rows.iter().map(|r| r.response.chars().count()).sum::<usize>() as f64 / rows.len().max(1) as f64).into(),
+    );
+    m.insert("weights".into(), model.weights.clone().into());
+    Ok(m)
+}

@@ -1,0 +1,755 @@
+//! The `import oasst2` stage: seed sets from OpenAssistant data.
+//!
+//! Reads the official OASST2 message-tree export (one message per line: `message_id`,
+//! `parent_id`, `role`, `text`, `lang`, `rank`, `labels`…) or its flattened forms (ranked first
+//! turns `question, answer, rank`; scored responses `prompt_id, prompt_text, response_id,
+//! response_text, quality_score`) into threads (a first-turn prompt and its human-ranked
+//! answers), then writes:
+//! - IFT: the best human-ranked answer per first turn, `{prompt, response}`;
+//! - EFT: judge-prompt examples, `{prompt, response, score}` where `prompt` is the
+//!   LLM-as-a-Judge prompt and `response` a justification ending in `Score: N`;
+//! - EFT evaluation split: held-out threads, one row per human-scored response.
+//!
+//! IFT and EFT prompts are disjoint. EFT targets come from the human quality score
+//! (`--eft-from human`) or from a judging model whose score ordering must agree with the human
+//! ranking for the whole thread (the paper's recipe).
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Row {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{path}: unrecognised format (fields {fields}); expected an OASST2 message-tree export, ranked first turns (question, answer, rank) or scored responses (prompt_id, prompt_text, response_text, quality_score)")]
+    Format { path: PathBuf, fields: String },
+    #[error("no EFT example: the judging model judged {judged} responses in {threads} threads ({unparsed} without a parseable score) and agreed with the human ranking on none. A model that cannot judge yet cannot make EFT data: use `--eft-from human`")]
+    NoEft {
+        judged: usize,
+        threads: usize,
+        unparsed: usize,
+    },
+}
+
+/// A first-turn prompt with its human-ranked answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub answers: Vec<Answer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub id: String,
+    pub text: String,
+    /// Human rank, 0 = best, where known.
+    pub rank: Option<u32>,
+    /// Human quality in 0..=1 (higher is better), where known.
+    pub quality: Option<f64>,
+}
+
+/// Which kind of source a file is, from the fields of its first row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    MessageTree,
+    RankedFirstTurns,
+    ScoredResponses,
+}
+
+fn detect(path: &Path, first: &Value) -> Result<SourceFormat, ImportError> {
+    let has = |k: &str| first.get(k).is_some();
+    if has("message_id") && has("role") && has("text") {
+        Ok(SourceFormat::MessageTree)
+    } else if has("question") && has("answer") && has("rank") {
+        Ok(SourceFormat::RankedFirstTurns)
+    } else if has("prompt_text") && has("response_text") {
+        Ok(SourceFormat::ScoredResponses)
+    } else {
+        let fields = first
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "not an object".into());
+        Err(ImportError::Format {
+            path: path.to_path_buf(),
+            fields,
+        })
+    }
+}
+
+fn read_rows(path: &Path) -> Result<Vec<(usize, Value)>, ImportError> {
+    let io = |source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut rows = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| ImportError::Row {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg: format!("not JSON: {e}"),
+        })?;
+        rows.push((i + 1, v));
+    }
+    Ok(rows)
+}
+
+fn field_str(path: &Path, line: usize, v: &Value, k: &str) -> Result<String, ImportError> {
+    v.get(k)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ImportError::Row {
+            path: path.to_path_buf(),
+            line,
+            msg: format!("field `{k}` missing or not a string"),
+        })
+}
+
+/// Reads one source file into threads (in first-appearance order), detecting its format.
+pub fn read_threads(path: &Path, lang: &str) -> Result<(SourceFormat, Vec<Thread>), ImportError> {
+    let rows = read_rows(path)?;
+    let Some((_, first)) = rows.first() else {
+        return Ok((SourceFormat::ScoredResponses, Vec::new()));
+    };
+    let fmt = detect(path, first)?;
+    let mut order: Vec<String> = Vec::new();
+    let mut threads: BTreeMap<String, Thread> = BTreeMap::new();
+    let mut push = |id: String, prompt: String, answer: Option<Answer>| {
+        let t = threads.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            Thread {
+                prompt_id: id,
+                prompt,
+                answers: Vec::new(),
+            }
+        });
+        if let Some(a) = answer {
+            t.answers.push(a);
+        }
+    };
+    match fmt {
+        SourceFormat::RankedFirstTurns => {
+            for (line, v) in &rows {
+                let q = field_str(path, *line, v, "question")?;
+                let a = field_str(path, *line, v, "answer")?;
+                let rank =
+                    v.get("rank")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| ImportError::Row {
+                            path: path.to_path_buf(),
+                            line: *line,
+                            msg: "field `rank` missing or not an integer".into(),
+                        })?;
+                let id = format!("q-{}", &blake3::hash(q.as_bytes()).to_hex()[..16]);
+                let ans = Answer {
+                    id: format!("{id}-r{rank}"),
+                    text: a,
+                    rank: Some(rank as u32),
+                    quality: None,
+                };
+                push(id, q, Some(ans));
+            }
+        }
+        SourceFormat::ScoredResponses => {
+            for (line, v) in &rows {
+                if let Some(l) = v.get("language").and_then(Value::as_str) {
+                    if !lang.is_empty() && l != lang {
+                        continue;
+                    }
+                }
+                let id = field_str(path, *line, v, "prompt_id")?;
+                let q = field_str(path, *line, v, "prompt_text")?;
+                let ans = Answer {
+                    id: field_str(path, *line, v, "response_id")?,
+                    text: field_str(path, *line, v, "response_text")?,
+                    rank: None,
+                    quality: v.get("quality_score").and_then(Value::as_f64),
+                };
+                push(id, q, Some(ans));
+            }
+        }
+        SourceFormat::MessageTree => {
+            // First turns: prompter messages without a parent; answers: their assistant children.
+            let mut firsts = BTreeMap::new();
+            for (line, v) in &rows {
+                let role = field_str(path, *line, v, "role")?;
+                let parent = v.get("parent_id").and_then(Value::as_str);
+                let lang_ok =
+                    lang.is_empty() || v.get("lang").and_then(Value::as_str) == Some(lang);
+                if role == "prompter" && parent.is_none() && lang_ok {
+                    let id = field_str(path, *line, v, "message_id")?;
+                    let text = field_str(path, *line, v, "text")?;
+                    firsts.insert(id.clone(), ());
+                    push(id, text, None);
+                }
+            }
+            for (line, v) in &rows {
+                let role = field_str(path, *line, v, "role")?;
+                let Some(parent) = v.get("parent_id").and_then(Value::as_str) else {
+                    continue;
+                };
+                if role != "assistant" || !firsts.contains_key(parent) {
+                    continue;
+                }
+                if v.get("deleted").and_then(Value::as_bool) == Some(true) {
+                    continue;
+                }
+                let quality = v.get("labels").and_then(|l| {
+                    let names = l.get("name")?.as_array()?;
+                    let values = l.get("value")?.as_array()?;
+                    let i = names.iter().position(|n| n.as_str() == Some("quality"))?;
+                    values.get(i)?.as_f64()
+                });
+                let ans = Answer {
+                    id: field_str(path, *line, v, "message_id")?,
+                    text: field_str(path, *line, v, "text")?,
+                    rank: v.get("rank").and_then(Value::as_u64).map(|r| r as u32),
+                    quality,
+                };
+                if let Some(t) = threads.get_mut(parent) {
+                    t.answers.push(ans);
+                }
+            }
+        }
+    }
+    let out = order
+        .into_iter()
+        .filter_map(|id| threads.remove(&id))
+        .collect();
+    Ok((fmt, out))
+}
+
+/// How EFT targets are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EftFrom {
+    /// Target `Score: N` from the human quality score (N = round(5·quality)), with a
+    /// justification naming the rubric criteria met.
+    Human,
+    /// The judging model's own judgements, kept where its ordering agrees with the humans'.
+    Model,
+}
+
+/// Parameters of the import (recorded in the run record).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportParams {
+    pub eft_from: EftFrom,
+    /// Fraction of EFT threads held out for evaluation.
+    pub eval_fraction: f64,
+    pub max_ift: Option<usize>,
+    pub max_eft: Option<usize>,
+    pub max_eval: Option<usize>,
+    pub seed: u64,
+    pub lang: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IftRow {
+    pub prompt: String,
+    pub response: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EftRow {
+    /// The LLM-as-a-Judge prompt with the instruction and response filled in.
+    pub prompt: String,
+    /// The judgement: a justification ending in `Score: N`.
+    pub response: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub response_id: String,
+    pub response: String,
+    pub quality_score: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportMetrics {
+    pub ift_rows: usize,
+    pub ift_dropped_overlap: usize,
+    pub eft_rows: usize,
+    pub eft_threads: usize,
+    pub eval_rows: usize,
+    pub eval_threads: usize,
+    /// With `--eft-from model`: responses judged, unparsed scores, threads whose ordering agreed.
+    pub judged: usize,
+    pub unparsed: usize,
+    pub agreeing_threads: usize,
+}
+
+pub struct Imported {
+    pub ift: Vec<IftRow>,
+    pub eft: Vec<EftRow>,
+    pub eval: Vec<EvalRow>,
+    pub metrics: ImportMetrics,
+}
+
+const CRITERIA: [&str; 5] = [
+    "The response is relevant and provides some information related to the user’s inquiry.",
+    "It addresses a substantial portion of the user’s question.",
+    "It answers the basic elements of the user’s question in a useful way.",
+    "It is clearly written from an AI Assistant’s perspective, addressing the question directly and comprehensively, and is well-organized and helpful.",
+    "It is impeccably tailored to the user’s question, without extraneous information, reflecting expert knowledge.",
+];
+
+/// A justification for a human-derived score: the additive criteria met, then the score line.
+pub fn human_judgement(score: u32) -> String {
+    let s = score.min(5) as usize;
+    let mut text = if s == 0 {
+        "The response is not relevant to the user’s inquiry and provides no useful information."
+            .to_string()
+    } else {
+        CRITERIA[..s].join(" ")
+    };
+    if (1..5).contains(&s) {
+        text.push_str(" It does not meet the next criterion.");
+    }
+    format!("{text}\nScore: {s}")
+}
+
+fn norm(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Human preference value of an answer: quality if known, else the negated rank.
+fn human_value(a: &Answer) -> Option<f64> {
+    a.quality.or(a.rank.map(|r| -(r as f64)))
+}
+
+/// Builds the seed sets. `judge_prompt(instruction, response)` renders the LLM-as-a-Judge
+/// prompt; `judge(instruction, response)` (needed for `EftFrom::Model`) returns the model's
+/// judgement text and parsed score.
+pub fn build(
+    ift_threads: &[Thread],
+    eft_threads: &[Thread],
+    params: &ImportParams,
+    judge_prompt: &dyn Fn(&str, &str) -> String,
+    mut judge: Option<&mut dyn FnMut(&str, &str) -> (String, Option<f64>)>,
+) -> Result<Imported, ImportError> {
+    let mut m = ImportMetrics::default();
+    // EFT threads: those with at least two answers that have a human value.
+    let mut eft: Vec<&Thread> = eft_threads
+        .iter()
+        .filter(|t| {
+            t.answers
+                .iter()
+                .filter(|a| human_value(a).is_some())
+                .count()
+                >= 2
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
+    eft.shuffle(&mut rng);
+    let n_eval = ((eft.len() as f64) * params.eval_fraction).round() as usize;
+    let (eval_threads, train_threads) = eft.split_at(n_eval.min(eft.len()));
+    let eft_prompts: HashSet<String> = eft_threads.iter().map(|t| norm(&t.prompt)).collect();
+
+    let mut ift = Vec::new();
+    for t in ift_threads {
+        let best = t
+            .answers
+            .iter()
+            .filter(|a| a.rank.is_some() || a.quality.is_some())
+            .max_by(|a, b| {
+                human_value(a)
+                    .partial_cmp(&human_value(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+        let Some(best) = best else { continue };
+        if eft_prompts.contains(&norm(&t.prompt)) {
+            m.ift_dropped_overlap += 1;
+            continue;
+        }
+        ift.push(IftRow {
+            prompt: t.prompt.clone(),
+            response: best.text.clone(),
+        });
+        if params.max_ift.is_some_and(|n| ift.len() >= n) {
+            break;
+        }
+    }
+
+    let mut eval = Vec::new();
+    'eval: for t in eval_threads {
+        m.eval_threads += 1;
+        for a in &t.answers {
+            if let Some(q) = a.quality {
+                eval.push(EvalRow {
+                    prompt_id: t.prompt_id.clone(),
+                    prompt: t.prompt.clone(),
+                    response_id: a.id.clone(),
+                    response: a.text.clone(),
+                    quality_score: q,
+                });
+                if params.max_eval.is_some_and(|n| eval.len() >= n) {
+                    break 'eval;
+                }
+            }
+        }
+    }
+
+    let mut eft_rows = Vec::new();
+    let full = |rows: &Vec<EftRow>| params.max_eft.is_some_and(|n| rows.len() >= n);
+    for t in train_threads {
+        if full(&eft_rows) {
+            break;
+        }
+        match params.eft_from {
+            EftFrom::Human => {
+                m.eft_threads += 1;
+                for a in &t.answers {
+                    let Some(q) = a.quality else { continue };
+                    if full(&eft_rows) {
+                        break;
+                    }
+                    let s = (q.clamp(0.0, 1.0) * 5.0).round() as u32;
+                    eft_rows.push(EftRow {
+                        prompt: judge_prompt(&t.prompt, &a.text),
+                        response: human_judgement(s),
+                        score: s as f64,
+                    });
+                }
+            }
+            EftFrom::Model => {
+                let judge = judge.as_mut().expect("EftFrom::Model needs a judge");
+                let mut judged = Vec::new();
+                for a in t.answers.iter().filter(|a| human_value(a).is_some()) {
+                    let (text, score) = judge(&t.prompt, &a.text);
+                    m.judged += 1;
+                    if score.is_none() {
+                        m.unparsed += 1;
+                    }
+                    judged.push((a, text, score));
+                }
+                if agrees(&judged) {
+                    m.agreeing_threads += 1;
+                    m.eft_threads += 1;
+                    for (a, text, score) in judged {
+                        eft_rows.push(EftRow {
+                            prompt: judge_prompt(&t.prompt, &a.text),
+                            response: text,
+                            score: score.expect("agreeing threads have every score"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if eft_rows.is_empty() && params.eft_from == EftFrom::Model && !train_threads.is_empty() {
+        return Err(ImportError::NoEft {
+            judged: m.judged,
+            threads: train_threads.len(),
+            unparsed: m.unparsed,
+        });
+    }
+    m.ift_rows = ift.len();
+    m.eft_rows = eft_rows.len();
+    m.eval_rows = eval.len();
+    Ok(Imported {
+        ift,
+        eft: eft_rows,
+        eval,
+        metrics: m,
+    })
+}
+
+/// True when every pair of answers the humans order strictly is ordered the same way by the
+/// model's scores (and every score parsed).
+fn agrees(judged: &[(&Answer, String, Option<f64>)]) -> bool {
+    if judged.iter().any(|j| j.2.is_none()) {
+        return false;
+    }
+    for (i, a) in judged.iter().enumerate() {
+        for b in &judged[i + 1..] {
+            let (ha, hb) = (human_value(a.0).unwrap(), human_value(b.0).unwrap());
+            let (sa, sb) = (a.2.unwrap(), b.2.unwrap());
+            if ha != hb && (ha > hb) != (sa > sb) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, lines: &[Value]) -> PathBuf {
+        let p = dir.join(name);
+        let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn params(from: EftFrom) -> ImportParams {
+        ImportParams {
+            eft_from: from,
+            eval_fraction: 0.5,
+            max_ift: None,
+            max_eft: None,
+            max_eval: None,
+            seed: 1,
+            lang: "en".into(),
+        }
+    }
+
+    #[test]
+    fn message_tree_and_flat_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = write(
+            dir.path(),
+            "tree.jsonl",
+            &[
+                serde_json::json!({"message_id":"p1","parent_id":null,"role":"prompter","text":"Q1","lang":"en"}),
+                serde_json::json!({"message_id":"a1","parent_id":"p1","role":"assistant","text":"worse","lang":"en","rank":1}),
+                serde_json::json!({"message_id":"a2","parent_id":"p1","role":"assistant","text":"best","lang":"en","rank":0}),
+                serde_json::json!({"message_id":"p2","parent_id":null,"role":"prompter","text":"Q2","lang":"de"}),
+                serde_json::json!({"message_id":"x","parent_id":"a2","role":"prompter","text":"follow-up","lang":"en"}),
+            ],
+        );
+        let (fmt, threads) = read_threads(&tree, "en").unwrap();
+        assert_eq!(fmt, SourceFormat::MessageTree);
+        assert_eq!(threads.len(), 1);
+        assert_eq!(threads[0].answers.len(), 2);
+        let out = build(
+            &threads,
+            &[],
+            &params(EftFrom::Human),
+            &|i, r| format!("{i}|{r}"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            out.ift,
+            vec![IftRow {
+                prompt: "Q1".into(),
+                response: "best".into()
+            }]
+        );
+
+        let bad = write(dir.path(), "bad.jsonl", &[serde_json::json!({"foo": 1})]);
+        let e = read_threads(&bad, "en").unwrap_err().to_string();
+        assert!(e.contains("bad.jsonl") && e.contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn human_eft_split_and_disjoint_ift() {
+        let mk = |id: &str, p: &str, qs: &[f64]| Thread {
+            prompt_id: id.into(),
+            prompt: p.into(),
+            answers: qs
+                .iter()
+                .enumerate()
+                .map(|(i, q)| Answer {
+                    id: format!("{id}-{i}"),
+                    text: format!("answer {i} to {p}"),
+                    rank: None,
+                    quality: Some(*q),
+                })
+                .collect(),
+        };
+        let eft = vec![mk("a", "A?", &[0.9, 0.2]), mk("b", "B?", &[0.5, 1.0, 0.0])];
+        let ift = vec![
+            Thread {
+                prompt_id: "x".into(),
+                prompt: "a?".into(), // same prompt as EFT thread a, up to case
+                answers: vec![Answer {
+                    id: "x0".into(),
+                    text: "t".into(),
+                    rank: Some(0),
+                    quality: None,
+                }],
+            },
+            Thread {
+                prompt_id: "y".into(),
+                prompt: "Y?".into(),
+                answers: vec![Answer {
+                    id: "y0".into(),
+                    text: "t".into(),
+                    rank: Some(0),
+                    quality: None,
+                }],
+            },
+        ];
+        let out = build(
+            &ift,
+            &eft,
+            &params(EftFrom::Human),
+            &|i, r| format!("{i}|{r}"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.metrics.ift_dropped_overlap, 1);
+        assert_eq!(out.ift.len(), 1);
+        assert_eq!(out.metrics.eval_threads, 1);
+        assert_eq!(out.metrics.eft_threads, 1);
+        assert_eq!(out.eval.len() + out.eft.len(), 5);
+        let eval_prompt = &out.eval[0].prompt;
+        assert!(out
+            .eft
+            .iter()
+            .all(|e| !e.prompt.starts_with(eval_prompt.as_str())));
+        for e in &out.eft {
+            assert!(e.response.ends_with(&format!("Score: {}", e.score)));
+        }
+    }
+
+    #[test]
+    fn model_eft_keeps_agreeing_threads_or_says_why() {
+        let t = Thread {
+            prompt_id: "a".into(),
+            prompt: "A?".into(),
+            answers: vec![
+                Answer {
+                    id: "1".into(),
+                    text: "good".into(),
+                    rank: None,
+                    quality: Some(0.9),
+                },
+                Answer {
+                    id: "2".into(),
+                    text: "bad".into(),
+                    rank: None,
+                    quality: Some(0.1),
+                },
+            ],
+        };
+        let mut p = params(EftFrom::Model);
+        p.eval_fraction = 0.0;
+        let mut agreeing = |_: &str, r: &str| {
+            let s = if r == "good" { 4.0 } else { 1.0 };
+            (format!("ok\nScore: {s}"), Some(s))
+        };
+        let out = build(
+            &[],
+            std::slice::from_ref(&t),
+            &p,
+            &|i, r| format!("{i}|{r}"),
+            Some(&mut agreeing),
+        )
+        .unwrap();
+        assert_eq!(out.eft.len(), 2);
+        let mut mute = |_: &str, _: &str| ("Huh?".to_string(), None);
+        let e = build(&[], &[t], &p, &|i, r| format!("{i}|{r}"), Some(&mut mute))
+            .err()
+            .expect("no agreeing thread");
+        assert!(e.to_string().contains("--eft-from human"));
+    }
+
+    #[test]
+    fn human_judgement_ends_with_score() {
+        for s in 0..=5 {
+            assert!(human_judgement(s).ends_with(&format!("\nScore: {s}")));
+        }
+    }
+}
+
+/// Stage names and versions.
+pub const IMPORT: (&str, &str) = ("import-oasst2", "1");
+pub const SEED: (&str, &str) = ("seed", "1");
+
+/// `import-oasst2` as a stage: inputs `ift` and optionally `eft` (OASST2 files; `ift` also
+/// serves as the EFT source when `eft` is absent) and, for `--eft-from model`, `model` (the
+/// judge); outputs `ift`, `eft`, `eval`.
+pub fn stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+    use super::model_io::{input, metrics_of, model_path, output, params};
+    let p: ImportParams = params(io)?;
+    let (_, ift_threads) = read_threads(input(io, "ift")?, &p.lang)?;
+    let eft_threads = match io.inputs.get("eft") {
+        Some(path) => read_threads(path, &p.lang)?.1,
+        None => ift_threads.clone(),
+    };
+    let prompt = |i: &str, r: &str| crate::engine::judge::judge_prompt(i, r);
+    let out = match p.eft_from {
+        EftFrom::Human => build(&ift_threads, &eft_threads, &p, &prompt, None)?,
+        EftFrom::Model => {
+            let mp = model_path(io, "model")?;
+            let model = crate::engine::model::load(&mp.path, crate::engine::model::WeightMode::Auto)?;
+            let judge = crate::engine::judge::Judge::new(&model)?;
+            let jp = crate::engine::judge::JudgeParams { samples: 1, ..Default::default() };
+            let mut failure = None;
+            let mut f = |i: &str, r: &str| match judge.judge(i, r, &jp, &mut |_| {}) {
+                Ok(j) => {
+                    let text = j.samples.into_iter().next().map(|s| s.text).unwrap_or_default();
+                    (text, j.score)
+                }
+                Err(e) => {
+                    failure.get_or_insert(e.to_string());
+                    (String::new(), None)
+                }
+            };
+            let out = build(&ift_threads, &eft_threads, &p, &prompt, Some(&mut f));
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            out?
+        }
+    };
+    super::pairs::write_jsonl(output(io, "ift")?, &out.ift)?;
+    super::pairs::write_jsonl(output(io, "eft")?, &out.eft)?;
+    super::pairs::write_jsonl(output(io, "eval")?, &out.eval)?;
+    Ok(metrics_of(&out.metrics))
+}
+
+/// The built-in seed set srlm ships for the demo: a few dozen instructions with answers, and
+/// judged examples (instruction, response, justification ending in `Score: N`).
+pub const BUILTIN_IFT: &str = include_str!("seed/ift.jsonl");
+pub const BUILTIN_EFT: &str = include_str!("seed/eft.jsonl");
+
+#[derive(Deserialize)]
+struct BuiltinEft {
+    instruction: String,
+    response: String,
+    judgement: String,
+    score: f64,
+}
+
+/// `seed` as a stage: no inputs; outputs `ift` and `eft` from the built-in seed set.
+pub fn seed_stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+    use super::model_io::output;
+    let ift: Vec<IftRow> = BUILTIN_IFT.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let eft: Vec<EftRow> = BUILTIN_EFT
+        .lines()
+        .map(|l| {
+            let b: BuiltinEft = serde_json::from_str(l)?;
+            Ok(EftRow {
+                prompt: crate::engine::judge::judge_prompt(&b.instruction, &b.response),
+                response: b.judgement,
+                score: b.score,
+            })
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    super::pairs::write_jsonl(output(io, "ift")?, &ift)?;
+    super::pairs::write_jsonl(output(io, "eft")?, &eft)?;
+    let mut m = super::record::Metrics::new();
+    m.insert("ift_rows".into(), ift.len().into());
+    m.insert("eft_rows".into(), eft.len().into());
+    Ok(m)
+}

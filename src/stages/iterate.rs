@@ -1,0 +1,240 @@
+//! The self-rewarding loop: per iteration t, `gen-prompts` → `gen-responses` → `judge` →
+//! `pairs` → `dpo`, each run through the stage wrapper (so each is recorded and committed), and
+//! tags `AIFT(Mt)` on the pairs commit and `M(t+1)` on the DPO commit.
+//!
+//! Every stage is started with `reuse`: a stage whose inputs and parameters match a committed
+//! run is not run again, so a loop killed at any point resumes from the last committed stage.
+//! Inputs are named by commit (`<commit>:path`), never by whatever the working tree holds.
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use srlm_store::{CommitId, Store};
+
+use super::gen_prompts::GenPromptsParams;
+use super::generate::{self, GenResponsesParams};
+use super::judge::{self as judge_stage, JudgeStageParams};
+use super::model_io::{checkpoint_outputs, model_inputs};
+use super::record::{run_stage, Metrics, Outcome, Progress, RecordError, Stage, StageFailure, StageIo};
+use super::{pairs, train};
+use crate::engine::train::DpoParams;
+
+/// Where the loop keeps its files in the working tree (the same paths every iteration, so
+/// `srlm diff 'AIFT(M1)' 'AIFT(M2)'` compares like with like).
+pub mod layout {
+    pub const BASE_DIR: &str = "base";
+    pub const SEED_IFT: &str = "seed/ift.jsonl";
+    pub const SEED_EFT: &str = "seed/eft.jsonl";
+    pub const SEED_EVAL: &str = "seed/eft_eval.jsonl";
+    pub const MODEL_DIR: &str = "model";
+    pub const PROMPTS: &str = "gen/prompts.jsonl";
+    pub const RESPONSES: &str = "gen/responses.jsonl";
+    pub const JUDGEMENTS: &str = "gen/judgements.jsonl";
+    pub const AIFT: &str = "aift.jsonl";
+}
+
+/// Tag names: `M1`, `M2`, … for models; `AIFT(M1)`, … for the pairs each model produced.
+pub fn model_tag(t: usize) -> String {
+    format!("M{t}")
+}
+pub fn aift_tag(t: usize) -> String {
+    format!("AIFT(M{t})")
+}
+
+/// Parameters of every stage of an iteration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LoopParams {
+    pub gen_prompts: GenPromptsParams,
+    pub gen_responses: GenResponsesParams,
+    pub judge: JudgeStageParams,
+    pub dpo: DpoParams,
+}
+
+impl LoopParams {
+    /// The same parameters with every seed offset for iteration `t` (so iterations differ, and
+    /// a replay of iteration t uses exactly its own seeds).
+    fn for_iteration(&self, t: usize) -> LoopParams {
+        let mut p = self.clone();
+        let off = (t as u64) * 1000;
+        p.gen_prompts.seed = p.gen_prompts.seed.wrapping_add(off);
+        p.gen_responses.sampling.seed = p.gen_responses.sampling.seed.wrapping_add(off);
+        p.judge.judge.sampling.seed = p.judge.judge.sampling.seed.wrapping_add(off);
+        p.dpo.train.seed = p.dpo.train.seed.wrapping_add(off);
+        p
+    }
+}
+
+/// What happened to one stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    pub iteration: usize,
+    pub stage: String,
+    pub commit: Option<String>,
+    pub reused: bool,
+    pub seconds: f64,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] srlm_store::StoreError),
+    #[error(transparent)]
+    Model(#[from] super::model_io::ModelRefError),
+    #[error("stage {stage} committed nothing (it ran with --no-commit?)")]
+    NoCommit { stage: String },
+}
+
+/// Events the loop reports (the CLI draws progress bars from them).
+pub enum Event<'a> {
+    StageStart { iteration: usize, stage: &'a str },
+    Progress(Progress<'a>),
+    StageDone(&'a StageSummary),
+}
+
+type StageFn = fn(&mut StageIo) -> Result<Metrics, StageFailure>;
+
+/// Runs one stage with reuse and reports it.
+#[allow(clippy::too_many_arguments)]
+pub fn run_one(
+    workdir: &Path,
+    iteration: usize,
+    (name, version): (&str, &str),
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+    params: Value,
+    f: StageFn,
+    events: &mut dyn FnMut(Event),
+) -> Result<(Outcome, StageSummary), LoopError> {
+    events(Event::StageStart { iteration, stage: name });
+    let mut stage = Stage::new(name, version).params(params);
+    stage.inputs = inputs;
+    stage.outputs = outputs;
+    stage.reuse = true;
+    stage.message = Some(match iteration {
+        0 => format!("{name}"),
+        t => format!("{name} (iteration {t})"),
+    });
+    let t0 = Instant::now();
+    let outcome = run_stage(workdir, &stage, &mut |p| events(Event::Progress(p)), f)?;
+    let summary = StageSummary {
+        iteration,
+        stage: name.to_string(),
+        commit: outcome.commit.map(|c| c.to_string()),
+        reused: outcome.reused,
+        seconds: t0.elapsed().as_secs_f64(),
+        metrics: outcome.record.metrics.clone(),
+    };
+    events(Event::StageDone(&summary));
+    Ok((outcome, summary))
+}
+
+fn committed(o: &Outcome, stage: &str) -> Result<CommitId, LoopError> {
+    o.commit.ok_or_else(|| LoopError::NoCommit { stage: stage.to_string() })
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).expect("parameters serialise")
+}
+
+/// Runs iterations `from..from+iterations` starting at model tag `M{from}` (which must exist),
+/// tagging `AIFT(Mt)` and `M(t+1)`. Returns a summary per stage.
+pub fn iterate(
+    workdir: &Path,
+    from: usize,
+    iterations: usize,
+    params: &LoopParams,
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<StageSummary>, LoopError> {
+    use layout::*;
+    let mut out = Vec::new();
+    for t in from..from + iterations {
+        let p = params.for_iteration(t);
+        let m = model_tag(t);
+        let model_ref = format!("{m}:{MODEL_DIR}");
+        let model_roles = |role: &str| -> Result<Vec<(String, String)>, LoopError> {
+            let store = Store::discover(workdir)?;
+            Ok(model_inputs(&store, role, &model_ref)?)
+        };
+        let seeds = format!("{m}:{SEED_IFT}");
+
+        let mut inputs = model_roles("model")?;
+        inputs.push(("seeds".into(), seeds));
+        let (o, s) = run_one(
+            workdir,
+            t,
+            generate::GEN_PROMPTS,
+            inputs,
+            vec![("prompts".into(), PROMPTS.into())],
+            to_value(&p.gen_prompts),
+            generate::gen_prompts,
+            events,
+        )?;
+        let c = committed(&o, "gen-prompts")?;
+        out.push(s);
+
+        let mut inputs = model_roles("model")?;
+        inputs.push(("prompts".into(), format!("{c}:{PROMPTS}")));
+        let (o, s) = run_one(
+            workdir,
+            t,
+            generate::GEN_RESPONSES,
+            inputs,
+            vec![("responses".into(), RESPONSES.into())],
+            to_value(&p.gen_responses),
+            generate::gen_responses,
+            events,
+        )?;
+        let c = committed(&o, "gen-responses")?;
+        out.push(s);
+
+        let mut inputs = model_roles("model")?;
+        inputs.push(("responses".into(), format!("{c}:{RESPONSES}")));
+        let (o, s) = run_one(
+            workdir,
+            t,
+            judge_stage::JUDGE,
+            inputs,
+            vec![("judgements".into(), JUDGEMENTS.into())],
+            to_value(&p.judge),
+            judge_stage::judge,
+            events,
+        )?;
+        let c = committed(&o, "judge")?;
+        out.push(s);
+
+        let (o, s) = run_one(
+            workdir,
+            t,
+            pairs::PAIRS,
+            vec![("judgements".into(), format!("{c}:{JUDGEMENTS}"))],
+            vec![("pairs".into(), AIFT.into())],
+            Value::Object(Default::default()),
+            pairs::stage,
+            events,
+        )?;
+        let c = committed(&o, "pairs")?;
+        out.push(s);
+        Store::discover(workdir)?.set_tag(&aift_tag(t), &c, true)?;
+
+        let mut inputs = model_roles("policy")?;
+        inputs.push(("pairs".into(), format!("{c}:{AIFT}")));
+        let (o, s) = run_one(
+            workdir,
+            t,
+            train::DPO,
+            inputs,
+            checkpoint_outputs("model", MODEL_DIR),
+            to_value(&p.dpo),
+            train::dpo,
+            events,
+        )?;
+        let c = committed(&o, "dpo")?;
+        out.push(s);
+        Store::discover(workdir)?.set_tag(&model_tag(t + 1), &c, true)?;
+    }
+    Ok(out)
+}

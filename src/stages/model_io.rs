@@ -1,0 +1,190 @@
+//! Models as stage inputs and outputs. The stage wrapper records one object per role, so a
+//! checkpoint folder travels as one role per file (`policy/config.json`,
+//! `policy/model.safetensors`, …) and is put back together as a folder for the engine; a GGUF
+//! file is a single role.
+use std::path::{Path, PathBuf};
+
+use srlm_store::Store;
+
+use super::record::{StageFailure, StageIo};
+use crate::engine::checkpoint;
+
+/// The files of a full checkpoint, in the order they are declared as outputs.
+pub const CHECKPOINT_FILES: [&str; 4] = [
+    checkpoint::CONFIG_FILE,
+    checkpoint::WEIGHTS_FILE,
+    checkpoint::TOKENIZER_FILE,
+    checkpoint::META_FILE,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelRefError {
+    #[error("model {reference}: {msg}")]
+    Bad { reference: String, msg: String },
+    #[error(transparent)]
+    Store(#[from] srlm_store::StoreError),
+}
+
+/// Expands a model reference into stage inputs `(role, reference)`.
+///
+/// `reference` is a file (`base/model.gguf`, `M0:base/model.gguf`) or a folder
+/// (`model`, `M1:model`), in the working tree or at a revision.
+pub fn model_inputs(store: &Store, role: &str, reference: &str) -> Result<Vec<(String, String)>, ModelRefError> {
+    let bad = |msg: String| ModelRefError::Bad {
+        reference: reference.to_string(),
+        msg,
+    };
+    let workdir = store.workdir().to_path_buf();
+    let local = workdir.join(reference);
+    if local.is_file() {
+        return Ok(vec![(role.to_string(), reference.to_string())]);
+    }
+    if local.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(&local)
+            .map_err(|e| bad(e.to_string()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(bad("the folder holds no file".into()));
+        }
+        let dir = reference.trim_end_matches('/');
+        return Ok(names.into_iter().map(|n| (format!("{role}/{n}"), format!("{dir}/{n}"))).collect());
+    }
+    let Some((rev, path)) = reference.split_once(':') else {
+        return Err(bad("no such file or folder in the working tree".into()));
+    };
+    let commit = store.resolve(rev)?;
+    let tree = store.commit_tree(&commit)?;
+    let path = path.trim_end_matches('/');
+    if tree.entries.contains_key(path) {
+        return Ok(vec![(role.to_string(), reference.to_string())]);
+    }
+    let prefix = format!("{path}/");
+    let files: Vec<(String, String)> = tree
+        .entries
+        .keys()
+        .filter_map(|p| p.strip_prefix(&prefix).map(|n| (n.to_string(), p.clone())))
+        .filter(|(n, _)| !n.contains('/'))
+        .map(|(n, p)| (format!("{role}/{n}"), format!("{rev}:{p}")))
+        .collect();
+    if files.is_empty() {
+        return Err(bad(format!("no file or folder `{path}` at {rev}")));
+    }
+    Ok(files)
+}
+
+/// A model the stage can load: the path of a GGUF file, or a folder assembled from the
+/// per-file roles (the temporary folder lives as long as this value).
+pub struct ModelPath {
+    pub path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The model given as input `role` (see [`model_inputs`]).
+pub fn model_path(io: &StageIo, role: &str) -> Result<ModelPath, StageFailure> {
+    if let Some(p) = io.inputs.get(role) {
+        return Ok(ModelPath {
+            path: p.clone(),
+            _dir: None,
+        });
+    }
+    let prefix = format!("{role}/");
+    let files: Vec<(&str, &PathBuf)> = io
+        .inputs
+        .iter()
+        .filter_map(|(r, p)| r.strip_prefix(&prefix).map(|n| (n, p)))
+        .collect();
+    if files.is_empty() {
+        return Err(format!("no model input `{role}`").into());
+    }
+    let dir = tempfile::Builder::new().prefix("srlm-model-").tempdir()?;
+    for (name, src) in files {
+        let dst = dir.path().join(name);
+        // A hard link costs nothing; across file systems fall back to a symbolic link.
+        if std::fs::hard_link(src, &dst).is_err() {
+            std::os::unix::fs::symlink(std::path::absolute(src)?, &dst)?;
+        }
+    }
+    Ok(ModelPath {
+        path: dir.path().to_path_buf(),
+        _dir: Some(dir),
+    })
+}
+
+/// Output roles `(role/NAME, dir/NAME)` of a full checkpoint written to `dir`.
+pub fn checkpoint_outputs(role: &str, dir: &str) -> Vec<(String, String)> {
+    let dir = dir.trim_end_matches('/');
+    CHECKPOINT_FILES
+        .iter()
+        .map(|n| (format!("{role}/{n}"), format!("{dir}/{n}")))
+        .collect()
+}
+
+/// Writes a checkpoint to the output folder of `role`: `save` writes a fresh folder (the
+/// engine refuses to overwrite one), whose files then replace the old ones one rename each,
+/// so a reader of the previous checkpoint (memory-mapped weights) is never disturbed.
+pub fn write_checkpoint(
+    io: &StageIo,
+    role: &str,
+    save: impl FnOnce(&Path) -> Result<(), StageFailure>,
+) -> Result<(), StageFailure> {
+    let first = io
+        .outputs
+        .get(&format!("{role}/{}", CHECKPOINT_FILES[0]))
+        .ok_or_else(|| format!("no checkpoint output `{role}`"))?;
+    let dir = first.parent().ok_or("checkpoint output has no folder")?.to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let tmp = tempfile::Builder::new().prefix(".srlm-new-").tempdir_in(&dir)?;
+    let fresh = tmp.path().join("checkpoint");
+    save(&fresh)?;
+    for name in CHECKPOINT_FILES {
+        let src = fresh.join(name);
+        if !src.exists() {
+            return Err(format!("the checkpoint has no {name}").into());
+        }
+        std::fs::rename(&src, dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Reads a JSONL file into rows of `T`, naming file and line on a bad row.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StageFailure> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?);
+    }
+    Ok(out)
+}
+
+/// The parameters recorded for a stage, parsed back into its typed form.
+pub fn params<T: serde::de::DeserializeOwned>(io: &StageIo) -> Result<T, StageFailure> {
+    Ok(serde_json::from_value(io.params.clone()).map_err(|e| format!("stage parameters: {e}"))?)
+}
+
+/// The output path of `role`.
+pub fn output<'a>(io: &'a StageIo, role: &str) -> Result<&'a Path, StageFailure> {
+    Ok(io.outputs.get(role).ok_or_else(|| format!("no output `{role}`"))?)
+}
+
+/// The input path of `role`.
+pub fn input<'a>(io: &'a StageIo, role: &str) -> Result<&'a Path, StageFailure> {
+    Ok(io.inputs.get(role).ok_or_else(|| format!("no input `{role}`"))?)
+}
+
+/// Metrics from any serialisable summary (its top-level fields).
+pub fn metrics_of<T: serde::Serialize>(m: &T) -> super::record::Metrics {
+    match serde_json::to_value(m) {
+        Ok(serde_json::Value::Object(o)) => o.into_iter().collect(),
+        _ => Default::default(),
+    }
+}

@@ -1,0 +1,93 @@
+//! The training stages: `sft` (M0 + IFT + EFT -> M1) and `dpo` (Mt + AIFT(Mt) -> M(t+1),
+//! reference = Mt). Both write a full checkpoint folder.
+use serde::{Deserialize, Serialize};
+
+use super::model_io::{input, metrics_of, model_path, params, read_jsonl, write_checkpoint};
+use super::record::{Metrics, Progress, StageFailure, StageIo};
+use crate::engine::checkpoint::{self, Contents};
+use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepReport};
+
+/// Stage names and versions (the version changes when the stage's output for the same inputs
+/// and parameters would change).
+pub const SFT: (&str, &str) = ("sft", "1");
+pub const DPO: (&str, &str) = ("dpo", "1");
+
+/// A row of an IFT or EFT file: `prompt`/`instruction` + `response`/`completion`/`output`.
+#[derive(Debug, Deserialize)]
+struct TextRow {
+    #[serde(alias = "instruction")]
+    prompt: String,
+    #[serde(alias = "completion", alias = "output")]
+    response: String,
+}
+
+fn report(io: &mut StageIo, s: &StepReport) {
+    let msg = match s.reward_accuracy {
+        Some(acc) => format!("loss {:.4} reward acc {:.2}", s.loss, acc),
+        None => format!("loss {:.4}", s.loss),
+    };
+    (io.progress)(Progress {
+        done: s.step as u64,
+        total: s.total_steps as u64,
+        message: &msg,
+    });
+}
+
+/// Parameters of `sft` as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SftStageParams {
+    #[serde(flatten)]
+    pub sft: SftParams,
+}
+
+/// `sft`: inputs `base` (model), `ift`, optionally `eft`; output checkpoint `model`.
+pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+    let p: SftStageParams = params(io)?;
+    let base = model_path(io, "base")?;
+    let mut rows: Vec<SftRow> = Vec::new();
+    for role in ["ift", "eft"] {
+        if let Some(path) = io.inputs.get(role) {
+            let r: Vec<TextRow> = read_jsonl(path)?;
+            rows.extend(r.into_iter().map(|r| SftRow { prompt: r.prompt, response: r.response }));
+        }
+    }
+    let (loaded, enc) = train::load_for_training(&base.path)?;
+    let (trained, m) = train::sft(&loaded.cfg, &loaded.weights, &enc, &rows, &p.sft, &mut |s| report(io, s))?;
+    let weights = trained.merged()?;
+    write_checkpoint(io, "model", |dir| {
+        checkpoint::save(dir, &loaded.cfg, Contents::Full(&weights), &enc.tokenizer, loaded.chat_template.as_deref())?;
+        Ok(())
+    })?;
+    Ok(metrics_of(&m))
+}
+
+/// `dpo`: inputs `policy` (model; also the reference unless `reference` is given), `pairs`;
+/// output checkpoint `model`.
+pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
+    let p: DpoParams = params(io)?;
+    let policy = model_path(io, "policy")?;
+    let rows: Vec<DpoRow> = read_jsonl(input(io, "pairs")?)?;
+    if rows.is_empty() {
+        return Err("no preference pair to train on (every prompt was a tie or unparsed)".into());
+    }
+    let (loaded, enc) = train::load_for_training(&policy.path)?;
+    let reference = match io.inputs.keys().any(|r| r == "reference" || r.starts_with("reference/")) {
+        true => Some(train::load_for_training(&model_path(io, "reference")?.path)?.0),
+        false => None,
+    };
+    let (trained, m) = train::dpo(
+        &loaded.cfg,
+        &loaded.weights,
+        reference.as_ref().map(|r| (&r.cfg, &r.weights)),
+        &enc,
+        &rows,
+        &p,
+        &mut |s| report(io, s),
+    )?;
+    let weights = trained.merged()?;
+    write_checkpoint(io, "model", |dir| {
+        checkpoint::save(dir, &loaded.cfg, Contents::Full(&weights), &enc.tokenizer, loaded.chat_template.as_deref())?;
+        Ok(())
+    })?;
+    Ok(metrics_of(&m))
+}

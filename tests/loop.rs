@@ -1,0 +1,118 @@
+//! The whole loop on the tiny random-weight llama, through the real binary:
+//! import → sft → iterate 2 → reproduce, resume after a kill, and a diverging reproduction.
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = common::srlm().current_dir(dir).args(args).output().expect("srlm runs");
+    out
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(
+        out.status.success(),
+        "srlm {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const ITERATE: &[&str] = &[
+    "iterate", "--from", "M1", "--iterations", "2", "--prompts", "2", "--n", "3", "--max-tokens", "6",
+    "--method", "digits", "--samples", "1", "--lr", "1e-3", "--seed", "5",
+];
+
+/// A store with the tiny model as M0 and the built-in seed set, trained to M1.
+fn setup(dir: &Path) {
+    ok(dir, &["init"]);
+    srlm::engine::fixture::write_tiny_model(&dir.join("base/tiny"), 11).expect("tiny model");
+    ok(dir, &["add", "base/tiny"]);
+    ok(dir, &["commit", "-m", "M0: tiny base"]);
+    ok(dir, &["tag", "M0"]);
+    ok(dir, &["import", "builtin"]);
+    ok(
+        dir,
+        &[
+            "sft", "--base", "M0:base/tiny", "--ift", "seed/ift.jsonl", "--eft", "seed/eft.jsonl", "--max-tokens",
+            "48", "--grad-accum", "8", "--lr", "1e-3", "--tag", "M1",
+        ],
+    );
+}
+
+fn tags(dir: &Path) -> String {
+    ok(dir, &["tag"])
+}
+
+#[test]
+fn loop_runs_records_and_reproduces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let summary = ok(dir, ITERATE);
+    assert!(summary.contains("dpo"), "{summary}");
+    let t = tags(dir);
+    for tag in ["M0", "M1", "M2", "M3", "AIFT(M1)", "AIFT(M2)"] {
+        assert!(t.contains(tag), "tag {tag} missing in:\n{t}");
+    }
+
+    // Every commit after M0 carries a run record whose inputs resolve to committed objects.
+    let log: Value = serde_json::from_str(&ok(dir, &["log", "--json"])).expect("log --json");
+    let commits = log.as_array().expect("array of commits");
+    let with_runs: Vec<&Value> = commits.iter().filter(|c| !c["run"].is_null()).collect();
+    // seed, sft, and 5 stages per iteration
+    assert_eq!(with_runs.len(), 2 + 2 * 5, "{log:#}");
+
+    // The lineage of M3 goes back to the base model and the seed data.
+    let lineage = ok(dir, &["lineage", "M3:model/model.safetensors", "--format", "json"]);
+    for stage in ["dpo", "pairs", "judge", "gen-responses", "gen-prompts", "sft", "seed"] {
+        assert!(lineage.contains(&format!("\"{stage}\"")), "stage {stage} missing from lineage:\n{lineage}");
+    }
+
+    // Reproduce everything upstream of M3: identical, exit 0.
+    let rep = run(dir, &["reproduce", "M3:model/model.safetensors"]);
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert!(rep.status.success(), "reproduce failed:\n{text}\n{}", String::from_utf8_lossy(&rep.stderr));
+    assert!(!text.contains("DIFFERS"), "{text}");
+}
+
+#[test]
+fn killed_iterate_resumes_without_redoing_committed_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    // A post-commit hook kills srlm right after the first `judge` commit (once).
+    let hook = dir.join(".srlm/hooks/post-commit");
+    let marker = dir.join("killed-once");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncase \"$SRLM_CHANGED_PATHS\" in *judgements*) if [ ! -e {m} ]; then touch {m}; kill -9 $PPID; fi;; esac\nexit 0\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let first = run(dir, ITERATE);
+    assert!(!first.status.success(), "the hook should have killed the first run");
+    assert!(marker.exists());
+    // fsck is clean after the kill
+    ok(dir, &["fsck"]);
+    let second = run(dir, &[ITERATE, &["--json"]].concat());
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let summary: Value = serde_json::from_slice(&second.stdout).expect("summary json");
+    let stages = summary.as_array().unwrap();
+    let reused: Vec<&str> = stages
+        .iter()
+        .filter(|s| s["reused"] == Value::Bool(true))
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(reused, ["gen-prompts", "gen-responses", "judge"], "{summary:#}");
+    assert!(tags(dir).contains("M3"));
+}
