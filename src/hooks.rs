@@ -23,7 +23,7 @@ use std::process::Command;
 use serde_json::Value;
 use srlm_store::{CommitId, CommitOptions, EntryKind, Store, Tree};
 
-/// The hook scripts srlm ships (`hooks/` in the source tree), installed by `srlm init`.
+/// The hook scripts srlm ships (`hooks/` in the err tree), installed by `srlm init`.
 pub const SHIPPED: &[(&str, &str)] = &[
     ("pre-commit", include_str!("../hooks/pre-commit")),
     ("post-commit", include_str!("../hooks/post-commit")),
@@ -32,16 +32,13 @@ pub const SHIPPED: &[(&str, &str)] = &[
 /// Errors from installing or running hooks, or validating a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("hook {hook} ({path}) could not start: {source}")]
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("hook {hook} ({path}) could not start: {err}")]
     Spawn {
         hook: String,
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("the {hook} hook rejected the commit (exit status {status}):\n{output}")]
     Rejected {
@@ -52,9 +49,9 @@ pub enum HookError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HookError + '_ {
-    move |source| HookError::Io {
+    move |err| HookError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -75,7 +72,7 @@ pub fn install(store_dir: &Path) -> Result<Vec<PathBuf>, HookError> {
         set_executable(tmp.path())?;
         tmp.persist(&path).map_err(|e| HookError::Io {
             path: path.clone(),
-            source: e.error,
+            err: e.error,
         })?;
         written.push(path);
     }
@@ -155,10 +152,10 @@ pub fn run_hook(name: &str, env: &HookEnv) -> Result<HookRun, HookError> {
             None => cmd.env_remove(k),
         };
     }
-    let out = cmd.output().map_err(|source| HookError::Spawn {
+    let out = cmd.output().map_err(|err| HookError::Spawn {
         hook: name.to_string(),
         path: path.clone(),
-        source,
+        err,
     })?;
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -206,7 +203,7 @@ pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, 
         .tempdir()
         .map_err(|e| HookError::Io {
             path: std::env::temp_dir(),
-            source: e,
+            err: e,
         })?;
     let store = Store::discover(dir)?;
     let mut env = HookEnv {

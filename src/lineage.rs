@@ -7,6 +7,7 @@
 //! runs produced or consumed an object, and each run record lists its inputs and outputs.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde_json::{json, Value};
 use srlm_store::{ObjectId, RunId, Store};
@@ -18,7 +19,7 @@ use crate::provenance::{ObjectRef, ProvenanceError, RunRecord};
 pub enum LineageError {
     #[error(transparent)]
     Provenance(#[from] ProvenanceError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] srlm_store::StoreError),
 }
 
@@ -384,16 +385,18 @@ fn mermaid_esc(s: &str) -> String {
 
 /// The objects a lineage walk (or a reproduction) starts from: for `REV:PATH` that file's
 /// object; for a revision, the outputs of its commit's run, or every file of its tree when the
-/// commit has no run; a bare path means `HEAD:path`.
-pub fn start_objects(store: &Store, target: &str) -> Result<Vec<ObjectRef>, LineageError> {
-    let spec = if !target.contains(':')
-        && store.resolve(target).is_err()
-        && store.workdir().join(target).exists()
-    {
-        format!("HEAD:{target}")
-    } else {
-        target.to_string()
-    };
+/// commit has no run; a path (relative to `cwd`) that is not a revision means `HEAD:path`.
+pub fn start_objects(
+    store: &Store,
+    cwd: &Path,
+    target: &str,
+) -> Result<Vec<ObjectRef>, LineageError> {
+    let spec =
+        if !target.contains(':') && store.resolve(target).is_err() && cwd.join(target).exists() {
+            format!("HEAD:{}", store.tree_path(cwd, Path::new(target))?)
+        } else {
+            target.to_string()
+        };
     if spec.contains(':') {
         let (_, path, entry) = store.resolve_path(&spec)?;
         return Ok(vec![ObjectRef {

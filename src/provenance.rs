@@ -26,14 +26,11 @@ const MAX_PATCH_FILE: u64 = 4 << 20;
 /// Errors while capturing or reading provenance.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
-    #[error("git repository at {path}: {source}")]
-    Git { path: PathBuf, source: git2::Error },
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("store: {0}")]
+    #[error("git repository at {path}: {err}")]
+    Git { path: PathBuf, err: git2::Error },
+    #[error("reading {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
     Store(#[from] srlm_store::StoreError),
     #[error("run record {id}: {reason}")]
     BadRecord { id: String, reason: String },
@@ -286,13 +283,13 @@ pub fn capture_code(
         Err(e) => {
             return Err(ProvenanceError::Git {
                 path: dir.to_path_buf(),
-                source: e,
+                err: e,
             })
         }
     };
     let git_err = |e| ProvenanceError::Git {
         path: dir.to_path_buf(),
-        source: e,
+        err: e,
     };
     let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
         return Ok(None); // a bare repository has no working tree to version
@@ -384,7 +381,7 @@ fn unborn_branch(repo: &git2::Repository) -> Option<String> {
 fn hash_file(path: &Path) -> Result<String, ProvenanceError> {
     let io = |e| ProvenanceError::Io {
         path: path.to_path_buf(),
-        source: e,
+        err: e,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = blake3::Hasher::new();

@@ -580,3 +580,39 @@ fn reproduce_names_the_tensors_that_differ() {
         "{stdout}"
     );
 }
+
+#[test]
+fn no_commit_run_is_attached_by_the_next_commit() {
+    let d = init_store();
+    let p = d.path();
+    write(p, "in.jsonl", "{\"k\":1}\n");
+    let out = ok(
+        p,
+        &[
+            "run",
+            "--stage",
+            "copy",
+            "--input",
+            "src=in.jsonl",
+            "--output",
+            "out.jsonl",
+            "--no-commit",
+            "--",
+            "cp",
+            "in.jsonl",
+            "out.jsonl",
+        ],
+    );
+    assert!(out.contains("staged"), "{out}");
+    assert_eq!(commit_count(p), 0);
+    let v: Value = serde_json::from_str(&ok(p, &["commit", "-m", "copied", "--json"])).unwrap();
+    let run = v["run"].as_str().expect("the pending run is attached");
+    let rec = last_record(p, "out.jsonl");
+    assert_eq!(rec["id"], run);
+    assert_eq!(rec["stage"], "copy");
+    // attached once: the next commit has no run
+    write(p, "more.jsonl", "{\"k\":2}\n");
+    ok(p, &["add", "more.jsonl"]);
+    let v: Value = serde_json::from_str(&ok(p, &["commit", "-m", "more", "--json"])).unwrap();
+    assert!(v["run"].is_null(), "{v}");
+}

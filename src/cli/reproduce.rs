@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
-    let start = start_objects(&store, &args.target)?;
+    let start = start_objects(&store, &ctx.cwd, &args.target)?;
     let runs = upstream_runs(&store, start, args.last)?;
     if runs.is_empty() {
         anyhow::bail!(

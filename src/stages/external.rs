@@ -145,7 +145,7 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     };
     if !resolvable {
         return Err(NotReplayable(format!(
-            "the command `{prog}` no longer exists (not found in PATH or on disk)"
+            "the command `{prog}` does not exist (not found in PATH or on disk)"
         ))
         .into());
     }

@@ -156,11 +156,8 @@ pub enum RecordError {
         run: RunId,
         message: String,
     },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 /// What [`run_stage`] did.
@@ -190,9 +187,9 @@ pub fn run_stage(
     let scratch = tempfile::Builder::new()
         .prefix("srlm-stage-")
         .tempdir()
-        .map_err(|source| RecordError::Io {
+        .map_err(|err| RecordError::Io {
             path: std::env::temp_dir(),
-            source,
+            err,
         })?;
     let mut store = Store::discover(dir)?;
     let workdir = store.workdir().to_path_buf();
@@ -351,9 +348,9 @@ fn checked_output(
     srlm_store::check_tree_path(rel).map_err(|e| bad(e.to_string()))?;
     let abs = workdir.join(rel);
     if let Some(parent) = abs.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| RecordError::Io {
+        std::fs::create_dir_all(parent).map_err(|err| RecordError::Io {
             path: parent.to_path_buf(),
-            source,
+            err,
         })?;
     }
     Ok(abs)
@@ -438,9 +435,9 @@ pub fn resolve_object(
 
 /// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read).
 pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), RecordError> {
-    let io = |source| RecordError::Io {
+    let io = |err| RecordError::Io {
         path: dest.to_path_buf(),
-        source,
+        err,
     };
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
@@ -487,19 +484,19 @@ const PENDING: &str = "pending-run";
 pub fn set_pending_run(store: &Store, run: RunId) -> Result<(), RecordError> {
     let path = store.store_dir().join(PENDING);
     let mut tmp =
-        tempfile::NamedTempFile::new_in(store.store_dir()).map_err(|source| RecordError::Io {
+        tempfile::NamedTempFile::new_in(store.store_dir()).map_err(|err| RecordError::Io {
             path: path.clone(),
-            source,
+            err,
         })?;
     std::io::Write::write_all(&mut tmp, run.to_string().as_bytes())
         .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|source| RecordError::Io {
+        .map_err(|err| RecordError::Io {
             path: path.clone(),
-            source,
+            err,
         })?;
     tmp.persist(&path).map_err(|e| RecordError::Io {
         path: path.clone(),
-        source: e.error,
+        err: e.error,
     })?;
     Ok(())
 }
@@ -510,7 +507,7 @@ pub fn pending_run(store: &Store) -> Result<Option<RunId>, RecordError> {
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(Some(s.trim().parse()?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(RecordError::Io { path, source }),
+        Err(err) => Err(RecordError::Io { path, err }),
     }
 }
 
@@ -518,9 +515,7 @@ pub fn pending_run(store: &Store) -> Result<Option<RunId>, RecordError> {
 pub fn clear_pending_run(store_dir: &Path) -> Result<(), RecordError> {
     let path = store_dir.join(PENDING);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RecordError::Io { path, source: e })
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RecordError::Io { path, err: e }),
         _ => Ok(()),
     }
 }

@@ -76,11 +76,8 @@ pub enum ReproduceError {
     Lineage(#[from] LineageError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 /// One output of one replayed run.
@@ -207,9 +204,9 @@ fn replay_one(
     let scratch = tempfile::Builder::new()
         .prefix("srlm-replay-")
         .tempdir()
-        .map_err(|source| ReproduceError::Io {
+        .map_err(|err| ReproduceError::Io {
             path: std::env::temp_dir(),
-            source,
+            err,
         })?;
     let dir = scratch.path().join("work");
     let recorded_dir = scratch.path().join("recorded");
@@ -233,16 +230,16 @@ fn replay_one(
     for (role, o) in &record.outputs {
         let dest = dir.join(&o.path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ReproduceError::Io {
+            std::fs::create_dir_all(parent).map_err(|err| ReproduceError::Io {
                 path: parent.to_path_buf(),
-                source,
+                err,
             })?;
         }
         outputs.insert(role.clone(), dest);
     }
-    std::fs::create_dir_all(&dir).map_err(|source| ReproduceError::Io {
+    std::fs::create_dir_all(&dir).map_err(|err| ReproduceError::Io {
         path: dir.clone(),
-        source,
+        err,
     })?;
     drop(store);
     let mut io = StageIo {
@@ -355,11 +352,8 @@ pub mod compare {
     /// Errors reading the files being compared.
     #[derive(Debug, thiserror::Error)]
     pub enum CompareError {
-        #[error("{path}: {source}")]
-        Io {
-            path: PathBuf,
-            source: std::io::Error,
-        },
+        #[error("{path}: {err}")]
+        Io { path: PathBuf, err: std::io::Error },
         #[error("{path}: not a safetensors file: {detail}")]
         Safetensors { path: PathBuf, detail: String },
     }
@@ -393,9 +387,9 @@ pub mod compare {
     }
 
     fn for_each_row(path: &Path, mut f: impl FnMut([u8; 32])) -> Result<u64, CompareError> {
-        let io = |source| CompareError::Io {
+        let io = |err| CompareError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         };
         let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
         let mut buf = Vec::new();
@@ -501,9 +495,9 @@ pub mod compare {
     }
 
     fn read(path: &Path) -> Result<Vec<u8>, CompareError> {
-        std::fs::read(path).map_err(|source| CompareError::Io {
+        std::fs::read(path).map_err(|err| CompareError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         })
     }
 
