@@ -122,7 +122,7 @@ pub fn write_tiny_model_with(dir: &Path, seed: u64, spec: &TinySpec) -> Result<(
         "eos_token": SPECIAL_TOKENS[2],
         "pad_token": SPECIAL_TOKENS[0],
         "unk_token": SPECIAL_TOKENS[0],
-        "model_max_length": 512,
+        "model_max_length": 4096,
         "chat_template": TINY_CHAT_TEMPLATE,
     });
     let p = dir.join("tokenizer_config.json");
@@ -142,7 +142,7 @@ pub fn write_tiny_model_with(dir: &Path, seed: u64, spec: &TinySpec) -> Result<(
         "head_dim": head_dim,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": 4096,
         "tie_word_embeddings": spec.tie_word_embeddings,
         "bos_token_id": 1,
         "eos_token_id": 2,

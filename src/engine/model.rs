@@ -624,7 +624,7 @@ impl KvCache {
         self.map(|t| {
             let (b, h, _, d) = t.dims4()?;
             let fresh = Tensor::zeros((b, h, cap, d), t.dtype(), t.device())?;
-            fresh.slice_set(&t.narrow(2, 0, len)?, 2, 0)?;
+            fresh.slice_set(&t.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
             Ok(fresh)
         })
     }
@@ -659,7 +659,7 @@ impl KvCache {
                 let fresh = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
                 if let Some(old) = old {
                     if len > 0 {
-                        fresh.slice_set(&old.narrow(2, 0, len)?, 2, 0)?;
+                        fresh.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(fresh)
