@@ -69,14 +69,27 @@ const PAIRS: [(&str, &str); 4] = [
     (INSTRUCTION, RESPONSE),
     ("How do I boil an egg?", "Put it in water."),
     ("Explain photosynthesis in two sentences.", "Huh?"),
-    ("What is the capital of Japan?", "Bananas are rich in potassium."),
+    (
+        "What is the capital of Japan?",
+        "Bananas are rich in potassium.",
+    ),
 ];
 
 const RESPONSE: &str = "Lists are mutable: you can append, remove and change items, which suits collections that grow or change. Tuples are immutable, so they are hashable (usable as dictionary keys), slightly smaller and faster to create, and signal that the data should not change, such as coordinates or database rows. Use a list for a sequence of similar items you will modify, and a tuple for a fixed record of possibly different fields.";
 
 /// Greedy decode of `steps` tokens for a batch of `n` after a shared prefill (stops ignored).
-fn decode(model: &Model, cache: &KvCache, first: u32, steps: usize, n: usize) -> anyhow::Result<f64> {
-    let mut c = if n == 1 { cache.fork(steps + 1)? } else { cache.fork(steps + 1)?.repeat(n)? };
+fn decode(
+    model: &Model,
+    cache: &KvCache,
+    first: u32,
+    steps: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let mut c = if n == 1 {
+        cache.fork(steps + 1)?
+    } else {
+        cache.fork(steps + 1)?.repeat(n)?
+    };
     let mut toks = vec![first; n];
     let t0 = Instant::now();
     for _ in 0..steps {
@@ -125,12 +138,20 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         for i in 0..args.responses {
             let (ins, resp) = PAIRS[i % PAIRS.len()];
             let j = judge.judge(ins, resp, &params, &mut |_| {})?;
-            tokens += j.samples.iter().map(|s| model.encode(&s.text).map(|v| v.len()).unwrap_or(0)).sum::<usize>();
+            tokens += j
+                .samples
+                .iter()
+                .map(|s| model.encode(&s.text).map(|v| v.len()).unwrap_or(0))
+                .sum::<usize>();
             parsed += j.samples.iter().filter(|s| s.score.is_some()).count();
             sampled += j.samples.len();
         }
         let n = args.responses.max(1) as f64;
-        (Some(t0.elapsed().as_secs_f64() / n), Some(tokens as f64 / n), Some((parsed, sampled)))
+        (
+            Some(t0.elapsed().as_secs_f64() / n),
+            Some(tokens as f64 / n),
+            Some((parsed, sampled)),
+        )
     };
     let t0 = Instant::now();
     let mut digit_scores = Vec::new();
@@ -191,7 +212,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{:.0} ({} tok)", r.prefill_tok_s, r.prompt_tokens),
             format!("{:.1}", r.decode_tok_s),
             format!("{:.1}", r.batch_decode_tok_s),
-            match (r.judge_s_per_response, r.judge_tokens_per_response, r.judge_parsed) {
+            match (
+                r.judge_s_per_response,
+                r.judge_tokens_per_response,
+                r.judge_parsed,
+            ) {
                 (Some(s), Some(t), Some((p, n))) => {
                     format!("{s:.2} ({t:.0} tok; Score parsed {p}/{n})")
                 }
@@ -200,7 +225,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!(
                 "{:.3} ({})",
                 r.digit_judge_s_per_response,
-                r.digit_scores.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")
+                r.digit_scores
+                    .iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ]);
     }
