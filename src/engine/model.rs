@@ -800,6 +800,18 @@ mod tests {
         (t, m)
     }
 
+    /// A 1 × n batch of token ids.
+    fn row(m: &Model, ids: &[u32]) -> Tensor {
+        Tensor::new(ids, m.device()).unwrap().unsqueeze(0).unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn logits_vec(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1().unwrap()
     }
@@ -811,33 +823,20 @@ mod tests {
             .encode("<|im_start|>user\nthe answer is 42<|im_end|>\n")
             .unwrap();
         let n = ids.len();
-        let full = Tensor::new(ids.as_slice(), m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let full = row(&m, ids.as_slice());
         let mut c1 = KvCache::new(&m);
         let a = logits_vec(&m.forward(&full, &mut c1).unwrap());
         let mut c2 = KvCache::new(&m);
-        let head = Tensor::new(&ids[..n - 3], m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let head = row(&m, &ids[..n - 3]);
         m.forward(&head, &mut c2).unwrap();
         let mut last = None;
         for &id in &ids[n - 3..] {
-            let t = Tensor::new(&[id], m.device())
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
+            let t = row(&m, &[id]);
             last = Some(m.forward(&t, &mut c2).unwrap());
         }
         let b = logits_vec(&last.unwrap());
         assert_eq!(c2.len(), n);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(&a, &b);
         assert!(diff < 1e-4, "max diff {diff}");
     }
 
@@ -846,10 +845,7 @@ mod tests {
         let (_t, m) = tiny(WeightMode::Q8_0);
         assert!(m.weights.starts_with("q8_0"), "{}", m.weights);
         let ids = m.encode("Score: 3").unwrap();
-        let t = Tensor::new(ids.as_slice(), m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let t = row(&m, ids.as_slice());
         let mut c = KvCache::new(&m);
         m.forward(&t, &mut c).unwrap();
         let next = Tensor::new(&[[5u32], [5u32], [5u32]], m.device()).unwrap();
@@ -893,28 +889,17 @@ mod tests {
         let ids = m
             .encode(&m.chat.prompt("What is the capital of France?"))
             .unwrap();
-        let t = Tensor::new(ids.as_slice(), m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let t = row(&m, ids.as_slice());
         let mut cache = KvCache::new(&m);
         let ours = logits_vec(&m.forward(&t, &mut cache).unwrap());
         let theirs = logits_vec(&reference.forward(&t, 0).unwrap());
-        let diff = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(&ours, &theirs);
         assert!(diff < 1e-2, "prefill max diff {diff}");
         // One decode step through the cache.
         let next = Tensor::new(&[[504u32]], m.device()).unwrap();
         let ours = logits_vec(&m.forward(&next, &mut cache).unwrap());
         let theirs = logits_vec(&reference.forward(&next, ids.len()).unwrap());
-        let diff = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(&ours, &theirs);
         assert!(diff < 1e-2, "decode max diff {diff}");
     }
 
@@ -922,10 +907,7 @@ mod tests {
     fn too_long_input_is_an_error_not_a_panic() {
         let (_t, m) = tiny(WeightMode::Stored);
         let ids = vec![5u32; m.config.max_position_embeddings + 1];
-        let t = Tensor::new(ids.as_slice(), m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let t = row(&m, ids.as_slice());
         let err = m.forward(&t, &mut KvCache::new(&m)).unwrap_err();
         assert!(matches!(err, ModelError::TooLong { .. }), "{err}");
     }
