@@ -29,8 +29,8 @@ pub struct Args {
     /// Batch size for the batched decode.
     #[arg(long, default_value_t = 4)]
     pub n: usize,
-    /// Responses judged per judge measurement.
-    #[arg(long, default_value_t = 2)]
+    /// Responses judged per sampled-judge measurement (cycling through 4 built-in pairs).
+    #[arg(long, default_value_t = 4)]
     pub responses: usize,
     /// Judgements sampled per response.
     #[arg(long, default_value_t = 3)]
@@ -56,15 +56,40 @@ struct Row {
     batch_decode_tok_s: f64,
     judge_s_per_response: Option<f64>,
     judge_tokens_per_response: Option<f64>,
+    /// Sampled judgements with a parseable `Score: N`, and how many were sampled.
+    judge_parsed: Option<(usize, usize)>,
     digit_judge_s_per_response: f64,
+    /// Expected digit score of each built-in pair (good, poor, "Huh?", off-topic).
+    digit_scores: Vec<f64>,
 }
 
 const INSTRUCTION: &str = "What are the main differences between a list and a tuple in Python, and when should I use each?";
+/// Judged pairs: a good answer, a poor one, a non-answer, an off-topic one.
+const PAIRS: [(&str, &str); 4] = [
+    (INSTRUCTION, RESPONSE),
+    ("How do I boil an egg?", "Put it in water."),
+    ("Explain photosynthesis in two sentences.", "Huh?"),
+    (
+        "What is the capital of Japan?",
+        "Bananas are rich in potassium.",
+    ),
+];
+
 const RESPONSE: &str = "Lists are mutable: you can append, remove and change items, which suits collections that grow or change. Tuples are immutable, so they are hashable (usable as dictionary keys), slightly smaller and faster to create, and signal that the data should not change, such as coordinates or database rows. Use a list for a sequence of similar items you will modify, and a tuple for a fixed record of possibly different fields.";
 
 /// Greedy decode of `steps` tokens for a batch of `n` after a shared prefill (stops ignored).
-fn decode(model: &Model, cache: &KvCache, first: u32, steps: usize, n: usize) -> anyhow::Result<f64> {
-    let mut c = if n == 1 { cache.fork(steps + 1)? } else { cache.fork(steps + 1)?.repeat(n)? };
+fn decode(
+    model: &Model,
+    cache: &KvCache,
+    first: u32,
+    steps: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let mut c = if n == 1 {
+        cache.fork(steps + 1)?
+    } else {
+        cache.fork(steps + 1)?.repeat(n)?
+    };
     let mut toks = vec![first; n];
     let t0 = Instant::now();
     for _ in 0..steps {
@@ -96,8 +121,8 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
     let decode_tok_s = decode(&model, &cache, first, args.tokens, 1)?;
     let batch_decode_tok_s = decode(&model, &cache, first, args.tokens, args.n)?;
 
-    let (judge_s, judge_tokens) = if args.no_judge {
-        (None, None)
+    let (judge_s, judge_tokens, judge_parsed) = if args.no_judge {
+        (None, None, None)
     } else {
         let params = JudgeParams {
             samples: args.samples,
@@ -109,18 +134,31 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         };
         let t0 = Instant::now();
         let mut tokens = 0usize;
+        let (mut parsed, mut sampled) = (0, 0);
         for i in 0..args.responses {
-            let j = judge.judge(INSTRUCTION, &RESPONSE[..RESPONSE.len() - i], &params, &mut |_| {})?;
-            tokens += j.samples.iter().map(|s| model.encode(&s.text).map(|v| v.len()).unwrap_or(0)).sum::<usize>();
+            let (ins, resp) = PAIRS[i % PAIRS.len()];
+            let j = judge.judge(ins, resp, &params, &mut |_| {})?;
+            tokens += j
+                .samples
+                .iter()
+                .map(|s| model.encode(&s.text).map(|v| v.len()).unwrap_or(0))
+                .sum::<usize>();
+            parsed += j.samples.iter().filter(|s| s.score.is_some()).count();
+            sampled += j.samples.len();
         }
         let n = args.responses.max(1) as f64;
-        (Some(t0.elapsed().as_secs_f64() / n), Some(tokens as f64 / n))
+        (
+            Some(t0.elapsed().as_secs_f64() / n),
+            Some(tokens as f64 / n),
+            Some((parsed, sampled)),
+        )
     };
     let t0 = Instant::now();
-    for i in 0..args.responses.max(1) {
-        judge.digit_score(INSTRUCTION, &RESPONSE[..RESPONSE.len() - i])?;
+    let mut digit_scores = Vec::new();
+    for (ins, resp) in PAIRS {
+        digit_scores.push(judge.digit_score(ins, resp)?.expected);
     }
-    let digit = t0.elapsed().as_secs_f64() / args.responses.max(1) as f64;
+    let digit = t0.elapsed().as_secs_f64() / PAIRS.len() as f64;
     Ok(Row {
         weights: model.weights.clone(),
         load_s,
@@ -131,7 +169,9 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         batch_decode_tok_s,
         judge_s_per_response: judge_s,
         judge_tokens_per_response: judge_tokens,
+        judge_parsed,
         digit_judge_s_per_response: digit,
+        digit_scores,
     })
 }
 
@@ -163,9 +203,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         "decode tok/s".into(),
         format!("decode N={} tok/s", args.n),
         format!("judge s/resp (k={})", args.samples),
-        "digit judge s/resp".into(),
+        "digit judge s/resp (scores: good, poor, Huh?, off-topic)".into(),
     ]);
-    let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.prec$}", prec = p)).unwrap_or_else(|| "-".into());
     for r in &rows {
         table.add_row(vec![
             r.weights.clone(),
@@ -173,11 +212,25 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{:.0} ({} tok)", r.prefill_tok_s, r.prompt_tokens),
             format!("{:.1}", r.decode_tok_s),
             format!("{:.1}", r.batch_decode_tok_s),
-            match (r.judge_s_per_response, r.judge_tokens_per_response) {
-                (Some(s), Some(t)) => format!("{s:.2} ({t:.0} tok)"),
-                _ => opt(None, 2),
+            match (
+                r.judge_s_per_response,
+                r.judge_tokens_per_response,
+                r.judge_parsed,
+            ) {
+                (Some(s), Some(t), Some((p, n))) => {
+                    format!("{s:.2} ({t:.0} tok; Score parsed {p}/{n})")
+                }
+                _ => "-".into(),
             },
-            format!("{:.3}", r.digit_judge_s_per_response),
+            format!(
+                "{:.3} ({})",
+                r.digit_judge_s_per_response,
+                r.digit_scores
+                    .iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ]);
     }
     writeln!(ctx.out, "{table}")?;

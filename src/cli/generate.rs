@@ -52,7 +52,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let path = resolve_model(args.model.as_deref().map(|p| ctx.cwd.join(p)).as_deref())?;
     let prompt = match args.prompt {
         Some(p) => p,
-        None => std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?,
+        None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?
+        }
     };
     anyhow::ensure!(args.n > 0, "--n must be at least 1");
     let params = SamplingParams {
@@ -70,12 +72,22 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let quiet = ctx.quiet;
     let err = &mut *ctx.err;
     let mut last = None;
-    let out = generate_chat(&model, std::slice::from_ref(&prompt), args.n, &params, &mut |p| {
-        if !quiet {
-            let _ = write!(err, "\r{} tokens, {:.1} tok/s   ", p.generated_tokens, p.decode_tokens_per_s);
-        }
-        last = Some(p);
-    })?;
+    let out = generate_chat(
+        &model,
+        std::slice::from_ref(&prompt),
+        args.n,
+        &params,
+        &mut |p| {
+            if !quiet {
+                let _ = write!(
+                    err,
+                    "\r{} tokens, {:.1} tok/s   ",
+                    p.generated_tokens, p.decode_tokens_per_s
+                );
+            }
+            last = Some(p);
+        },
+    )?;
     if !quiet {
         let tps = last.map(|p| p.decode_tokens_per_s).unwrap_or(0.0);
         writeln!(
@@ -99,7 +111,13 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         for (i, c) in cands.iter().enumerate() {
             if args.n > 1 {
                 let finish = serde_json::to_value(c.finish)?;
-                writeln!(ctx.out, "--- candidate {} ({} tokens, {})", i + 1, c.tokens, finish.as_str().unwrap_or(""))?;
+                writeln!(
+                    ctx.out,
+                    "--- candidate {} ({} tokens, {})",
+                    i + 1,
+                    c.tokens,
+                    finish.as_str().unwrap_or("")
+                )?;
             }
             writeln!(ctx.out, "{}", c.text)?;
         }

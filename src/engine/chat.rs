@@ -122,7 +122,10 @@ mod tests {
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         let own = [
-            Message { role: "system".into(), content: "Be brief.".into() },
+            Message {
+                role: "system".into(),
+                content: "Be brief.".into(),
+            },
             Message::user("Hi"),
         ];
         assert_eq!(
@@ -135,7 +138,10 @@ mod tests {
     fn plain_chatml_and_escaped_newlines() {
         let t = ChatTemplate::from_jinja(crate::engine::fixture::TINY_CHAT_TEMPLATE).unwrap();
         assert_eq!(t, ChatTemplate::chatml());
-        assert_eq!(t.prompt("Hi"), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            t.prompt("Hi"),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
         let escaped = SMOLLM2.replace('\n', "\\n");
         assert_eq!(
             ChatTemplate::from_jinja(&escaped).unwrap(),

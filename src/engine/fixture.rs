@@ -240,7 +240,13 @@ mod tests {
         let (fa, fb, fc) = (read_all(&a), read_all(&b), read_all(&c));
         assert_eq!(fa.len(), 4);
         assert_eq!(fa, fb);
-        let w = |f: &[(String, Vec<u8>)]| f.iter().find(|x| x.0 == "model.safetensors").unwrap().1.clone();
+        let w = |f: &[(String, Vec<u8>)]| {
+            f.iter()
+                .find(|x| x.0 == "model.safetensors")
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_ne!(w(&fa), w(&fc));
     }
 
@@ -262,7 +268,10 @@ mod tests {
         assert_eq!(tok.decode(ids, false).unwrap(), text);
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(t.path().join("config.json")).unwrap()).unwrap();
-        assert_eq!(config["vocab_size"].as_u64().unwrap() as usize, tok.get_vocab_size(true));
+        assert_eq!(
+            config["vocab_size"].as_u64().unwrap() as usize,
+            tok.get_vocab_size(true)
+        );
     }
 
     #[test]

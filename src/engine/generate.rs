@@ -218,7 +218,11 @@ fn sample(
         let mut ctx: Vec<u32> = context.to_vec();
         ctx.extend_from_slice(&live.ids);
         let start = ctx.len().saturating_sub(params.repeat_last_n);
-        candle_transformers::utils::apply_repeat_penalty(logits, params.repeat_penalty, &ctx[start..])?
+        candle_transformers::utils::apply_repeat_penalty(
+            logits,
+            params.repeat_penalty,
+            &ctx[start..],
+        )?
     } else {
         logits.clone()
     };
@@ -237,10 +241,14 @@ fn candidates(
         return Ok(vec![]);
     }
     let ids = model.encode(text)?;
-    let reuse = prefix.filter(|p| !p.ids.is_empty() && ids.starts_with(&p.ids) && p.ids.len() < ids.len());
+    let reuse =
+        prefix.filter(|p| !p.ids.is_empty() && ids.starts_with(&p.ids) && p.ids.len() < ids.len());
     let room = params.max_tokens + 1;
     let (mut cache, rest) = match reuse {
-        Some(p) => (p.cache.fork(ids.len() - p.ids.len() + room)?, &ids[p.ids.len()..]),
+        Some(p) => (
+            p.cache.fork(ids.len() - p.ids.len() + room)?,
+            &ids[p.ids.len()..],
+        ),
         None => (KvCache::new(model), &ids[..]),
     };
     if rest.is_empty() {
@@ -257,7 +265,10 @@ fn candidates(
     let mut live: Vec<Live> = (0..n)
         .map(|i| Live {
             index: i,
-            sampler: LogitsProcessor::from_sampling(candidate_seed(params.seed, text, i), params.sampling()),
+            sampler: LogitsProcessor::from_sampling(
+                candidate_seed(params.seed, text, i),
+                params.sampling(),
+            ),
             ids: Vec::new(),
         })
         .collect();
@@ -309,7 +320,10 @@ fn candidates(
         meter.generated += live.len();
         meter.report();
     }
-    Ok(done.into_iter().map(|g| g.expect("every candidate finished")).collect())
+    Ok(done
+        .into_iter()
+        .map(|g| g.expect("every candidate finished"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -392,6 +406,9 @@ mod tests {
         assert_eq!(a[0][0], a[0][1], "greedy candidates are identical");
         let last = reports.last().unwrap();
         assert!(last.prompt_tokens > 0);
-        assert!(last.generated_tokens > 0 && last.decode_tokens_per_s > 0.0, "{last:?}");
+        assert!(
+            last.generated_tokens > 0 && last.decode_tokens_per_s > 0.0,
+            "{last:?}"
+        );
     }
 }

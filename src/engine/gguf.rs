@@ -115,9 +115,7 @@ impl GgufFile {
 
     /// The llama hyper-parameters; refuses other architectures.
     pub fn llama(&self) -> Result<GgufLlama, GgufError> {
-        let arch = self
-            .get_string("general.architecture")
-            .unwrap_or_default();
+        let arch = self.get_string("general.architecture").unwrap_or_default();
         if arch != "llama" {
             return Err(GgufError::Architecture {
                 path: self.path.clone(),
@@ -186,7 +184,10 @@ impl GgufFile {
             .enumerate()
             .map(|(i, m)| match m.split_once(' ') {
                 Some((a, b)) => Ok((a.to_string(), b.to_string())),
-                None => Err(self.bad("tokenizer.ggml.merges", format!("entry {i} `{m}` has no space"))),
+                None => Err(self.bad(
+                    "tokenizer.ggml.merges",
+                    format!("entry {i} `{m}` has no space"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Token types 3 (control) and 4 (user-defined) are the added/special tokens.
@@ -197,7 +198,10 @@ impl GgufFile {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| {
-                    matches!(t.to_i32().or_else(|_| t.to_u32().map(|x| x as i32)), Ok(3 | 4))
+                    matches!(
+                        t.to_i32().or_else(|_| t.to_u32().map(|x| x as i32)),
+                        Ok(3 | 4)
+                    )
                 })
                 .map(|(i, _)| i as u32)
                 .collect(),

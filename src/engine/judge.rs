@@ -48,7 +48,11 @@ fn is_decoration(c: char) -> bool {
 pub fn parse_score(text: &str) -> Option<f64> {
     let lower = text.to_lowercase();
     // `to_lowercase` can change byte lengths outside ASCII; fall back to the original when so.
-    let hay = if lower.len() == text.len() { lower.as_str() } else { text };
+    let hay = if lower.len() == text.len() {
+        lower.as_str()
+    } else {
+        text
+    };
     let mut last = None;
     let mut from = 0;
     while let Some(i) = find_score_word(hay, from) {
@@ -210,7 +214,9 @@ impl<'m> Judge<'m> {
             Some(&self.prefix),
             progress,
         )?;
-        Ok(Judgement::from_texts(gens.into_iter().map(|g| g.text).collect()))
+        Ok(Judgement::from_texts(
+            gens.into_iter().map(|g| g.text).collect(),
+        ))
     }
 
     /// Judge many (instruction, response) pairs.
@@ -241,7 +247,11 @@ impl<'m> Judge<'m> {
         let t = Tensor::new(rest, self.model.device())?.unsqueeze(0)?;
         let logits = self.model.forward(&t, &mut cache)?.squeeze(0)?;
         let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?.to_vec1()?;
-        let raw: Vec<f64> = self.digit_ids.iter().map(|&i| probs[i as usize] as f64).collect();
+        let raw: Vec<f64> = self
+            .digit_ids
+            .iter()
+            .map(|&i| probs[i as usize] as f64)
+            .collect();
         let mass: f64 = raw.iter().sum();
         let mut out = [0f64; 6];
         for (o, r) in out.iter_mut().zip(&raw) {
@@ -274,7 +284,10 @@ mod tests {
             ("\"Score: 5\"", Some(5.0)),
             ("**Score:** 2", Some(2.0)),
             ("Score:3", Some(3.0)),
-            ("The response is fine.\nScore: 1\nActually, Score: 2", Some(2.0)),
+            (
+                "The response is fine.\nScore: 1\nActually, Score: 2",
+                Some(2.0),
+            ),
             ("Total score: 0", Some(0.0)),
             ("Score: 3.5", Some(3.5)),
             ("Score: 4.", Some(4.0)),
@@ -325,8 +338,12 @@ mod tests {
                 ..SamplingParams::default()
             },
         };
-        let a = judge.judge("What is 2+2?", "4", &params, &mut |_| {}).unwrap();
-        let b = judge.judge("What is 2+2?", "4", &params, &mut |_| {}).unwrap();
+        let a = judge
+            .judge("What is 2+2?", "4", &params, &mut |_| {})
+            .unwrap();
+        let b = judge
+            .judge("What is 2+2?", "4", &params, &mut |_| {})
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.samples.len(), 3);
         // Whatever the random model writes, the score is exactly what the parser finds.
@@ -340,9 +357,19 @@ mod tests {
         // The prefix reuse gives the same distribution as a fresh full pass.
         let text = format!("{}Score: ", judge.text("What is 2+2?", "4"));
         let ids = m.encode(&text).unwrap();
-        let tt = Tensor::new(ids.as_slice(), m.device()).unwrap().unsqueeze(0).unwrap();
-        let full = m.forward(&tt, &mut KvCache::new(&m)).unwrap().squeeze(0).unwrap();
-        let p: Vec<f32> = candle_nn::ops::softmax_last_dim(&full).unwrap().to_vec1().unwrap();
+        let tt = Tensor::new(ids.as_slice(), m.device())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let full = m
+            .forward(&tt, &mut KvCache::new(&m))
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let p: Vec<f32> = candle_nn::ops::softmax_last_dim(&full)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let p4 = p[m.encode("4").unwrap()[0] as usize] as f64;
         assert!((p4 / d.mass - d.probs[4]).abs() < 1e-4);
     }

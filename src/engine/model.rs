@@ -347,7 +347,11 @@ fn load_gguf(path: &Path, mode: WeightMode) -> Result<Model> {
     };
     let eps = config.rms_norm_eps;
     let norm = |g: &mut GgufFile, name: &str| -> Result<RmsNorm> {
-        let GgufFile { content, file, path } = g;
+        let GgufFile {
+            content,
+            file,
+            path,
+        } = g;
         let w = content
             .tensor(file, name, &device)
             .and_then(|q| q.dequantize(&device))
@@ -638,7 +642,9 @@ impl KvCache {
     pub fn select(&self, rows: &[usize]) -> Result<KvCache> {
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let first = self.layers.iter().flatten().next();
-        let device = first.map(|(k, _)| k.device().clone()).unwrap_or(Device::Cpu);
+        let device = first
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
         let idx = Tensor::new(idx.as_slice(), &device)?;
         self.map(|t| t.index_select(&idx, 0))
     }
@@ -794,6 +800,18 @@ mod tests {
         (t, m)
     }
 
+    /// A 1 × n batch of token ids.
+    fn row(m: &Model, ids: &[u32]) -> Tensor {
+        Tensor::new(ids, m.device()).unwrap().unsqueeze(0).unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn logits_vec(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1().unwrap()
     }
@@ -801,22 +819,24 @@ mod tests {
     #[test]
     fn incremental_decode_matches_full_prefill() {
         let (_t, m) = tiny(WeightMode::F32);
-        let ids = m.encode("<|im_start|>user\nthe answer is 42<|im_end|>\n").unwrap();
+        let ids = m
+            .encode("<|im_start|>user\nthe answer is 42<|im_end|>\n")
+            .unwrap();
         let n = ids.len();
-        let full = Tensor::new(ids.as_slice(), m.device()).unwrap().unsqueeze(0).unwrap();
+        let full = row(&m, ids.as_slice());
         let mut c1 = KvCache::new(&m);
         let a = logits_vec(&m.forward(&full, &mut c1).unwrap());
         let mut c2 = KvCache::new(&m);
-        let head = Tensor::new(&ids[..n - 3], m.device()).unwrap().unsqueeze(0).unwrap();
+        let head = row(&m, &ids[..n - 3]);
         m.forward(&head, &mut c2).unwrap();
         let mut last = None;
         for &id in &ids[n - 3..] {
-            let t = Tensor::new(&[id], m.device()).unwrap().unsqueeze(0).unwrap();
+            let t = row(&m, &[id]);
             last = Some(m.forward(&t, &mut c2).unwrap());
         }
         let b = logits_vec(&last.unwrap());
         assert_eq!(c2.len(), n);
-        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let diff = max_diff(&a, &b);
         assert!(diff < 1e-4, "max diff {diff}");
     }
 
@@ -825,7 +845,7 @@ mod tests {
         let (_t, m) = tiny(WeightMode::Q8_0);
         assert!(m.weights.starts_with("q8_0"), "{}", m.weights);
         let ids = m.encode("Score: 3").unwrap();
-        let t = Tensor::new(ids.as_slice(), m.device()).unwrap().unsqueeze(0).unwrap();
+        let t = row(&m, ids.as_slice());
         let mut c = KvCache::new(&m);
         m.forward(&t, &mut c).unwrap();
         let next = Tensor::new(&[[5u32], [5u32], [5u32]], m.device()).unwrap();
@@ -833,7 +853,9 @@ mod tests {
         assert_eq!(rep.batch(), 3);
         let l3 = m.forward(&next, &mut rep).unwrap();
         let mut f = c.fork(4).unwrap();
-        let l1 = m.forward(&Tensor::new(&[[5u32]], m.device()).unwrap(), &mut f).unwrap();
+        let l1 = m
+            .forward(&Tensor::new(&[[5u32]], m.device()).unwrap(), &mut f)
+            .unwrap();
         let r0 = logits_vec(&l1);
         for row in 0..3 {
             let r = logits_vec(&l3.get(row).unwrap());
@@ -846,11 +868,46 @@ mod tests {
         assert_eq!(sel.len(), ids.len() + 1);
     }
 
+    /// Our forward (explicit KV cache, GQA without copies) against candle's own quantized
+    /// llama on the real GGUF, weights as stored: same logits within float noise.
+    #[test]
+    fn matches_candle_reference_on_the_real_model() {
+        let path = default_model_path();
+        if !path.exists() {
+            eprintln!("SKIP: default model {} is absent", path.display());
+            return;
+        }
+        let m = load(&path, WeightMode::Stored).unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+            content,
+            &mut f,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ids = m
+            .encode(&m.chat.prompt("What is the capital of France?"))
+            .unwrap();
+        let t = row(&m, ids.as_slice());
+        let mut cache = KvCache::new(&m);
+        let ours = logits_vec(&m.forward(&t, &mut cache).unwrap());
+        let theirs = logits_vec(&reference.forward(&t, 0).unwrap());
+        let diff = max_diff(&ours, &theirs);
+        assert!(diff < 1e-2, "prefill max diff {diff}");
+        // One decode step through the cache.
+        let next = Tensor::new(&[[504u32]], m.device()).unwrap();
+        let ours = logits_vec(&m.forward(&next, &mut cache).unwrap());
+        let theirs = logits_vec(&reference.forward(&next, ids.len()).unwrap());
+        let diff = max_diff(&ours, &theirs);
+        assert!(diff < 1e-2, "decode max diff {diff}");
+    }
+
     #[test]
     fn too_long_input_is_an_error_not_a_panic() {
         let (_t, m) = tiny(WeightMode::Stored);
         let ids = vec![5u32; m.config.max_position_embeddings + 1];
-        let t = Tensor::new(ids.as_slice(), m.device()).unwrap().unsqueeze(0).unwrap();
+        let t = row(&m, ids.as_slice());
         let err = m.forward(&t, &mut KvCache::new(&m)).unwrap_err();
         assert!(matches!(err, ModelError::TooLong { .. }), "{err}");
     }
