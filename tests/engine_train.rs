@@ -12,51 +12,9 @@ use srlm::engine::lora::LoraConfig;
 use srlm::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, TrainParams};
 use srlm::engine::weights::Weights;
 
-/// A tiny random llama folder (byte-level vocabulary plus ChatML specials).
-// Stand-in until `engine::fixture::write_tiny_model` lands on this branch.
 fn tiny_model(dir: &Path, seed: u64) -> std::path::PathBuf {
-    use rand::{Rng, SeedableRng};
     let p = dir.join(format!("tiny-{seed}"));
-    std::fs::create_dir_all(&p).unwrap();
-    let bytes = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet();
-    let mut chars: Vec<String> = bytes.into_iter().map(String::from).collect();
-    chars.sort();
-    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    let vocab: Vec<String> = specials.iter().map(|s| s.to_string()).chain(chars).collect();
-    let v = vocab.len();
-    let cfg: srlm::engine::config::LlamaConfig = serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "vocab_size": v, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 256, "tie_word_embeddings": true}))
-    .unwrap();
-    std::fs::write(p.join("config.json"), cfg.to_json_bytes()).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut t = |shape: &[usize], scale: f32, off: f32| {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| off + scale * rng.gen_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    };
-    let mut w = std::collections::BTreeMap::new();
-    w.insert("model.embed_tokens.weight".to_string(), t(&[v, 32], 0.5, 0.0));
-    w.insert("model.norm.weight".to_string(), t(&[32], 0.1, 1.0));
-    for l in 0..2 {
-        for (n, s) in [("self_attn.q_proj", [32, 32]), ("self_attn.k_proj", [16, 32]), ("self_attn.v_proj", [16, 32]),
-            ("self_attn.o_proj", [32, 32]), ("mlp.gate_proj", [64, 32]), ("mlp.up_proj", [64, 32]), ("mlp.down_proj", [32, 64])] {
-            w.insert(format!("model.layers.{l}.{n}.weight"), t(&s, 0.3, 0.0));
-        }
-        w.insert(format!("model.layers.{l}.input_layernorm.weight"), t(&[32], 0.1, 1.0));
-        w.insert(format!("model.layers.{l}.post_attention_layernorm.weight"), t(&[32], 0.1, 1.0));
-    }
-    Weights(w).save_safetensors(&p.join("model.safetensors")).unwrap();
-    let vocab_json: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, s)| (s.clone(), (i as u32).into())).collect();
-    let bpe: tokenizers::models::bpe::BPE =
-        serde_json::from_value(serde_json::json!({"vocab": vocab_json, "merges": []})).unwrap();
-    let mut tok = tokenizers::Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::default().add_prefix_space(false)));
-    tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
-    tok.add_special_tokens(specials.map(|s| tokenizers::AddedToken::from(s, true))).unwrap();
-    tok.save(p.join("tokenizer.json"), false).unwrap();
+    srlm::engine::fixture::write_tiny_model(&p, seed).expect("tiny model fixture");
     p
 }
 
@@ -252,8 +210,9 @@ fn real_model_logprob_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let toks = v["tokens"].as_array().unwrap();
-    // "Paris" then <|im_end|> (id 2).
-    assert_eq!(toks.last().unwrap()["id"], 2);
+    // "Paris", then the end of the turn: <|im_end|> (id 2) and "\n".
+    let ids: Vec<u64> = toks.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids[ids.len() - 2..], [2, 198]);
     assert_eq!(toks[0]["text"], "Paris");
     let lp = v["logprob"].as_f64().unwrap();
     assert!(lp < 0.0 && lp > -30.0, "logprob {lp}");

@@ -113,7 +113,7 @@ fn time_steps(
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     anyhow::ensure!(args.steps >= 1 && args.accum >= 1, "--steps and --accum must be at least 1");
-    let path = train::resolve_model(args.model.as_deref(), &ctx.cwd);
+    let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let t0 = Instant::now();
     let (loaded, enc) =
         train::load_for_training(&path).with_context(|| format!("loading {}", path.display()))?;

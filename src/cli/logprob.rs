@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let path = crate::engine::train::resolve_model(args.model.as_deref(), &ctx.cwd);
+    let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let (loaded, enc) = crate::engine::train::load_for_training(&path)
         .with_context(|| format!("loading model {}", path.display()))?;
     let model = Llama::new(&loaded.cfg, &loaded.weights, &Trainable::None)?;

@@ -11,7 +11,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::chat::ChatTemplate;
 use super::checkpoint::{self, CheckpointError, Loaded};
+use super::gguf::GgufFile;
 use super::config::LlamaConfig;
 use super::llama::{Llama, Trainable};
 use super::logprob::{response_token_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
@@ -33,6 +35,10 @@ pub enum TrainError {
     Logprob(#[from] LogprobError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Gguf(#[from] super::gguf::GgufError),
+    #[error("{path}: {source}")]
+    Template { path: std::path::PathBuf, source: super::chat::ChatError },
 }
 
 /// Optimisation parameters shared by SFT and DPO (serde: the run record stores them).
@@ -158,32 +164,21 @@ pub struct DpoRow {
     pub rejected: String,
 }
 
-/// The model path to use: the given one (relative to `cwd`), else `$SRLM_MODEL`, else the
-/// documented default location of SmolLM2-135M-Instruct.
-pub fn resolve_model(given: Option<&std::path::Path>, cwd: &std::path::Path) -> std::path::PathBuf {
-    match given {
-        Some(p) => cwd.join(p),
-        None => std::env::var_os("SRLM_MODEL").map(std::path::PathBuf::from).unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }),
-    }
-}
-
-/// Load a model for training or scoring (f32 weights) with the encoder its chat template implies.
+/// Load a model for training or scoring (f32 weights) with the encoder its chat template
+/// implies (plain ChatML when it carries none).
 pub fn load_for_training(path: &std::path::Path) -> Result<(Loaded, Encoder), TrainError> {
     let mut loaded = checkpoint::load(path)?;
     let tokenizer = match loaded.tokenizer.take() {
         Some(t) => t,
-        None => gguf_tokenizer(path)?,
+        None => GgufFile::open(path).and_then(|g| g.tokenizer())?,
     };
-    let enc = Encoder::from_template(tokenizer.clone(), loaded.chat_template.as_deref());
-    loaded.tokenizer = Some(tokenizer);
-    Ok((loaded, enc))
-}
-
-fn gguf_tokenizer(path: &std::path::Path) -> Result<tokenizers::Tokenizer, TrainError> {
-    Err(TrainError::Param(format!("{}: no tokenizer.json and no GGUF tokenizer support yet", path.display())))
+    let template = match loaded.chat_template.as_deref() {
+        Some(t) => ChatTemplate::from_jinja(t)
+            .map_err(|source| TrainError::Template { path: path.to_owned(), source })?,
+        None => ChatTemplate::chatml(),
+    };
+    loaded.tokenizer = Some(tokenizer.clone());
+    Ok((loaded, Encoder { tokenizer, template }))
 }
 
 fn encode_row(enc: &Encoder, row: usize, p: &str, r: &str, max: usize) -> Result<Encoded, TrainError> {
