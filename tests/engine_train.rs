@@ -106,6 +106,10 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
     assert!(max_diff(&logits(&loaded.cfg, &loaded.weights), &logits(&back.cfg, &back.weights)) > 1e-6);
     assert_eq!(max_diff(&logits(&loaded.cfg, &wa), &logits(&back.cfg, &back.weights)), 0.0);
     assert_eq!(back.meta.unwrap().kind, checkpoint::Kind::Full);
+    assert_eq!(back.chat_template, loaded.chat_template);
+    // The inference loader reads it too (template from tokenizer_config.json).
+    let m = srlm::engine::model::load(&a, srlm::engine::model::WeightMode::default()).unwrap();
+    assert_eq!(m.encode("hello").unwrap(), enc.tokenizer.encode("hello", false).unwrap().get_ids());
     // It is loadable on its own by the CLI too, and saving never overwrites.
     let err = checkpoint::save(&a, &loaded.cfg, Contents::Full(&wa), loaded.tokenizer.as_ref().unwrap(), None);
     assert!(matches!(err, Err(CheckpointError::Exists(_))));

@@ -1,7 +1,8 @@
 //! Checkpoints: a folder loadable on its own — `config.json` (Hugging Face llama config),
 //! `model.safetensors` (full weights) or `adapter.safetensors` (LoRA, with the base model's
 //! path and BLAKE3 id), `tokenizer.json`, and `srlm-checkpoint.json` (format version, base,
-//! LoRA parameters, chat template). A Hugging Face llama folder is thus also a checkpoint.
+//! LoRA parameters, chat template; the template also goes to `tokenizer_config.json`, where
+//! Hugging Face tools look). A Hugging Face llama folder is thus also a checkpoint.
 //! [`load`] also reads a GGUF file (dequantized to f32, as training needs).
 use std::path::{Path, PathBuf};
 
@@ -259,6 +260,13 @@ pub fn save(
         msg: e.to_string(),
     })?;
     put(TOKENIZER_FILE, tok.as_bytes())?;
+    if let Some(t) = chat_template {
+        // Where Hugging Face tools (and srlm's inference loader) look for the template.
+        let mut json = serde_json::to_vec_pretty(&serde_json::json!({ "chat_template": t }))
+            .expect("json serialises");
+        json.push(b'\n');
+        put("tokenizer_config.json", &json)?;
+    }
     let meta = match contents {
         Contents::Full(w) => {
             put(WEIGHTS_FILE, &w.safetensors_bytes(&dir.join(WEIGHTS_FILE))?)?;
