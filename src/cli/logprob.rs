@@ -1,7 +1,6 @@
 //! `srlm logprob`: the summed log-probability of a response given a chat-formatted prompt.
 use std::path::PathBuf;
 
-
 use anyhow::Context;
 
 use super::Ctx;
@@ -44,7 +43,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         });
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        writeln!(ctx.out, "{:.6}\t({} response tokens)", r.sum, r.tokens.len())?;
+        writeln!(
+            ctx.out,
+            "{:.6}\t({} response tokens)",
+            r.sum,
+            r.tokens.len()
+        )?;
     }
     Ok(())
 }

@@ -100,7 +100,10 @@ pub fn token_logprobs(
     }
     let n = t - start;
     if targets.len() != n {
-        return Err(LogprobError::Tokenizer(format!("{} targets for {n} positions", targets.len())));
+        return Err(LogprobError::Tokenizer(format!(
+            "{} targets for {n} positions",
+            targets.len()
+        )));
     }
     let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.hidden(&input)?.narrow(1, start - 1, n)?;
@@ -138,9 +141,17 @@ pub fn score(
     let tokens: Vec<TokenLogprob> = ex.ids[ex.start..]
         .iter()
         .zip(&lp)
-        .map(|(&id, &logprob)| TokenLogprob { id, text: enc.token_text(id), logprob })
+        .map(|(&id, &logprob)| TokenLogprob {
+            id,
+            text: enc.token_text(id),
+            logprob,
+        })
         .collect();
-    Ok(ResponseLogprob { sum: lp.iter().map(|&x| x as f64).sum(), prompt_tokens: ex.start, tokens })
+    Ok(ResponseLogprob {
+        sum: lp.iter().map(|&x| x as f64).sum(),
+        prompt_tokens: ex.start,
+        tokens,
+    })
 }
 
 #[cfg(test)]
@@ -152,17 +163,36 @@ mod tests {
     fn response_logprobs_equal_full_forward_log_softmax() {
         let (cfg, w) = tiny(11);
         let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
-        let ex = Encoded { ids: vec![5, 9, 13, 2, 40, 41, 7], start: 4 };
-        let got: Vec<f32> = response_token_logprobs(&model, &ex).unwrap().to_vec1().unwrap();
-        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits: Vec<Vec<f32>> = model.forward(&ids).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let ex = Encoded {
+            ids: vec![5, 9, 13, 2, 40, 41, 7],
+            start: 4,
+        };
+        let got: Vec<f32> = response_token_logprobs(&model, &ex)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<Vec<f32>> = model
+            .forward(&ids)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         assert_eq!(got.len(), 3);
         for (k, pos) in (ex.start..ex.ids.len()).enumerate() {
             let row = &logits[pos - 1];
             let m = row.iter().cloned().fold(f32::MIN, f32::max);
             let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
             let want = row[ex.ids[pos] as usize] - lse;
-            assert!((got[k] - want).abs() < 1e-4, "token {k}: {} vs {want}", got[k]);
+            assert!(
+                (got[k] - want).abs() < 1e-4,
+                "token {k}: {} vs {want}",
+                got[k]
+            );
         }
     }
 
@@ -170,9 +200,21 @@ mod tests {
     fn rejects_empty_parts() {
         let (cfg, w) = tiny(11);
         let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
-        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 2 });
+        let e = response_token_logprobs(
+            &model,
+            &Encoded {
+                ids: vec![1, 2],
+                start: 2,
+            },
+        );
         assert!(matches!(e, Err(LogprobError::EmptyResponse)));
-        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 0 });
+        let e = response_token_logprobs(
+            &model,
+            &Encoded {
+                ids: vec![1, 2],
+                start: 0,
+            },
+        );
         assert!(matches!(e, Err(LogprobError::EmptyPrompt)));
     }
 }
