@@ -12,68 +12,43 @@ use srlm::engine::lora::LoraConfig;
 use srlm::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, TrainParams};
 use srlm::engine::weights::Weights;
 
-/// A tiny random llama folder (byte-level vocabulary plus ChatML specials).
-// Stand-in until `engine::fixture::write_tiny_model` lands on this branch.
 fn tiny_model(dir: &Path, seed: u64) -> std::path::PathBuf {
-    use rand::{Rng, SeedableRng};
     let p = dir.join(format!("tiny-{seed}"));
-    std::fs::create_dir_all(&p).unwrap();
-    let bytes = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet();
-    let mut chars: Vec<String> = bytes.into_iter().map(String::from).collect();
-    chars.sort();
-    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    let vocab: Vec<String> = specials.iter().map(|s| s.to_string()).chain(chars).collect();
-    let v = vocab.len();
-    let cfg: srlm::engine::config::LlamaConfig = serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "vocab_size": v, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 256, "tie_word_embeddings": true}))
-    .unwrap();
-    std::fs::write(p.join("config.json"), cfg.to_json_bytes()).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut t = |shape: &[usize], scale: f32, off: f32| {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| off + scale * rng.gen_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    };
-    let mut w = std::collections::BTreeMap::new();
-    w.insert("model.embed_tokens.weight".to_string(), t(&[v, 32], 0.5, 0.0));
-    w.insert("model.norm.weight".to_string(), t(&[32], 0.1, 1.0));
-    for l in 0..2 {
-        for (n, s) in [("self_attn.q_proj", [32, 32]), ("self_attn.k_proj", [16, 32]), ("self_attn.v_proj", [16, 32]),
-            ("self_attn.o_proj", [32, 32]), ("mlp.gate_proj", [64, 32]), ("mlp.up_proj", [64, 32]), ("mlp.down_proj", [32, 64])] {
-            w.insert(format!("model.layers.{l}.{n}.weight"), t(&s, 0.3, 0.0));
-        }
-        w.insert(format!("model.layers.{l}.input_layernorm.weight"), t(&[32], 0.1, 1.0));
-        w.insert(format!("model.layers.{l}.post_attention_layernorm.weight"), t(&[32], 0.1, 1.0));
-    }
-    Weights(w).save_safetensors(&p.join("model.safetensors")).unwrap();
-    let vocab_json: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, s)| (s.clone(), (i as u32).into())).collect();
-    let bpe: tokenizers::models::bpe::BPE =
-        serde_json::from_value(serde_json::json!({"vocab": vocab_json, "merges": []})).unwrap();
-    let mut tok = tokenizers::Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::default().add_prefix_space(false)));
-    tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
-    tok.add_special_tokens(specials.map(|s| tokenizers::AddedToken::from(s, true))).unwrap();
-    tok.save(p.join("tokenizer.json"), false).unwrap();
+    srlm::engine::fixture::write_tiny_model(&p, seed).expect("tiny model fixture");
     p
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn sft_rows() -> Vec<SftRow> {
-    [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Say hi.", "Hi there!")]
-        .iter()
-        .map(|(p, r)| SftRow { prompt: p.to_string(), response: r.to_string() })
-        .collect()
+    [
+        ("What is 2+2?", "4"),
+        ("Name a colour.", "Blue."),
+        ("Say hi.", "Hi there!"),
+    ]
+    .iter()
+    .map(|(p, r)| SftRow {
+        prompt: p.to_string(),
+        response: r.to_string(),
+    })
+    .collect()
 }
 
 fn logits(cfg: &srlm::engine::config::LlamaConfig, w: &Weights) -> Tensor {
     let ids = Tensor::new(&[[1u32, 5, 9, 14, 3, 7]], &Device::Cpu).unwrap();
-    Llama::new(cfg, w, &Trainable::None).unwrap().forward(&ids).unwrap()
+    Llama::new(cfg, w, &Trainable::None)
+        .unwrap()
+        .forward(&ids)
+        .unwrap()
 }
 
 #[test]
@@ -83,10 +58,20 @@ fn logprob_cli_reports_the_dpo_quantity() {
     let out = common::srlm()
         .args(["logprob", "--model"])
         .arg(&model)
-        .args(["--prompt", "What is the capital of France?", "--response", "Paris.", "--json"])
+        .args([
+            "--prompt",
+            "What is the capital of France?",
+            "--response",
+            "Paris.",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tokens = v["tokens"].as_array().unwrap();
     assert!(!tokens.is_empty());
@@ -96,9 +81,19 @@ fn logprob_cli_reports_the_dpo_quantity() {
     // The same number as the library's DPO log-prob of that response.
     let (loaded, enc) = train::load_for_training(&model).unwrap();
     let m = Llama::new(&loaded.cfg, &loaded.weights, &Trainable::None).unwrap();
-    let ex = enc.encode("What is the capital of France?", "Paris.").unwrap();
-    let lib: f32 = srlm::engine::logprob::response_token_logprobs(&m, &ex).unwrap().sum_all().unwrap().to_scalar().unwrap();
-    assert!((lib as f64 - sum).abs() < 1e-3, "cli {sum} vs library {lib}");
+    let ex = enc
+        .encode("What is the capital of France?", "Paris.")
+        .unwrap();
+    let lib: f32 = srlm::engine::logprob::response_token_logprobs(&m, &ex)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        (lib as f64 - sum).abs() < 1e-3,
+        "cli {sum} vs library {lib}"
+    );
     assert_eq!(tokens.len(), ex.response_len());
 
     let plain = common::srlm()
@@ -114,7 +109,15 @@ fn logprob_cli_reports_the_dpo_quantity() {
 #[test]
 fn logprob_cli_names_a_missing_model() {
     let out = common::srlm()
-        .args(["logprob", "--model", "/nonexistent/model.gguf", "--prompt", "a", "--response", "b"])
+        .args([
+            "logprob",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--prompt",
+            "a",
+            "--response",
+            "b",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -126,13 +129,35 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
     let dir = tempfile::tempdir().unwrap();
     let base = tiny_model(dir.path(), 2);
     let (loaded, enc) = train::load_for_training(&base).unwrap();
-    let params = SftParams { train: TrainParams { lr: 1e-3, grad_accum: 2, seed: 5, ..TrainParams::default() } };
+    let params = SftParams {
+        train: TrainParams {
+            lr: 1e-3,
+            grad_accum: 2,
+            seed: 5,
+            ..TrainParams::default()
+        },
+    };
     let save = |name: &str| {
-        let (t, m) = train::sft(&loaded.cfg, &loaded.weights, &enc, &sft_rows(), &params, &mut |_| {}).unwrap();
+        let (t, m) = train::sft(
+            &loaded.cfg,
+            &loaded.weights,
+            &enc,
+            &sft_rows(),
+            &params,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(m.steps, 2);
         let out = dir.path().join(name);
         let w = t.merged().unwrap();
-        checkpoint::save(&out, &loaded.cfg, Contents::Full(&w), loaded.tokenizer.as_ref().unwrap(), loaded.chat_template.as_deref()).unwrap();
+        checkpoint::save(
+            &out,
+            &loaded.cfg,
+            Contents::Full(&w),
+            loaded.tokenizer.as_ref().unwrap(),
+            loaded.chat_template.as_deref(),
+        )
+        .unwrap();
         (out, w)
     };
     let (a, wa) = save("a");
@@ -142,17 +167,50 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
         std::fs::read(a.join("model.safetensors")).unwrap(),
         std::fs::read(b.join("model.safetensors")).unwrap()
     );
-    assert_eq!(checkpoint::model_id(&a).unwrap(), checkpoint::model_id(&b).unwrap());
+    assert_eq!(
+        checkpoint::model_id(&a).unwrap(),
+        checkpoint::model_id(&b).unwrap()
+    );
     // Training moved the weights, and the checkpoint loads back to the same model.
     let back = checkpoint::load(&a).unwrap();
-    assert!(max_diff(&logits(&loaded.cfg, &loaded.weights), &logits(&back.cfg, &back.weights)) > 1e-6);
-    assert_eq!(max_diff(&logits(&loaded.cfg, &wa), &logits(&back.cfg, &back.weights)), 0.0);
+    assert!(
+        max_diff(
+            &logits(&loaded.cfg, &loaded.weights),
+            &logits(&back.cfg, &back.weights)
+        ) > 1e-6
+    );
+    assert_eq!(
+        max_diff(&logits(&loaded.cfg, &wa), &logits(&back.cfg, &back.weights)),
+        0.0
+    );
     assert_eq!(back.meta.unwrap().kind, checkpoint::Kind::Full);
+    assert_eq!(back.chat_template, loaded.chat_template);
+    // The inference loader reads it too (template from tokenizer_config.json).
+    let m = srlm::engine::model::load(&a, srlm::engine::model::WeightMode::default()).unwrap();
+    assert_eq!(
+        m.encode("hello").unwrap(),
+        enc.tokenizer.encode("hello", false).unwrap().get_ids()
+    );
     // It is loadable on its own by the CLI too, and saving never overwrites.
-    let err = checkpoint::save(&a, &loaded.cfg, Contents::Full(&wa), loaded.tokenizer.as_ref().unwrap(), None);
+    let err = checkpoint::save(
+        &a,
+        &loaded.cfg,
+        Contents::Full(&wa),
+        loaded.tokenizer.as_ref().unwrap(),
+        None,
+    );
     assert!(matches!(err, Err(CheckpointError::Exists(_))));
-    let out = common::srlm().args(["logprob", "--model"]).arg(&a).args(["--prompt", "x", "--response", "y"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::srlm()
+        .args(["logprob", "--model"])
+        .arg(&a)
+        .args(["--prompt", "x", "--response", "y"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -160,24 +218,55 @@ fn lora_checkpoint_round_trip_checks_its_base() {
     let dir = tempfile::tempdir().unwrap();
     let base = tiny_model(dir.path(), 3);
     let (loaded, enc) = train::load_for_training(&base).unwrap();
-    let lora = LoraConfig { rank: 4, alpha: 8.0, targets: vec!["q_proj".into(), "v_proj".into(), "up_proj".into()] };
-    let params = SftParams { train: TrainParams { lr: 1e-2, grad_accum: 1, lora: Some(lora.clone()), ..TrainParams::default() } };
-    let (t, _) = train::sft(&loaded.cfg, &loaded.weights, &enc, &sft_rows(), &params, &mut |_| {}).unwrap();
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["q_proj".into(), "v_proj".into(), "up_proj".into()],
+    };
+    let params = SftParams {
+        train: TrainParams {
+            lr: 1e-2,
+            grad_accum: 1,
+            lora: Some(lora.clone()),
+            ..TrainParams::default()
+        },
+    };
+    let (t, _) = train::sft(
+        &loaded.cfg,
+        &loaded.weights,
+        &enc,
+        &sft_rows(),
+        &params,
+        &mut |_| {},
+    )
+    .unwrap();
     let out = dir.path().join("adapter");
-    let adapter = t.model.lora_weights();
-    checkpoint::save(&out, &loaded.cfg, Contents::Lora { adapter: &adapter, lora: &lora, base: &base }, loaded.tokenizer.as_ref().unwrap(), None).unwrap();
+    t.save(&out, &loaded, &base).unwrap();
     assert!(out.join("adapter.safetensors").exists() && !out.join("model.safetensors").exists());
     let back = checkpoint::load(&out).unwrap();
     let merged = t.merged().unwrap();
-    assert!(max_diff(&logits(&back.cfg, &back.weights), &logits(&loaded.cfg, &merged)) < 1e-5);
-    assert!(max_diff(&logits(&back.cfg, &back.weights), &logits(&loaded.cfg, &loaded.weights)) > 1e-6);
+    assert!(
+        max_diff(
+            &logits(&back.cfg, &back.weights),
+            &logits(&loaded.cfg, &merged)
+        ) < 1e-5
+    );
+    assert!(
+        max_diff(
+            &logits(&back.cfg, &back.weights),
+            &logits(&loaded.cfg, &loaded.weights)
+        ) > 1e-6
+    );
     // Changing the base model is detected, not silently merged.
     let st = base.join("model.safetensors");
     let mut bytes = std::fs::read(&st).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 0x40;
     std::fs::write(&st, bytes).unwrap();
-    assert!(matches!(checkpoint::load(&out), Err(CheckpointError::BaseMismatch { .. })));
+    assert!(matches!(
+        checkpoint::load(&out),
+        Err(CheckpointError::BaseMismatch { .. })
+    ));
 }
 
 #[test]
@@ -190,12 +279,33 @@ fn dpo_on_text_pairs_learns_the_preference() {
         chosen: "Yes, on a clear day.".into(),
         rejected: "Huh?".into(),
     }];
-    let params = DpoParams { train: TrainParams { lr: 1e-3, grad_accum: 1, epochs: 6, ..TrainParams::default() }, beta: 0.1 };
+    let params = DpoParams {
+        train: TrainParams {
+            lr: 1e-3,
+            grad_accum: 1,
+            epochs: 6,
+            ..TrainParams::default()
+        },
+        beta: 0.1,
+    };
     let mut reports = vec![];
-    let (_, m) = train::dpo(&loaded.cfg, &loaded.weights, None, &enc, &rows, &params, &mut |r| reports.push(r.clone())).unwrap();
+    let (_, m) = train::dpo(
+        &loaded.cfg,
+        &loaded.weights,
+        None,
+        &enc,
+        &rows,
+        &params,
+        &mut |r| reports.push(r.clone()),
+    )
+    .unwrap();
     assert_eq!(reports.len(), 6);
     assert!((reports[0].loss - std::f64::consts::LN_2).abs() < 1e-3);
-    assert!(m.final_loss < reports[0].loss - 0.05, "loss did not fall: {:?}", reports.iter().map(|r| r.loss).collect::<Vec<_>>());
+    assert!(
+        m.final_loss < reports[0].loss - 0.05,
+        "loss did not fall: {:?}",
+        reports.iter().map(|r| r.loss).collect::<Vec<_>>()
+    );
     assert_eq!(reports.last().unwrap().reward_accuracy, Some(1.0));
 }
 
@@ -203,57 +313,141 @@ fn dpo_on_text_pairs_learns_the_preference() {
 
 #[test]
 fn real_model_f32_logits_match_quantized() {
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = common::default_model() else {
+        return;
+    };
     let (cfg, w) = Weights::load_gguf(&path).unwrap();
     // "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n" in SmolLM2 ids would do; any ids work.
-    let ids: Vec<u32> = vec![1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let ours = Llama::new(&cfg, &w, &Trainable::None).unwrap().forward(&input).unwrap();
-    let last: Vec<f32> = ours.squeeze(0).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
+    let ids: Vec<u32> = vec![
+        1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198,
+    ];
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let ours = Llama::new(&cfg, &w, &Trainable::None)
+        .unwrap()
+        .forward(&input)
+        .unwrap();
+    let last: Vec<f32> = ours
+        .squeeze(0)
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let mut f = std::fs::File::open(&path).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let mut q = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
-    let want: Vec<f32> = q.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
-    let diff = want.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let mut q = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut f,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let want: Vec<f32> = q
+        .forward(&input, 0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let diff = want
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
     eprintln!("max |f32 - quantized| logit difference: {diff}");
-    assert!(diff < 1.0, "f32 and quantized logits differ by {diff} (q/k permutation?)");
+    assert!(
+        diff < 1.0,
+        "f32 and quantized logits differ by {diff} (q/k permutation?)"
+    );
     assert_eq!(argmax(&want), argmax(&last));
 }
 
 #[test]
 fn real_model_one_dpo_step_lowers_the_loss() {
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = common::default_model() else {
+        return;
+    };
     let (loaded, enc) = train::load_for_training(&path).unwrap();
     let pair = (
-        enc.encode("What is the capital of France?", "The capital of France is Paris.").unwrap(),
-        enc.encode("What is the capital of France?", "I like turtles.").unwrap(),
+        enc.encode(
+            "What is the capital of France?",
+            "The capital of France is Paris.",
+        )
+        .unwrap(),
+        enc.encode("What is the capital of France?", "I like turtles.")
+            .unwrap(),
     );
     let pairs = vec![pair];
     let refs = train::reference_logprobs(&loaded.cfg, &loaded.weights, &pairs).unwrap();
-    let params = DpoParams { train: TrainParams { lr: 1e-5, grad_accum: 1, ..TrainParams::default() }, beta: 0.1 };
-    let (t, m) = train::dpo_encoded(&loaded.cfg, &loaded.weights, &pairs, &refs, &params, &mut |_| {}).unwrap();
-    assert!((m.first_loss - std::f64::consts::LN_2).abs() < 1e-3, "first loss {}", m.first_loss);
-    let (after, margin) = train::dpo_loss(&t.model, &pairs[0].0, &pairs[0].1, refs[0], 0.1).unwrap();
+    let params = DpoParams {
+        train: TrainParams {
+            lr: 1e-5,
+            grad_accum: 1,
+            ..TrainParams::default()
+        },
+        beta: 0.1,
+    };
+    let (t, m) = train::dpo_encoded(
+        &loaded.cfg,
+        &loaded.weights,
+        &pairs,
+        &refs,
+        &params,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        (m.first_loss - std::f64::consts::LN_2).abs() < 1e-3,
+        "first loss {}",
+        m.first_loss
+    );
+    let (after, margin) =
+        train::dpo_loss(&t.model, &pairs[0].0, &pairs[0].1, refs[0], 0.1).unwrap();
     let after = after.to_scalar::<f32>().unwrap() as f64;
     eprintln!("DPO loss {} -> {after} (margin {margin})", m.first_loss);
-    assert!(after < m.first_loss, "loss {after} after one step, {} before", m.first_loss);
+    assert!(
+        after < m.first_loss,
+        "loss {after} after one step, {} before",
+        m.first_loss
+    );
 }
 
 #[test]
 fn real_model_logprob_cli() {
-    let Some(path) = common::default_model() else { return };
+    let Some(path) = common::default_model() else {
+        return;
+    };
     let out = common::srlm()
         .args(["logprob", "--model"])
         .arg(&path)
-        .args(["--prompt", "What is the capital of France?", "--response", "Paris", "--json"])
+        .args([
+            "--prompt",
+            "What is the capital of France?",
+            "--response",
+            "Paris",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let toks = v["tokens"].as_array().unwrap();
-    // "Paris" then <|im_end|> (id 2).
-    assert_eq!(toks.last().unwrap()["id"], 2);
+    // "Paris", then the end of the turn: <|im_end|> (id 2) and "\n".
+    let ids: Vec<u64> = toks.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids[ids.len() - 2..], [2, 198]);
     assert_eq!(toks[0]["text"], "Paris");
     let lp = v["logprob"].as_f64().unwrap();
     assert!(lp < 0.0 && lp > -30.0, "logprob {lp}");
@@ -261,7 +455,13 @@ fn real_model_logprob_cli() {
     let bad = common::srlm()
         .args(["logprob", "--model"])
         .arg(&path)
-        .args(["--prompt", "What is the capital of France?", "--response", "Turtle soup", "--json"])
+        .args([
+            "--prompt",
+            "What is the capital of France?",
+            "--response",
+            "Turtle soup",
+            "--json",
+        ])
         .output()
         .unwrap();
     let bv: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();

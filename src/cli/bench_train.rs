@@ -24,7 +24,7 @@ pub struct Args {
     /// Approximate tokens per sequence (prompt + response).
     #[arg(long, default_value_t = 200)]
     pub tokens: usize,
-    /// Examples per optimizer step for the gradient-accumulation rows.
+    /// Pairs per optimizer step for the gradient-accumulation row (full DPO).
     #[arg(long, default_value_t = 4)]
     pub accum: usize,
     /// Print JSON instead of a table.
@@ -48,13 +48,47 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// English filler text of roughly `n` tokens (about 1.3 tokens per word).
 fn text(seed: usize, n: usize) -> String {
     const WORDS: &[&str] = &[
-        "the", "model", "answers", "questions", "about", "history", "and", "science", "with",
-        "clear", "examples", "while", "a", "careful", "judge", "scores", "each", "response",
-        "for", "relevance", "detail", "accuracy", "tone", "structure", "because", "training",
-        "needs", "good", "pairs", "of", "answers", "from", "which", "to", "learn",
+        "the",
+        "model",
+        "answers",
+        "questions",
+        "about",
+        "history",
+        "and",
+        "science",
+        "with",
+        "clear",
+        "examples",
+        "while",
+        "a",
+        "careful",
+        "judge",
+        "scores",
+        "each",
+        "response",
+        "for",
+        "relevance",
+        "detail",
+        "accuracy",
+        "tone",
+        "structure",
+        "because",
+        "training",
+        "needs",
+        "good",
+        "pairs",
+        "of",
+        "answers",
+        "from",
+        "which",
+        "to",
+        "learn",
     ];
     let words = n * 3 / 4;
-    (0..words).map(|i| WORDS[(i * 7 + seed * 13 + i / 5) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+    (0..words)
+        .map(|i| WORDS[(i * 7 + seed * 13 + i / 5) % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Row {
@@ -112,8 +146,11 @@ fn time_steps(
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    anyhow::ensure!(args.steps >= 1 && args.accum >= 1, "--steps and --accum must be at least 1");
-    let path = train::resolve_model(args.model.as_deref(), &ctx.cwd);
+    anyhow::ensure!(
+        args.steps >= 1 && args.accum >= 1,
+        "--steps and --accum must be at least 1"
+    );
+    let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let t0 = Instant::now();
     let (loaded, enc) =
         train::load_for_training(&path).with_context(|| format!("loading {}", path.display()))?;
@@ -140,7 +177,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             pairs[0].1.ids.len()
         )?;
     }
-    let p = TrainParams { lr: 1e-6, ..TrainParams::default() };
+    let p = TrainParams {
+        lr: 1e-6,
+        ..TrainParams::default()
+    };
     let mut rows = vec![];
     // LoRA first: VmHWM only grows, so each figure is the peak up to and including that run.
     let lora = LoraConfig::default();
@@ -148,22 +188,43 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     for trainable in [Trainable::Lora(lora, LoraInit { seed: 0 }), Trainable::All] {
         let model = Llama::new(&loaded.cfg, &loaded.weights, &trainable)?;
         let mut opt = AdamW::new(&model.params, &p);
-        let kind = if matches!(trainable, Trainable::All) { "full" } else { "LoRA" };
-        for accum in [1, args.accum] {
+        let kind = if matches!(trainable, Trainable::All) {
+            "full"
+        } else {
+            "LoRA"
+        };
+        // Gradient accumulation amortises AdamW, which only full fine-tuning pays for.
+        let accums = if kind == "full" && args.accum > 1 {
+            vec![1, args.accum]
+        } else {
+            vec![1]
+        };
+        for accum in accums {
             let dpo = time_steps(&mut opt, p.lr, (n, args.steps, accum), |i| {
                 let (c, r) = &pairs[i];
                 Ok(train::dpo_loss(&model, c, r, refs[i], 0.1)?.0)
             })?;
-            rows.push(Row { name: format!("DPO {kind}, {accum}/step"), peak_mb: peak_mb(), ..dpo });
-            // SFT on the chosen sequences.
-            let sft = time_steps(&mut opt, p.lr, (n, args.steps, accum), |i| {
-                let c = &pairs[i].0;
-                Ok(train::sft_loss(&model, &c.ids, &c.ids, c.start)?)
-            })?;
-            rows.push(Row { name: format!("SFT {kind}, {accum}/step"), peak_mb: peak_mb(), ..sft });
+            rows.push(Row {
+                name: format!("DPO {kind}, {accum} pair/step"),
+                peak_mb: peak_mb(),
+                ..dpo
+            });
         }
+        // SFT on the chosen sequences, one example per step.
+        let sft = time_steps(&mut opt, p.lr, (n, args.steps, 1), |i| {
+            let c = &pairs[i].0;
+            Ok(train::sft_loss(&model, &c.ids, &c.ids, c.start)?)
+        })?;
+        rows.push(Row {
+            name: format!("SFT {kind}, 1 example/step"),
+            peak_mb: peak_mb(),
+            ..sft
+        });
     }
-    let seq: Vec<usize> = pairs.iter().map(|(c, r)| c.ids.len() + r.ids.len()).collect();
+    let seq: Vec<usize> = pairs
+        .iter()
+        .map(|(c, r)| c.ids.len() + r.ids.len())
+        .collect();
     if args.json {
         let v = serde_json::json!({
             "model": path,
@@ -184,7 +245,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = comfy_table::Table::new();
-    table.set_header(["run", "s/example", "forward s", "backward s", "AdamW s", "peak RSS MB"]);
+    table.set_header([
+        "run",
+        "s/example",
+        "forward s",
+        "backward s",
+        "AdamW s",
+        "peak RSS MB",
+    ]);
     for r in &rows {
         table.add_row([
             r.name.to_string(),
@@ -192,7 +260,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{:.2}", r.forward_s),
             format!("{:.2}", r.backward_s),
             format!("{:.2}", r.adamw_s),
-            r.peak_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into()),
+            r.peak_mb
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "?".into()),
         ]);
     }
     writeln!(ctx.out, "{table}")?;

@@ -1,7 +1,6 @@
 //! `srlm logprob`: the summed log-probability of a response given a chat-formatted prompt.
 use std::path::PathBuf;
 
-
 use anyhow::Context;
 
 use super::Ctx;
@@ -29,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let path = crate::engine::train::resolve_model(args.model.as_deref(), &ctx.cwd);
+    let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let (loaded, enc) = crate::engine::train::load_for_training(&path)
         .with_context(|| format!("loading model {}", path.display()))?;
     let model = Llama::new(&loaded.cfg, &loaded.weights, &Trainable::None)?;
@@ -44,7 +43,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         });
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        writeln!(ctx.out, "{:.6}\t({} response tokens)", r.sum, r.tokens.len())?;
+        writeln!(
+            ctx.out,
+            "{:.6}\t({} response tokens)",
+            r.sum,
+            r.tokens.len()
+        )?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Checkpoints: a folder loadable on its own — `config.json` (Hugging Face llama config),
 //! `model.safetensors` (full weights) or `adapter.safetensors` (LoRA, with the base model's
 //! path and BLAKE3 id), `tokenizer.json`, and `srlm-checkpoint.json` (format version, base,
-//! LoRA parameters, chat template). A Hugging Face llama folder is thus also a checkpoint.
+//! LoRA parameters, chat template; the template also goes to `tokenizer_config.json`, where
+//! Hugging Face tools look). A Hugging Face llama folder is thus also a checkpoint.
 //! [`load`] also reads a GGUF file (dequantized to f32, as training needs).
 use std::path::{Path, PathBuf};
 
@@ -24,19 +25,36 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid {what}: {msg}")]
-    Invalid { path: PathBuf, what: &'static str, msg: String },
+    Invalid {
+        path: PathBuf,
+        what: &'static str,
+        msg: String,
+    },
     #[error("{0} already exists; choose a new checkpoint folder")]
     Exists(PathBuf),
-    #[error("{path}: base model {base} has BLAKE3 {actual}, the adapter was trained on {expected}")]
-    BaseMismatch { path: PathBuf, base: PathBuf, expected: String, actual: String },
+    #[error(
+        "{path}: base model {base} has BLAKE3 {actual}, the adapter was trained on {expected}"
+    )]
+    BaseMismatch {
+        path: PathBuf,
+        base: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{0}: not a model (expected a .gguf file, a Hugging Face llama folder or an srlm checkpoint)")]
     NotAModel(PathBuf),
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error("{path}: {source}")]
-    Candle { path: PathBuf, source: candle_core::Error },
+    Candle {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
 }
 
 /// Full weights, or a LoRA adapter on a base model.
@@ -81,7 +99,10 @@ pub struct Loaded {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_owned(), source }
+    move |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Content id of a model: BLAKE3 of a file, or for a folder BLAKE3 over its sorted
@@ -89,7 +110,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 pub fn model_id(path: &Path) -> Result<blake3::Hash, CheckpointError> {
     let hash_file = |p: &Path| -> Result<blake3::Hash, CheckpointError> {
         let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(p).map_err(io(p))?).map_err(io(p))?;
+        h.update_reader(std::fs::File::open(p).map_err(io(p))?)
+            .map_err(io(p))?;
         Ok(h.finalize())
     };
     if path.is_file() {
@@ -119,7 +141,13 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     if path.is_file() {
         let (cfg, weights) = Weights::load_gguf(path)?;
         let chat_template = gguf_chat_template(path)?;
-        return Ok(Loaded { cfg, weights, tokenizer: None, chat_template, meta: None });
+        return Ok(Loaded {
+            cfg,
+            weights,
+            tokenizer: None,
+            chat_template,
+            meta: None,
+        });
     }
     if !path.join(CONFIG_FILE).is_file() {
         return Err(CheckpointError::NotAModel(path.to_owned()));
@@ -142,7 +170,11 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
                 what: "checkpoint metadata",
                 msg: "a LoRA checkpoint needs `lora`".into(),
             })?;
-            let base_path = if base.path.is_absolute() { base.path.clone() } else { path.join(&base.path) };
+            let base_path = if base.path.is_absolute() {
+                base.path.clone()
+            } else {
+                path.join(&base.path)
+            };
             let actual = model_id(&base_path)?.to_hex().to_string();
             if actual != base.blake3 {
                 return Err(CheckpointError::BaseMismatch {
@@ -154,13 +186,23 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
             }
             let b = load(&base_path)?;
             let adapter = Weights::load_safetensors(&path.join(ADAPTER_FILE))?;
-            let merged = lora::merge(&b.weights, &adapter, lc)
-                .map_err(|source| CheckpointError::Candle { path: path.join(ADAPTER_FILE), source })?;
+            let merged = lora::merge(&b.weights, &adapter, lc).map_err(|source| {
+                CheckpointError::Candle {
+                    path: path.join(ADAPTER_FILE),
+                    source,
+                }
+            })?;
             (b.cfg, merged)
         }
         _ => Weights::load_hf_dir(path)?,
     };
-    Ok(Loaded { cfg, weights, tokenizer, chat_template, meta })
+    Ok(Loaded {
+        cfg,
+        weights,
+        tokenizer,
+        chat_template,
+        meta,
+    })
 }
 
 fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>, CheckpointError> {
@@ -169,11 +211,12 @@ fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>, CheckpointError> {
         return Ok(None);
     }
     let bytes = std::fs::read(&p).map_err(io(&p))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
-        path: p.clone(),
-        what: "checkpoint metadata",
-        msg: e.to_string(),
-    })?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
+            path: p.clone(),
+            what: "checkpoint metadata",
+            msg: e.to_string(),
+        })?;
     if meta.format != FORMAT {
         return Err(CheckpointError::Invalid {
             path: p,
@@ -189,11 +232,13 @@ fn read_tokenizer(dir: &Path) -> Result<Option<tokenizers::Tokenizer>, Checkpoin
     if !p.exists() {
         return Ok(None);
     }
-    tokenizers::Tokenizer::from_file(&p).map(Some).map_err(|e| CheckpointError::Invalid {
-        path: p,
-        what: "tokenizer",
-        msg: e.to_string(),
-    })
+    tokenizers::Tokenizer::from_file(&p)
+        .map(Some)
+        .map_err(|e| CheckpointError::Invalid {
+            path: p,
+            what: "tokenizer",
+            msg: e.to_string(),
+        })
 }
 
 /// `chat_template` of a Hugging Face folder's `tokenizer_config.json`, if any.
@@ -203,12 +248,15 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>, CheckpointError> {
         return Ok(None);
     }
     let bytes = std::fs::read(&p).map_err(io(&p))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
-        path: p,
-        what: "tokenizer config",
-        msg: e.to_string(),
-    })?;
-    Ok(v.get("chat_template").and_then(|t| t.as_str()).map(String::from))
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
+            path: p,
+            what: "tokenizer config",
+            msg: e.to_string(),
+        })?;
+    Ok(v.get("chat_template")
+        .and_then(|t| t.as_str())
+        .map(String::from))
 }
 
 /// `tokenizer.chat_template` of a GGUF, if any.
@@ -225,7 +273,11 @@ pub enum Contents<'a> {
     /// Full weights.
     Full(&'a Weights),
     /// LoRA matrices, their parameters and the base model they apply to.
-    Lora { adapter: &'a Weights, lora: &'a LoraConfig, base: &'a Path },
+    Lora {
+        adapter: &'a Weights,
+        lora: &'a LoraConfig,
+        base: &'a Path,
+    },
 }
 
 /// Write a checkpoint folder atomically: files go to a temporary sibling folder, are synced,
@@ -245,7 +297,10 @@ pub fn save(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let tmp = tempfile::Builder::new().prefix(".srlm-checkpoint-").tempdir_in(&parent).map_err(io(&parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".srlm-checkpoint-")
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
     let put = |name: &str, bytes: &[u8]| -> Result<(), CheckpointError> {
         let p = tmp.path().join(name);
         let mut f = std::fs::File::create(&p).map_err(io(&p))?;
@@ -253,12 +308,21 @@ pub fn save(
         f.sync_all().map_err(io(&p))
     };
     put(CONFIG_FILE, &cfg.to_json_bytes())?;
-    let tok = tokenizer.to_string(false).map_err(|e| CheckpointError::Invalid {
-        path: dir.join(TOKENIZER_FILE),
-        what: "tokenizer",
-        msg: e.to_string(),
-    })?;
+    let tok = tokenizer
+        .to_string(false)
+        .map_err(|e| CheckpointError::Invalid {
+            path: dir.join(TOKENIZER_FILE),
+            what: "tokenizer",
+            msg: e.to_string(),
+        })?;
     put(TOKENIZER_FILE, tok.as_bytes())?;
+    if let Some(t) = chat_template {
+        // Where Hugging Face tools (and srlm's inference loader) look for the template.
+        let mut json = serde_json::to_vec_pretty(&serde_json::json!({ "chat_template": t }))
+            .expect("json serialises");
+        json.push(b'\n');
+        put("tokenizer_config.json", &json)?;
+    }
     let meta = match contents {
         Contents::Full(w) => {
             put(WEIGHTS_FILE, &w.safetensors_bytes(&dir.join(WEIGHTS_FILE))?)?;
@@ -270,13 +334,23 @@ pub fn save(
                 chat_template: chat_template.map(String::from),
             }
         }
-        Contents::Lora { adapter, lora, base } => {
-            put(ADAPTER_FILE, &adapter.safetensors_bytes(&dir.join(ADAPTER_FILE))?)?;
+        Contents::Lora {
+            adapter,
+            lora,
+            base,
+        } => {
+            put(
+                ADAPTER_FILE,
+                &adapter.safetensors_bytes(&dir.join(ADAPTER_FILE))?,
+            )?;
             let base_abs = std::path::absolute(base).map_err(io(base))?;
             CheckpointMeta {
                 format: FORMAT.into(),
                 kind: Kind::Lora,
-                base: Some(BaseRef { blake3: model_id(base)?.to_hex().to_string(), path: base_abs }),
+                base: Some(BaseRef {
+                    blake3: model_id(base)?.to_hex().to_string(),
+                    path: base_abs,
+                }),
                 lora: Some(lora.clone()),
                 chat_template: chat_template.map(String::from),
             }
@@ -288,7 +362,10 @@ pub fn save(
     let kept = tmp.keep();
     std::fs::rename(&kept, dir).map_err(|source| {
         let _ = std::fs::remove_dir_all(&kept);
-        CheckpointError::Io { path: dir.to_owned(), source }
+        CheckpointError::Io {
+            path: dir.to_owned(),
+            source,
+        }
     })?;
     if let Ok(d) = std::fs::File::open(&parent) {
         let _ = d.sync_all();

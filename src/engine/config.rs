@@ -10,9 +10,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid llama config: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("GGUF metadata: missing or invalid field `{field}`")]
     GgufField { field: String },
     #[error("GGUF architecture `{0}` is not llama; srlm trains llama-family models only")]
@@ -89,10 +95,14 @@ impl LlamaConfig {
 
     /// Read a Hugging Face `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        let cfg: Self = serde_json::from_slice(&bytes)
-            .map_err(|source| ConfigError::Json { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_slice(&bytes).map_err(|source| ConfigError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -109,29 +119,43 @@ impl LlamaConfig {
 
     /// Derive the config from a GGUF's `llama.*` metadata (llama.cpp's names).
     pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Self, ConfigError> {
-        let arch = md.get("general.architecture").and_then(|v| v.to_string().ok());
+        let arch = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok());
         match arch.map(String::as_str) {
             Some("llama") => {}
             other => return Err(ConfigError::Architecture(other.unwrap_or("?").to_owned())),
         }
         let num = |k: &str| -> Result<usize, ConfigError> {
             md.get(k)
-                .and_then(|v| v.to_u32().ok().or_else(|| v.to_u64().ok().map(|x| x as u32)))
+                .and_then(|v| {
+                    v.to_u32()
+                        .ok()
+                        .or_else(|| v.to_u64().ok().map(|x| x as u32))
+                })
                 .map(|x| x as usize)
-                .ok_or_else(|| ConfigError::GgufField { field: k.to_owned() })
+                .ok_or_else(|| ConfigError::GgufField {
+                    field: k.to_owned(),
+                })
         };
         let float = |k: &str| md.get(k).and_then(|v| v.to_f32().ok());
         let hidden_size = num("llama.embedding_length")?;
         let vocab_size = match num("llama.vocab_size") {
             Ok(v) => v,
-            Err(e) => match md.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok()) {
+            Err(e) => match md
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.to_vec().ok())
+            {
                 Some(toks) => toks.len(),
                 None => return Err(e),
             },
         };
         let mut extra = serde_json::Map::new();
         extra.insert("model_type".into(), "llama".into());
-        extra.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
+        extra.insert(
+            "architectures".into(),
+            serde_json::json!(["LlamaForCausalLM"]),
+        );
         for (gguf_key, hf_key) in [
             ("tokenizer.ggml.bos_token_id", "bos_token_id"),
             ("tokenizer.ggml.eos_token_id", "eos_token_id"),
@@ -148,10 +172,11 @@ impl LlamaConfig {
             num_hidden_layers: num("llama.block_count")?,
             num_attention_heads: num("llama.attention.head_count")?,
             num_key_value_heads: num("llama.attention.head_count_kv").ok(),
-            rms_norm_eps: float("llama.attention.layer_norm_rms_epsilon")
-                .ok_or_else(|| ConfigError::GgufField {
+            rms_norm_eps: float("llama.attention.layer_norm_rms_epsilon").ok_or_else(|| {
+                ConfigError::GgufField {
                     field: "llama.attention.layer_norm_rms_epsilon".into(),
-                })? as f64,
+                }
+            })? as f64,
             rope_theta: float("llama.rope.freq_base").unwrap_or(10_000.0) as f64,
             max_position_embeddings: num("llama.context_length").unwrap_or(2048),
             // Set by the weight loader once it knows whether `output.weight` exists.
@@ -176,12 +201,24 @@ impl LlamaConfig {
         vec![
             ("general.architecture".into(), Value::String("llama".into())),
             ("llama.block_count".into(), u(self.num_hidden_layers)),
-            ("llama.context_length".into(), u(self.max_position_embeddings)),
+            (
+                "llama.context_length".into(),
+                u(self.max_position_embeddings),
+            ),
             ("llama.embedding_length".into(), u(self.hidden_size)),
-            ("llama.feed_forward_length".into(), u(self.intermediate_size)),
-            ("llama.attention.head_count".into(), u(self.num_attention_heads)),
+            (
+                "llama.feed_forward_length".into(),
+                u(self.intermediate_size),
+            ),
+            (
+                "llama.attention.head_count".into(),
+                u(self.num_attention_heads),
+            ),
             ("llama.attention.head_count_kv".into(), u(self.kv_heads())),
-            ("llama.rope.freq_base".into(), Value::F32(self.rope_theta as f32)),
+            (
+                "llama.rope.freq_base".into(),
+                Value::F32(self.rope_theta as f32),
+            ),
             (
                 "llama.attention.layer_norm_rms_epsilon".into(),
                 Value::F32(self.rms_norm_eps as f32),
@@ -271,7 +308,11 @@ mod tests {
     fn rejects_bad_shapes_and_architectures() {
         let mut cfg = smollm_like();
         cfg.num_key_value_heads = Some(4);
-        assert!(cfg.validate().unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num_key_value_heads"));
         let mut md: HashMap<String, Value> = smollm_like().to_gguf_metadata().into_iter().collect();
         md.insert("general.architecture".into(), Value::String("gpt2".into()));
         assert!(matches!(

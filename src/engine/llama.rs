@@ -103,8 +103,11 @@ impl Llama {
         };
         let embed = take("model.embed_tokens.weight")?;
         let norm = take("model.norm.weight")?;
-        let lm_head_w =
-            if cfg.tie_word_embeddings { embed.clone() } else { take("lm_head.weight")? };
+        let lm_head_w = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            take("lm_head.weight")?
+        };
         let mut raw_layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -143,7 +146,11 @@ impl Llama {
                 }
                 _ => None,
             };
-            Ok(Linear { weight, trainable: full, lora })
+            Ok(Linear {
+                weight,
+                trainable: full,
+                lora,
+            })
         };
         let mut layers = Vec::with_capacity(raw_layers.len());
         for (projs, ln1, ln2) in raw_layers {
@@ -166,7 +173,16 @@ impl Llama {
         }
         let lm_head = make("lm_head".into(), lm_head_w)?;
         let (cos, sin) = rope_tables(cfg, &Device::Cpu)?;
-        Ok(Self { cfg: cfg.clone(), embed, layers, norm, lm_head, cos, sin, params })
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            params,
+        })
     }
 
     /// Hidden states after the final norm, `(batch, seq, hidden)`, for token ids `(batch, seq)`.
@@ -175,7 +191,10 @@ impl Llama {
         let cfg = &self.cfg;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let eps = cfg.rms_norm_eps as f32;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, cfg.hidden_size))?;
         let mask = causal_mask(t, x.device())?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
@@ -183,7 +202,10 @@ impl Llama {
         for layer in &self.layers {
             let h = candle_nn::ops::rms_norm_slow(&x, &layer.ln1, eps)?;
             let heads = |lin: &Linear, n: usize| -> candle_core::Result<Tensor> {
-                lin.forward(&h)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+                lin.forward(&h)?
+                    .reshape((b, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
             };
             let q = candle_nn::rotary_emb::rope_slow(&heads(&layer.q, nh)?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_slow(&heads(&layer.k, nkv)?, &cos, &sin)?;
@@ -192,7 +214,10 @@ impl Llama {
             let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?.contiguous()?;
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, cfg.hidden_size))?;
+            let y = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, cfg.hidden_size))?;
             x = (x + layer.o.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm_slow(&x, &layer.ln2, eps)?;
             let m = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
@@ -241,7 +266,10 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{l}");
             w.0.insert(format!("{p}.input_layernorm.weight"), layer.ln1.detach());
-            w.0.insert(format!("{p}.post_attention_layernorm.weight"), layer.ln2.detach());
+            w.0.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.ln2.detach(),
+            );
         }
         w.0.insert("model.embed_tokens.weight".into(), self.embed.detach());
         w.0.insert("model.norm.weight".into(), self.norm.detach());
@@ -262,10 +290,9 @@ impl Llama {
     /// Set LoRA matrices from saved values (names as in [`Llama::lora_weights`]).
     pub fn load_lora(&self, w: &Weights) -> candle_core::Result<()> {
         for (name, t) in &w.0 {
-            let var = self
-                .params
-                .get(name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("adapter tensor {name} has no LoRA slot")))?;
+            let var = self.params.get(name).ok_or_else(|| {
+                candle_core::Error::Msg(format!("adapter tensor {name} has no LoRA slot"))
+            })?;
             var.set(t)?;
         }
         Ok(())
@@ -274,8 +301,9 @@ impl Llama {
 
 /// Additive causal mask `(seq, seq)`: 0 on and below the diagonal, -inf above.
 fn causal_mask(t: usize, dev: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { NEG_INF } else { 0.0 })).collect();
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { NEG_INF } else { 0.0 }))
+        .collect();
     Tensor::from_vec(v, (t, t), dev)
 }
 
@@ -284,7 +312,10 @@ fn causal_mask(t: usize, dev: &Device) -> candle_core::Result<Tensor> {
 fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let hd = cfg.head_dim();
     let theta = cfg.rope_theta as f32;
-    let inv: Vec<f32> = (0..hd).step_by(2).map(|i| 1f32 / theta.powf(i as f32 / hd as f32)).collect();
+    let inv: Vec<f32> = (0..hd)
+        .step_by(2)
+        .map(|i| 1f32 / theta.powf(i as f32 / hd as f32))
+        .collect();
     let n = cfg.max_position_embeddings;
     let inv = Tensor::new(inv, dev)?;
     let idx = Tensor::arange(0, n as u32, dev)?
@@ -309,7 +340,9 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else { candle_core::bail!("frozen-linear: f32 only") };
+        let CpuStorage::F32(data) = s else {
+            candle_core::bail!("frozen-linear: f32 only")
+        };
         let Some((start, end)) = l.contiguous_offsets() else {
             candle_core::bail!("frozen-linear: input must be contiguous")
         };
@@ -324,7 +357,12 @@ impl CustomOp1 for FrozenLinear {
         Ok((CpuStorage::F32(out), shape))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.broadcast_matmul(&self.w)?))
     }
 }
@@ -346,10 +384,15 @@ pub(crate) mod tests {
         let mut w = BTreeMap::new();
         let mut rand_t = |shape: &[usize], scale: f32, offset: f32| {
             let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| offset + scale * (rng.gen::<f32>() * 2.0 - 1.0)).collect();
+            let v: Vec<f32> = (0..n)
+                .map(|_| offset + scale * (rng.gen::<f32>() * 2.0 - 1.0))
+                .collect();
             Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
         };
-        w.insert("model.embed_tokens.weight".to_string(), rand_t(&[64, 32], 0.5, 0.0));
+        w.insert(
+            "model.embed_tokens.weight".to_string(),
+            rand_t(&[64, 32], 0.5, 0.0),
+        );
         w.insert("model.norm.weight".to_string(), rand_t(&[32], 0.1, 1.0));
         for l in 0..2 {
             let p = format!("model.layers.{l}");
@@ -364,8 +407,14 @@ pub(crate) mod tests {
             ] {
                 w.insert(format!("{p}.{n}.weight"), rand_t(&s, 0.3, 0.0));
             }
-            w.insert(format!("{p}.input_layernorm.weight"), rand_t(&[32], 0.1, 1.0));
-            w.insert(format!("{p}.post_attention_layernorm.weight"), rand_t(&[32], 0.1, 1.0));
+            w.insert(
+                format!("{p}.input_layernorm.weight"),
+                rand_t(&[32], 0.1, 1.0),
+            );
+            w.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                rand_t(&[32], 0.1, 1.0),
+            );
         }
         (cfg, Weights(w))
     }
@@ -389,10 +438,26 @@ pub(crate) mod tests {
         let theirs = candle_transformers::models::llama::Llama::load(vb, &ccfg).unwrap();
         // candle's Llama returns the last position only: compare every prefix's last logits.
         for t in 1..=input.len() {
-            let mut cache = candle_transformers::models::llama::Cache::new(false, DType::F32, &ccfg, &Device::Cpu).unwrap();
-            let want: Vec<f32> = theirs.forward(&ids(&input[..t]), 0, &mut cache).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+            let mut cache = candle_transformers::models::llama::Cache::new(
+                false,
+                DType::F32,
+                &ccfg,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let want: Vec<f32> = theirs
+                .forward(&ids(&input[..t]), 0, &mut cache)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             let got: Vec<f32> = ours.get(t - 1).unwrap().to_vec1().unwrap();
-            let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(diff < 1e-4, "position {t}: max |diff| {diff}");
         }
     }
@@ -410,7 +475,9 @@ pub(crate) mod tests {
         .unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in &model.params {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
             let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(norm > 0.0, "zero gradient for {name}");
         }
@@ -420,15 +487,38 @@ pub(crate) mod tests {
     fn frozen_linear_matches_matmul_and_its_input_gradient() {
         let (_, w) = tiny(3);
         let wt = w.get("model.layers.0.mlp.up_proj.weight").unwrap().clone();
-        let x = Var::from_tensor(&w.get("model.embed_tokens.weight").unwrap().narrow(0, 0, 5).unwrap()).unwrap();
+        let x = Var::from_tensor(
+            &w.get("model.embed_tokens.weight")
+                .unwrap()
+                .narrow(0, 0, 5)
+                .unwrap(),
+        )
+        .unwrap();
         let a = frozen_linear(x.as_tensor(), &wt).unwrap();
         let b = x.as_tensor().matmul(&wt.t().unwrap()).unwrap();
-        let d: f32 = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (&a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d < 1e-6);
         let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
-        let d: f32 = (ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let (ga, gb) = (
+            ga.get(x.as_tensor()).unwrap(),
+            gb.get(x.as_tensor()).unwrap(),
+        );
+        let d: f32 = (ga - gb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d < 1e-4, "input gradient differs by {d}");
     }
 }

@@ -3,7 +3,9 @@
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;
 
+use super::chat::ChatTemplate;
 use super::llama::Llama;
+use super::tokenizer;
 
 /// Errors computing log-probabilities.
 #[derive(Debug, thiserror::Error)]
@@ -35,64 +37,28 @@ impl Encoded {
 }
 
 /// Turns (prompt, response) text into token ids with the model's chat template: the prompt as
-/// one user turn plus the assistant header, then the response and the end-of-turn marker.
-/// Prompt and response are tokenized separately so the boundary is exact.
+/// one user turn plus the assistant header ([`ChatTemplate::prompt`]), then the response and
+/// the end of its turn ([`ChatTemplate::response_suffix`]). Prompt and response are
+/// tokenized separately so the boundary is exact.
 #[derive(Clone)]
 pub struct Encoder {
     pub tokenizer: tokenizers::Tokenizer,
-    /// Text before and after the user's prompt (the rendered template around it).
-    pub prompt_prefix: String,
-    pub prompt_suffix: String,
-    /// Appended to the response (the end-of-turn marker, e.g. `<|im_end|>`).
-    pub response_suffix: String,
+    pub template: ChatTemplate,
 }
 
 impl Encoder {
-    /// ChatML (`<|im_start|>role\n...<|im_end|>\n`), with an optional system turn first.
-    pub fn chatml(tokenizer: tokenizers::Tokenizer, system: Option<&str>) -> Self {
-        let sys = system
-            .map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n"))
-            .unwrap_or_default();
-        Self {
-            tokenizer,
-            prompt_prefix: format!("{sys}<|im_start|>user\n"),
-            prompt_suffix: "<|im_end|>\n<|im_start|>assistant\n".into(),
-            response_suffix: "<|im_end|>".into(),
-        }
-    }
-
-    /// The encoder for a model's chat template. ChatML templates (SmolLM2, Qwen) are
-    /// recognised, including a default system turn the template inserts when the
-    /// conversation has none; anything else falls back to ChatML without a system turn.
-    pub fn from_template(tokenizer: tokenizers::Tokenizer, template: Option<&str>) -> Self {
-        let system = template.and_then(|t| {
-            let open = "<|im_start|>system\n";
-            let at = t.find(open)? + open.len();
-            let len = t[at..].find("<|im_end|>")?;
-            let text = &t[at..at + len];
-            // A literal default, not a `{{ message['content'] }}` expression.
-            (!text.contains("{{") && !text.contains('\'')).then(|| text.to_owned())
-        });
-        Self::chatml(tokenizer, system.as_deref())
-    }
-
     fn encode_text(&self, text: &str) -> Result<Vec<u32>, LogprobError> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| LogprobError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        tokenizer::encode(&self.tokenizer, text).map_err(|e| LogprobError::Tokenizer(e.to_string()))
     }
 
     /// Encode one example.
     pub fn encode(&self, prompt: &str, response: &str) -> Result<Encoded, LogprobError> {
-        let mut ids =
-            self.encode_text(&format!("{}{prompt}{}", self.prompt_prefix, self.prompt_suffix))?;
+        let mut ids = self.encode_text(&self.template.prompt(prompt))?;
         if ids.is_empty() {
             return Err(LogprobError::EmptyPrompt);
         }
         let start = ids.len();
-        let resp = self.encode_text(&format!("{response}{}", self.response_suffix))?;
+        let resp = self.encode_text(&ChatTemplate::response_suffix(response))?;
         if resp.is_empty() {
             return Err(LogprobError::EmptyResponse);
         }
@@ -100,7 +66,7 @@ impl Encoder {
         Ok(Encoded { ids, start })
     }
 
-    /// The text of one token id (for per-token reports).
+    /// The text of one token id (for per-token reports; special tokens spelled out).
     pub fn token_text(&self, id: u32) -> String {
         self.tokenizer.decode(&[id], false).unwrap_or_default()
     }
@@ -134,7 +100,10 @@ pub fn token_logprobs(
     }
     let n = t - start;
     if targets.len() != n {
-        return Err(LogprobError::Tokenizer(format!("{} targets for {n} positions", targets.len())));
+        return Err(LogprobError::Tokenizer(format!(
+            "{} targets for {n} positions",
+            targets.len()
+        )));
     }
     let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.hidden(&input)?.narrow(1, start - 1, n)?;
@@ -172,9 +141,17 @@ pub fn score(
     let tokens: Vec<TokenLogprob> = ex.ids[ex.start..]
         .iter()
         .zip(&lp)
-        .map(|(&id, &logprob)| TokenLogprob { id, text: enc.token_text(id), logprob })
+        .map(|(&id, &logprob)| TokenLogprob {
+            id,
+            text: enc.token_text(id),
+            logprob,
+        })
         .collect();
-    Ok(ResponseLogprob { sum: lp.iter().map(|&x| x as f64).sum(), prompt_tokens: ex.start, tokens })
+    Ok(ResponseLogprob {
+        sum: lp.iter().map(|&x| x as f64).sum(),
+        prompt_tokens: ex.start,
+        tokens,
+    })
 }
 
 #[cfg(test)]
@@ -186,17 +163,36 @@ mod tests {
     fn response_logprobs_equal_full_forward_log_softmax() {
         let (cfg, w) = tiny(11);
         let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
-        let ex = Encoded { ids: vec![5, 9, 13, 2, 40, 41, 7], start: 4 };
-        let got: Vec<f32> = response_token_logprobs(&model, &ex).unwrap().to_vec1().unwrap();
-        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits: Vec<Vec<f32>> = model.forward(&ids).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let ex = Encoded {
+            ids: vec![5, 9, 13, 2, 40, 41, 7],
+            start: 4,
+        };
+        let got: Vec<f32> = response_token_logprobs(&model, &ex)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<Vec<f32>> = model
+            .forward(&ids)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         assert_eq!(got.len(), 3);
         for (k, pos) in (ex.start..ex.ids.len()).enumerate() {
             let row = &logits[pos - 1];
             let m = row.iter().cloned().fold(f32::MIN, f32::max);
             let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
             let want = row[ex.ids[pos] as usize] - lse;
-            assert!((got[k] - want).abs() < 1e-4, "token {k}: {} vs {want}", got[k]);
+            assert!(
+                (got[k] - want).abs() < 1e-4,
+                "token {k}: {} vs {want}",
+                got[k]
+            );
         }
     }
 
@@ -204,9 +200,21 @@ mod tests {
     fn rejects_empty_parts() {
         let (cfg, w) = tiny(11);
         let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
-        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 2 });
+        let e = response_token_logprobs(
+            &model,
+            &Encoded {
+                ids: vec![1, 2],
+                start: 2,
+            },
+        );
         assert!(matches!(e, Err(LogprobError::EmptyResponse)));
-        let e = response_token_logprobs(&model, &Encoded { ids: vec![1, 2], start: 0 });
+        let e = response_token_logprobs(
+            &model,
+            &Encoded {
+                ids: vec![1, 2],
+                start: 0,
+            },
+        );
         assert!(matches!(e, Err(LogprobError::EmptyPrompt)));
     }
 }

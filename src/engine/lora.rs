@@ -25,7 +25,9 @@ impl Default for LoraConfig {
         Self {
             rank: 8,
             alpha: 16.0,
-            targets: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -68,9 +70,15 @@ pub(crate) fn init_pair(
     rng: &mut ChaCha8Rng,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let bound = 1.0 / (in_dim as f32).sqrt();
-    let a: Vec<f32> = (0..cfg.rank * in_dim).map(|_| rng.gen_range(-bound..bound)).collect();
+    let a: Vec<f32> = (0..cfg.rank * in_dim)
+        .map(|_| rng.gen_range(-bound..bound))
+        .collect();
     let a = Tensor::from_vec(a, (cfg.rank, in_dim), &candle_core::Device::Cpu)?;
-    let b = Tensor::zeros((out_dim, cfg.rank), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    let b = Tensor::zeros(
+        (out_dim, cfg.rank),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
     Ok((a, b))
 }
 
@@ -78,7 +86,9 @@ pub(crate) fn init_pair(
 pub fn merge(base: &Weights, adapter: &Weights, cfg: &LoraConfig) -> candle_core::Result<Weights> {
     let mut out = base.clone();
     for (name, a) in &adapter.0 {
-        let Some(proj) = name.strip_suffix(".lora_A.weight") else { continue };
+        let Some(proj) = name.strip_suffix(".lora_A.weight") else {
+            continue;
+        };
         let b = adapter
             .get(&format!("{proj}.lora_B.weight"))
             .ok_or_else(|| candle_core::Error::Msg(format!("adapter has {name} but no lora_B")))?;
@@ -106,8 +116,13 @@ mod tests {
     #[test]
     fn merged_weights_give_the_adapter_models_logits() {
         let (cfg, w) = tiny(5);
-        let lc = LoraConfig { rank: 4, alpha: 8.0, targets: ["q_proj", "v_proj", "down_proj"].map(String::from).to_vec() };
-        let model = Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 3 })).unwrap();
+        let lc = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: ["q_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
+        };
+        let model =
+            Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 3 })).unwrap();
         assert_eq!(model.params.len(), 2 * 3 * cfg.num_hidden_layers);
         // B starts at zero; give it values so the adapter matters.
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -115,18 +130,42 @@ mod tests {
             if name.ends_with("lora_B.weight") {
                 let n = var.elem_count();
                 let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.2..0.2)).collect();
-                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
             }
         }
         let ids = Tensor::new(&[[4u32, 8, 15, 16, 23, 42]], &Device::Cpu).unwrap();
         let with_adapter = model.forward(&ids).unwrap();
-        let base = Llama::new(&cfg, &w, &Trainable::None).unwrap().forward(&ids).unwrap();
-        let moved: f32 = (&with_adapter - &base).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let base = Llama::new(&cfg, &w, &Trainable::None)
+            .unwrap()
+            .forward(&ids)
+            .unwrap();
+        let moved: f32 = (&with_adapter - &base)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(moved > 1e-3, "adapter has no effect ({moved})");
 
-        for merged in [model.merged_weights().unwrap(), merge(&w, &model.lora_weights(), &lc).unwrap()] {
-            let m = Llama::new(&cfg, &merged, &Trainable::None).unwrap().forward(&ids).unwrap();
-            let d: f32 = (&m - &with_adapter).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        for merged in [
+            model.merged_weights().unwrap(),
+            merge(&w, &model.lora_weights(), &lc).unwrap(),
+        ] {
+            let m = Llama::new(&cfg, &merged, &Trainable::None)
+                .unwrap()
+                .forward(&ids)
+                .unwrap();
+            let d: f32 = (&m - &with_adapter)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert!(d < 1e-4, "merged logits differ by {d}");
         }
     }
@@ -135,11 +174,24 @@ mod tests {
     fn init_is_seeded() {
         let (cfg, w) = tiny(5);
         let lc = LoraConfig::default();
-        let a = Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 1 })).unwrap().lora_weights();
-        let b = Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 1 })).unwrap().lora_weights();
-        let c = Llama::new(&cfg, &w, &Trainable::Lora(lc, LoraInit { seed: 2 })).unwrap().lora_weights();
+        let a = Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 1 }))
+            .unwrap()
+            .lora_weights();
+        let b = Llama::new(&cfg, &w, &Trainable::Lora(lc.clone(), LoraInit { seed: 1 }))
+            .unwrap()
+            .lora_weights();
+        let c = Llama::new(&cfg, &w, &Trainable::Lora(lc, LoraInit { seed: 2 }))
+            .unwrap()
+            .lora_weights();
         let name = "model.layers.0.self_attn.q_proj.lora_A.weight";
-        let v = |x: &Weights| -> Vec<f32> { x.get(name).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+        let v = |x: &Weights| -> Vec<f32> {
+            x.get(name)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
         assert_eq!(v(&a), v(&b));
         assert_ne!(v(&a), v(&c));
     }

@@ -11,8 +11,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::chat::ChatTemplate;
 use super::checkpoint::{self, CheckpointError, Loaded};
 use super::config::LlamaConfig;
+use super::gguf::GgufFile;
 use super::llama::{Llama, Trainable};
 use super::logprob::{response_token_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
 use super::lora::{LoraConfig, LoraInit};
@@ -33,6 +35,13 @@ pub enum TrainError {
     Logprob(#[from] LogprobError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Gguf(#[from] super::gguf::GgufError),
+    #[error("{path}: {source}")]
+    Template {
+        path: std::path::PathBuf,
+        source: super::chat::ChatError,
+    },
 }
 
 /// Optimisation parameters shared by SFT and DPO (serde: the run record stores them).
@@ -95,7 +104,13 @@ pub struct DpoParams {
 
 impl Default for DpoParams {
     fn default() -> Self {
-        Self { train: TrainParams { lr: 1e-6, ..TrainParams::default() }, beta: 0.1 }
+        Self {
+            train: TrainParams {
+                lr: 1e-6,
+                ..TrainParams::default()
+            },
+            beta: 0.1,
+        }
     }
 }
 
@@ -141,6 +156,43 @@ impl Trained {
     pub fn merged(&self) -> candle_core::Result<Weights> {
         self.model.merged_weights()
     }
+
+    /// Write the checkpoint folder `dir`: full weights, or (LoRA) the adapter plus a
+    /// reference to `base_path`, the model training started from (`base`, as loaded).
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        base: &Loaded,
+        base_path: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        let tokenizer = base
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| TrainError::Param("the base model's tokenizer is not loaded".into()))?;
+        let template = base.chat_template.as_deref();
+        match &self.lora {
+            None => {
+                let w = self.merged()?;
+                checkpoint::save(
+                    dir,
+                    &self.model.cfg,
+                    checkpoint::Contents::Full(&w),
+                    tokenizer,
+                    template,
+                )?
+            }
+            Some(lora) => {
+                let adapter = self.model.lora_weights();
+                let contents = checkpoint::Contents::Lora {
+                    adapter: &adapter,
+                    lora,
+                    base: base_path,
+                };
+                checkpoint::save(dir, &self.model.cfg, contents, tokenizer, template)?
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One prompt/response example.
@@ -158,36 +210,41 @@ pub struct DpoRow {
     pub rejected: String,
 }
 
-/// The model path to use: the given one (relative to `cwd`), else `$SRLM_MODEL`, else the
-/// documented default location of SmolLM2-135M-Instruct.
-pub fn resolve_model(given: Option<&std::path::Path>, cwd: &std::path::Path) -> std::path::PathBuf {
-    match given {
-        Some(p) => cwd.join(p),
-        None => std::env::var_os("SRLM_MODEL").map(std::path::PathBuf::from).unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }),
-    }
-}
-
-/// Load a model for training or scoring (f32 weights) with the encoder its chat template implies.
+/// Load a model for training or scoring (f32 weights) with the encoder its chat template
+/// implies (plain ChatML when it carries none).
 pub fn load_for_training(path: &std::path::Path) -> Result<(Loaded, Encoder), TrainError> {
     let mut loaded = checkpoint::load(path)?;
     let tokenizer = match loaded.tokenizer.take() {
         Some(t) => t,
-        None => gguf_tokenizer(path)?,
+        None => GgufFile::open(path).and_then(|g| g.tokenizer())?,
     };
-    let enc = Encoder::from_template(tokenizer.clone(), loaded.chat_template.as_deref());
-    loaded.tokenizer = Some(tokenizer);
-    Ok((loaded, enc))
+    let template = match loaded.chat_template.as_deref() {
+        Some(t) => ChatTemplate::from_jinja(t).map_err(|source| TrainError::Template {
+            path: path.to_owned(),
+            source,
+        })?,
+        None => ChatTemplate::chatml(),
+    };
+    loaded.tokenizer = Some(tokenizer.clone());
+    Ok((
+        loaded,
+        Encoder {
+            tokenizer,
+            template,
+        },
+    ))
 }
 
-fn gguf_tokenizer(path: &std::path::Path) -> Result<tokenizers::Tokenizer, TrainError> {
-    Err(TrainError::Param(format!("{}: no tokenizer.json and no GGUF tokenizer support yet", path.display())))
-}
-
-fn encode_row(enc: &Encoder, row: usize, p: &str, r: &str, max: usize) -> Result<Encoded, TrainError> {
-    let mut ex = enc.encode(p, r).map_err(|source| TrainError::Row { row, source })?;
+fn encode_row(
+    enc: &Encoder,
+    row: usize,
+    p: &str,
+    r: &str,
+    max: usize,
+) -> Result<Encoded, TrainError> {
+    let mut ex = enc
+        .encode(p, r)
+        .map_err(|source| TrainError::Row { row, source })?;
     truncate(&mut ex, max);
     Ok(ex)
 }
@@ -215,17 +272,24 @@ fn build(cfg: &LlamaConfig, w: &Weights, p: &TrainParams) -> candle_core::Result
 
 fn check(p: &TrainParams) -> Result<(), TrainError> {
     if p.grad_accum == 0 || p.epochs == 0 {
-        return Err(TrainError::Param("grad_accum and epochs must be at least 1".into()));
+        return Err(TrainError::Param(
+            "grad_accum and epochs must be at least 1".into(),
+        ));
     }
     if !(p.lr.is_finite() && p.lr >= 0.0) {
-        return Err(TrainError::Param(format!("lr {} is not a non-negative number", p.lr)));
+        return Err(TrainError::Param(format!(
+            "lr {} is not a non-negative number",
+            p.lr
+        )));
     }
     if p.max_tokens < 2 {
         return Err(TrainError::Param("max_tokens must be at least 2".into()));
     }
     if let Some(l) = &p.lora {
         if l.rank == 0 || l.targets.is_empty() {
-            return Err(TrainError::Param("LoRA needs rank >= 1 and at least one target".into()));
+            return Err(TrainError::Param(
+                "LoRA needs rank >= 1 and at least one target".into(),
+            ));
         }
     }
     Ok(())
@@ -251,7 +315,12 @@ pub fn sft(
 
 /// SFT loss of one example: mean negative log-likelihood of `labels[start..]` (the response)
 /// given `ids`; `labels` at prompt positions are ignored. Normally `labels == ids`.
-pub fn sft_loss(model: &Llama, ids: &[u32], labels: &[u32], start: usize) -> Result<Tensor, TrainError> {
+pub fn sft_loss(
+    model: &Llama,
+    ids: &[u32],
+    labels: &[u32],
+    start: usize,
+) -> Result<Tensor, TrainError> {
     let lp = token_logprobs(model, ids, start, &labels[start..])?;
     Ok(lp.mean_all()?.neg()?)
 }
@@ -276,8 +345,18 @@ pub fn sft_encoded(
         let loss = sft_loss(&model, &ex.ids, &ex.ids, ex.start)?;
         Ok((loss, None))
     })?;
-    let metrics = TrainMetrics { tokens, reference_seconds: None, ..metrics };
-    Ok((Trained { model, lora: p.lora.clone() }, metrics))
+    let metrics = TrainMetrics {
+        tokens,
+        reference_seconds: None,
+        ..metrics
+    };
+    Ok((
+        Trained {
+            model,
+            lora: p.lora.clone(),
+        },
+        metrics,
+    ))
 }
 
 /// DPO from text rows. `reference` defaults to the policy's starting weights (`cfg`, `weights`).
@@ -307,7 +386,13 @@ pub fn dpo(
     let ref_logps = reference_logprobs(rc, rw, &pairs)?;
     let ref_secs = t0.elapsed().as_secs_f64();
     let (trained, m) = dpo_encoded(cfg, weights, &pairs, &ref_logps, params, progress)?;
-    Ok((trained, TrainMetrics { reference_seconds: Some(ref_secs), ..m }))
+    Ok((
+        trained,
+        TrainMetrics {
+            reference_seconds: Some(ref_secs),
+            ..m
+        },
+    ))
 }
 
 /// Summed response log-probs of every (chosen, rejected) pair under a frozen model: computed
@@ -350,21 +435,35 @@ pub fn dpo_encoded(
         return Err(TrainError::Empty);
     }
     if ref_logps.len() != pairs.len() {
-        return Err(TrainError::Param("one reference log-prob pair per training pair".into()));
+        return Err(TrainError::Param(
+            "one reference log-prob pair per training pair".into(),
+        ));
     }
     if !(params.beta > 0.0 && params.beta.is_finite()) {
-        return Err(TrainError::Param(format!("beta {} must be positive", params.beta)));
+        return Err(TrainError::Param(format!(
+            "beta {} must be positive",
+            params.beta
+        )));
     }
     let model = build(cfg, weights, p)?;
-    let tokens =
-        pairs.iter().map(|(c, r)| c.ids.len() + r.ids.len()).sum::<usize>() * p.epochs;
+    let tokens = pairs
+        .iter()
+        .map(|(c, r)| c.ids.len() + r.ids.len())
+        .sum::<usize>()
+        * p.epochs;
     let metrics = run_loop(&model, pairs.len(), p, progress, |i| {
         let (c, r) = &pairs[i];
         let (loss, margin) = dpo_loss(&model, c, r, ref_logps[i], params.beta)?;
         Ok((loss, Some(margin)))
     })?;
     let metrics = TrainMetrics { tokens, ..metrics };
-    Ok((Trained { model, lora: p.lora.clone() }, metrics))
+    Ok((
+        Trained {
+            model,
+            lora: p.lora.clone(),
+        },
+        metrics,
+    ))
 }
 
 /// DPO's sigmoid loss for one pair, −log σ(β[(π_w − ref_w) − (π_l − ref_l)]), and the
@@ -504,19 +603,38 @@ impl AdamW {
             .values()
             .map(|var| {
                 let n = var.elem_count();
-                Slot { var: var.clone(), m: vec![0.0; n], v: vec![0.0; n], acc: vec![0.0; n], touched: false }
+                Slot {
+                    var: var.clone(),
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                    acc: vec![0.0; n],
+                    touched: false,
+                }
             })
             .collect();
-        Self { slots, t: 0, beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay }
+        Self {
+            slots,
+            t: 0,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+        }
     }
 
     /// Add one backward pass's gradients to the accumulators.
-    pub fn accumulate(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+    pub fn accumulate(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+    ) -> candle_core::Result<()> {
         for s in &mut self.slots {
-            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
             let g = g.contiguous()?;
             let (st, l) = g.storage_and_layout();
-            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) = (&*st, l.contiguous_offsets())
+            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
+                (&*st, l.contiguous_offsets())
             else {
                 candle_core::bail!("AdamW: f32 CPU gradients only")
             };
@@ -544,7 +662,10 @@ impl AdamW {
             if !s.touched {
                 continue;
             }
-            let op = Update { c, slot: std::cell::RefCell::new((&mut s.m, &mut s.v, &mut s.acc)) };
+            let op = Update {
+                c,
+                slot: std::cell::RefCell::new((&mut s.m, &mut s.v, &mut s.acc)),
+            };
             s.var.as_tensor().inplace_op1(&op)?;
             s.touched = false;
         }
@@ -576,14 +697,21 @@ impl InplaceOp1 for Update<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(theta) = storage else { candle_core::bail!("AdamW: f32 parameters only") };
+        let CpuStorage::F32(theta) = storage else {
+            candle_core::bail!("AdamW: f32 parameters only")
+        };
         let Some((a, b)) = layout.contiguous_offsets() else {
             candle_core::bail!("AdamW: parameter is not contiguous")
         };
         let c = self.c;
         let mut refs = self.slot.borrow_mut();
         let (m, v, acc) = &mut *refs;
-        for (((th, m), v), g) in theta[a..b].iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(acc.iter_mut()) {
+        for (((th, m), v), g) in theta[a..b]
+            .iter_mut()
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .zip(acc.iter_mut())
+        {
             let gr = *g;
             *m = *m * c.beta1 + gr * (1.0 - c.beta1);
             *v = *v * c.beta2 + gr * gr * (1.0 - c.beta2);
@@ -609,30 +737,63 @@ mod tests {
     #[test]
     fn adamw_matches_candle_nn() {
         let (cfg, w) = tiny(21);
-        let p = TrainParams { lr: 1e-2, weight_decay: 0.1, ..TrainParams::default() };
+        let p = TrainParams {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            ..TrainParams::default()
+        };
         let ours = Llama::new(&cfg, &w, &Trainable::All).unwrap();
         let theirs = Llama::new(&cfg, &w, &Trainable::All).unwrap();
         let mut opt = AdamW::new(&ours.params, &p);
         let mut copt = candle_nn::AdamW::new(
             theirs.params.values().cloned().collect(),
-            candle_nn::ParamsAdamW { lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay },
+            candle_nn::ParamsAdamW {
+                lr: p.lr,
+                beta1: p.beta1,
+                beta2: p.beta2,
+                eps: p.eps,
+                weight_decay: p.weight_decay,
+            },
         )
         .unwrap();
-        let ex = Encoded { ids: vec![1, 5, 9, 20, 33, 2], start: 3 };
+        let ex = Encoded {
+            ids: vec![1, 5, 9, 20, 33, 2],
+            start: 3,
+        };
         for _ in 0..3 {
-            let g = sft_loss(&ours, &ex.ids, &ex.ids, ex.start).unwrap().backward().unwrap();
+            let g = sft_loss(&ours, &ex.ids, &ex.ids, ex.start)
+                .unwrap()
+                .backward()
+                .unwrap();
             opt.accumulate(&g).unwrap();
             opt.step(p.lr).unwrap();
-            let g = sft_loss(&theirs, &ex.ids, &ex.ids, ex.start).unwrap().backward().unwrap();
+            let g = sft_loss(&theirs, &ex.ids, &ex.ids, ex.start)
+                .unwrap()
+                .backward()
+                .unwrap();
             copt.step(&g).unwrap();
         }
         for (name, var) in &ours.params {
-            let d: f32 = (var.as_tensor() - theirs.params[name].as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let d: f32 = (var.as_tensor() - theirs.params[name].as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert!(d < 1e-5, "{name} differs by {d}");
         }
         // And the parameters moved.
         let e = "model.embed_tokens.weight";
-        let d: f32 = (ours.params[e].as_tensor() - w.get(e).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (ours.params[e].as_tensor() - w.get(e).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d > 1e-3);
     }
 
@@ -642,14 +803,23 @@ mod tests {
         let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
         let ids = [3u32, 14, 15, 9, 26, 53, 58, 9];
         let start = 4;
-        let base: f32 = sft_loss(&model, &ids, &ids, start).unwrap().to_scalar().unwrap();
+        let base: f32 = sft_loss(&model, &ids, &ids, start)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let mut labels = ids;
         labels[1] = 60;
         labels[3] = 0;
-        let same: f32 = sft_loss(&model, &ids, &labels, start).unwrap().to_scalar().unwrap();
+        let same: f32 = sft_loss(&model, &ids, &labels, start)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(base, same, "a prompt-position label changed the loss");
         labels[5] = 1;
-        let changed: f32 = sft_loss(&model, &ids, &labels, start).unwrap().to_scalar().unwrap();
+        let changed: f32 = sft_loss(&model, &ids, &labels, start)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_ne!(base, changed, "a response label did not change the loss");
     }
 
@@ -657,18 +827,39 @@ mod tests {
     fn dpo_loss_starts_at_ln2_and_falls() {
         let (cfg, w) = tiny(23);
         let pairs = vec![(
-            Encoded { ids: vec![1, 7, 8, 9, 30, 31, 32, 2], start: 4 },
-            Encoded { ids: vec![1, 7, 8, 9, 50, 51, 2], start: 4 },
+            Encoded {
+                ids: vec![1, 7, 8, 9, 30, 31, 32, 2],
+                start: 4,
+            },
+            Encoded {
+                ids: vec![1, 7, 8, 9, 50, 51, 2],
+                start: 4,
+            },
         )];
         let refs = reference_logprobs(&cfg, &w, &pairs).unwrap();
         let params = DpoParams {
-            train: TrainParams { lr: 1e-3, grad_accum: 1, epochs: 8, ..TrainParams::default() },
+            train: TrainParams {
+                lr: 1e-3,
+                grad_accum: 1,
+                epochs: 8,
+                ..TrainParams::default()
+            },
             beta: 0.1,
         };
         let mut losses = vec![];
-        let (_, m) = dpo_encoded(&cfg, &w, &pairs, &refs, &params, &mut |r| losses.push(r.loss)).unwrap();
-        assert!((losses[0] - std::f64::consts::LN_2).abs() < 1e-4, "first loss {}", losses[0]);
-        assert!(m.final_loss < losses[0] - 0.05, "loss did not fall: {losses:?}");
+        let (_, m) = dpo_encoded(&cfg, &w, &pairs, &refs, &params, &mut |r| {
+            losses.push(r.loss)
+        })
+        .unwrap();
+        assert!(
+            (losses[0] - std::f64::consts::LN_2).abs() < 1e-4,
+            "first loss {}",
+            losses[0]
+        );
+        assert!(
+            m.final_loss < losses[0] - 0.05,
+            "loss did not fall: {losses:?}"
+        );
         assert_eq!(m.reward_accuracy.map(|a| a > 0.5), Some(true));
     }
 
@@ -676,7 +867,10 @@ mod tests {
     fn training_is_deterministic_and_seed_dependent() {
         let (cfg, w) = tiny(24);
         let data: Vec<Encoded> = (0..5)
-            .map(|i| Encoded { ids: vec![1, 2 + i, 3, 10 + i, 20 + 2 * i, 2], start: 3 })
+            .map(|i| Encoded {
+                ids: vec![1, 2 + i, 3, 10 + i, 20 + 2 * i, 2],
+                start: 3,
+            })
             .collect();
         let run = |seed: u64, lora: bool| {
             let mut p = SftParams::default();
@@ -687,7 +881,10 @@ mod tests {
                 p.train.lora = Some(LoraConfig::default());
             }
             let (t, _) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
-            t.merged().unwrap().safetensors_bytes(std::path::Path::new("mem")).unwrap()
+            t.merged()
+                .unwrap()
+                .safetensors_bytes(std::path::Path::new("mem"))
+                .unwrap()
         };
         assert_eq!(run(7, false), run(7, false));
         assert_ne!(run(7, false), run(8, false));
@@ -697,16 +894,30 @@ mod tests {
     #[test]
     fn lora_trains_only_adapters() {
         let (cfg, w) = tiny(25);
-        let data = vec![Encoded { ids: vec![1, 4, 5, 6, 7, 8], start: 3 }];
+        let data = vec![Encoded {
+            ids: vec![1, 4, 5, 6, 7, 8],
+            start: 3,
+        }];
         let mut p = SftParams::default();
         p.train.lr = 1e-2;
-        p.train.lora = Some(LoraConfig { rank: 2, alpha: 4.0, targets: vec!["v_proj".into(), "up_proj".into()] });
+        p.train.lora = Some(LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["v_proj".into(), "up_proj".into()],
+        });
         let (t, m) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
         assert_eq!(m.steps, 1);
         assert_eq!(t.model.params.len(), 2 * 2 * cfg.num_hidden_layers);
         let merged = t.merged().unwrap();
         let diff = |n: &str| -> f32 {
-            (merged.get(n).unwrap() - w.get(n).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+            (merged.get(n).unwrap() - w.get(n).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
         assert!(diff("model.layers.0.self_attn.v_proj.weight") > 0.0);
         assert_eq!(diff("model.layers.0.self_attn.q_proj.weight"), 0.0);
@@ -715,19 +926,29 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let p = TrainParams { lr: 1.0, warmup_steps: 2, ..TrainParams::default() };
+        let p = TrainParams {
+            lr: 1.0,
+            warmup_steps: 2,
+            ..TrainParams::default()
+        };
         let v: Vec<f64> = (1..=6).map(|s| lr_at(&p, s, 6)).collect();
         assert_eq!(v, [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]);
     }
 
     #[test]
     fn truncation_keeps_a_response_token() {
-        let mut e = Encoded { ids: (0..10).collect(), start: 8 };
+        let mut e = Encoded {
+            ids: (0..10).collect(),
+            start: 8,
+        };
         truncate(&mut e, 4);
         assert_eq!(e.ids.len(), 4);
         assert_eq!(e.response_len(), 1);
         assert_eq!(e.ids[e.start], 8);
-        let mut e = Encoded { ids: (0..10).collect(), start: 3 };
+        let mut e = Encoded {
+            ids: (0..10).collect(),
+            start: 3,
+        };
         truncate(&mut e, 5);
         assert_eq!((e.ids, e.start), ((0..5).collect(), 3));
     }

@@ -13,11 +13,21 @@ use super::config::{ConfigError, LlamaConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Candle { path: PathBuf, source: candle_core::Error },
+    Candle {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("{path}: tensor `{name}`: {msg}")]
-    Tensor { path: PathBuf, name: String, msg: String },
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
     #[error("{path}: invalid shard index: {msg}")]
     Index { path: PathBuf, msg: String },
     #[error(transparent)]
@@ -67,7 +77,9 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
         "lm_head.weight" => return Some("output.weight".into()),
         _ => {}
     }
-    let rest = name.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+    let rest = name
+        .strip_prefix("model.layers.")?
+        .strip_suffix(".weight")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let g = LAYER_NAMES.iter().find(|(_, h)| *h == part)?.0;
@@ -81,7 +93,10 @@ pub fn permute_qk(w: &Tensor, heads: usize, to_hf: bool) -> candle_core::Result<
     let (rows, cols) = w.dims2()?;
     let hd = rows / heads;
     let (a, b) = if to_hf { (hd / 2, 2) } else { (2, hd / 2) };
-    w.reshape((heads, a, b, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
+    w.reshape((heads, a, b, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
 }
 
 impl Weights {
@@ -148,7 +163,10 @@ impl Weights {
     /// give the same bytes).
     pub fn save_safetensors(&self, path: &Path) -> Result<(), WeightsError> {
         let bytes = self.safetensors_bytes(path)?;
-        std::fs::write(path, bytes).map_err(|source| WeightsError::Io { path: path.into(), source })
+        std::fs::write(path, bytes).map_err(|source| WeightsError::Io {
+            path: path.into(),
+            source,
+        })
     }
 
     /// The safetensors serialisation of these weights (see [`Weights::save_safetensors`]).
@@ -158,7 +176,10 @@ impl Weights {
             .iter()
             .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
             .collect::<candle_core::Result<_>>()
-            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+            .map_err(|source| WeightsError::Candle {
+                path: path.into(),
+                source,
+            })?;
         let data: Vec<(String, Vec<u8>, Vec<usize>)> = views
             .iter()
             .map(|(k, t)| {
@@ -167,7 +188,10 @@ impl Weights {
                 Ok((k.clone(), bytes, t.dims().to_vec()))
             })
             .collect::<candle_core::Result<_>>()
-            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+            .map_err(|source| WeightsError::Candle {
+                path: path.into(),
+                source,
+            })?;
         let tviews: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
             .iter()
             .map(|(k, b, s)| {
@@ -189,13 +213,20 @@ impl Weights {
 
     /// Read one safetensors file (any float dtype, converted to f32).
     pub fn load_safetensors(path: &Path) -> Result<Self, WeightsError> {
-        let map = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+        let map = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| {
+            WeightsError::Candle {
+                path: path.into(),
+                source,
+            }
+        })?;
         let mut out = BTreeMap::new();
         for (k, t) in map {
             let t = t
                 .to_dtype(DType::F32)
-                .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+                .map_err(|source| WeightsError::Candle {
+                    path: path.into(),
+                    source,
+                })?;
             out.insert(k, t);
         }
         Ok(Self(out))
@@ -210,13 +241,22 @@ impl Weights {
             Self::load_safetensors(&single)?
         } else {
             let index = dir.join("model.safetensors.index.json");
-            let bytes = std::fs::read(&index)
-                .map_err(|source| WeightsError::Io { path: index.clone(), source })?;
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| WeightsError::Index { path: index.clone(), msg: e.to_string() })?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                WeightsError::Index { path: index.clone(), msg: "no `weight_map` object".into() }
+            let bytes = std::fs::read(&index).map_err(|source| WeightsError::Io {
+                path: index.clone(),
+                source,
             })?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| WeightsError::Index {
+                    path: index.clone(),
+                    msg: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| WeightsError::Index {
+                    path: index.clone(),
+                    msg: "no `weight_map` object".into(),
+                })?;
             let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
             shards.sort_unstable();
             shards.dedup();
@@ -241,17 +281,26 @@ impl Weights {
 
     /// Load a GGUF llama: dequantize every tensor to f32 and un-permute q/k rows.
     pub fn load_gguf(path: &Path) -> Result<(LlamaConfig, Self), WeightsError> {
-        let cerr = |source| WeightsError::Candle { path: path.into(), source };
-        let mut file =
-            std::fs::File::open(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+        let cerr = |source| WeightsError::Candle {
+            path: path.into(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(|source| WeightsError::Io {
+            path: path.into(),
+            source,
+        })?;
         let content = gguf_file::Content::read(&mut file).map_err(cerr)?;
         let mut cfg = LlamaConfig::from_gguf_metadata(&content.metadata)?;
         let mut names: Vec<&String> = content.tensor_infos.keys().collect();
         names.sort();
         let mut out = BTreeMap::new();
         for name in names {
-            let Some(hf) = gguf_to_hf_name(name) else { continue };
-            let q = content.tensor(&mut file, name, &Device::Cpu).map_err(cerr)?;
+            let Some(hf) = gguf_to_hf_name(name) else {
+                continue;
+            };
+            let q = content
+                .tensor(&mut file, name, &Device::Cpu)
+                .map_err(cerr)?;
             let mut t = q.dequantize(&Device::Cpu).map_err(cerr)?;
             if hf.ends_with("q_proj.weight") {
                 t = permute_qk(&t, cfg.num_attention_heads, true).map_err(cerr)?;
@@ -276,7 +325,10 @@ impl Weights {
         path: &Path,
         dtype: GgmlDType,
     ) -> Result<(), WeightsError> {
-        let cerr = |source| WeightsError::Candle { path: path.into(), source };
+        let cerr = |source| WeightsError::Candle {
+            path: path.into(),
+            source,
+        };
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         // llama.cpp's order: embeddings, blocks in order, final norm, output.
         let mut names: Vec<(String, String)> = self
@@ -301,19 +353,28 @@ impl Weights {
             tensors.push((g, QTensor::quantize(&t, dt).map_err(cerr)?));
         }
         let mut md = cfg.to_gguf_metadata();
-        md.push(("general.file_type".into(), gguf_file::Value::U32(file_type(dtype))));
-        md.push(("general.quantization_version".into(), gguf_file::Value::U32(2)));
+        md.push((
+            "general.file_type".into(),
+            gguf_file::Value::U32(file_type(dtype)),
+        ));
+        md.push((
+            "general.quantization_version".into(),
+            gguf_file::Value::U32(2),
+        ));
         for (k, v) in extra {
             if !md.iter().any(|(mk, _)| mk == k) {
                 md.push((k.clone(), v.clone()));
             }
         }
-        let md_refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let md_refs: Vec<(&str, &gguf_file::Value)> =
+            md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut buf = std::io::Cursor::new(Vec::new());
         gguf_file::write(&mut buf, &md_refs, &t_refs).map_err(cerr)?;
-        std::fs::write(path, buf.into_inner())
-            .map_err(|source| WeightsError::Io { path: path.into(), source })
+        std::fs::write(path, buf.into_inner()).map_err(|source| WeightsError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }
 
@@ -322,7 +383,11 @@ fn gguf_order(name: &str) -> (usize, usize, String) {
     if name.starts_with("token_embd") {
         (0, 0, name.into())
     } else if let Some(rest) = name.strip_prefix("blk.") {
-        let layer = rest.split('.').next().and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+        let layer = rest
+            .split('.')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(usize::MAX);
         (1, layer, name.into())
     } else {
         (2, 0, name.into())
@@ -346,11 +411,17 @@ fn file_type(dtype: GgmlDType) -> u32 {
 }
 
 /// The `tokenizer.*` metadata of a GGUF (to carry into an exported GGUF).
-pub fn gguf_tokenizer_metadata(path: &Path) -> Result<Vec<(String, gguf_file::Value)>, WeightsError> {
-    let mut file =
-        std::fs::File::open(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|source| WeightsError::Candle { path: path.into(), source })?;
+pub fn gguf_tokenizer_metadata(
+    path: &Path,
+) -> Result<Vec<(String, gguf_file::Value)>, WeightsError> {
+    let mut file = std::fs::File::open(path).map_err(|source| WeightsError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let content = gguf_file::Content::read(&mut file).map_err(|source| WeightsError::Candle {
+        path: path.into(),
+        source,
+    })?;
     let mut v: Vec<(String, gguf_file::Value)> = content
         .metadata
         .into_iter()
@@ -371,11 +442,20 @@ mod tests {
 
     #[test]
     fn names_map_both_ways() {
-        for g in ["token_embd.weight", "output_norm.weight", "output.weight", "blk.12.attn_q.weight", "blk.0.ffn_norm.weight"] {
+        for g in [
+            "token_embd.weight",
+            "output_norm.weight",
+            "output.weight",
+            "blk.12.attn_q.weight",
+            "blk.0.ffn_norm.weight",
+        ] {
             let hf = gguf_to_hf_name(g).unwrap();
             assert_eq!(hf_to_gguf_name(&hf).unwrap(), g);
         }
-        assert_eq!(gguf_to_hf_name("blk.3.attn_k.weight").unwrap(), "model.layers.3.self_attn.k_proj.weight");
+        assert_eq!(
+            gguf_to_hf_name("blk.3.attn_k.weight").unwrap(),
+            "model.layers.3.self_attn.k_proj.weight"
+        );
         assert_eq!(gguf_to_hf_name("rope_freqs.weight"), None);
     }
 
@@ -383,7 +463,11 @@ mod tests {
     fn qk_permutation_is_llama_cpp_layout_and_inverts() {
         // 2 heads of dim 4, 1 input column: HF rows per head are [x0 x1 | y0 y1] (halves);
         // llama.cpp interleaves them as [x0 y0 x1 y1].
-        let hf = Tensor::new(&[[0f32], [1.], [2.], [3.], [10.], [11.], [12.], [13.]], &Device::Cpu).unwrap();
+        let hf = Tensor::new(
+            &[[0f32], [1.], [2.], [3.], [10.], [11.], [12.], [13.]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let gg = permute_qk(&hf, 2, false).unwrap();
         let v: Vec<f32> = gg.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(v, [0., 2., 1., 3., 10., 12., 11., 13.]);
@@ -405,19 +489,53 @@ mod tests {
         assert_eq!(cfg2.num_key_value_heads, Some(2));
         assert!(cfg2.tie_word_embeddings);
         for (name, t) in &w.0 {
-            let d: f32 = (t - w2.get(name).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let d: f32 = (t - w2.get(name).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert_eq!(d, 0.0, "{name} changed in the GGUF round trip");
         }
         // candle's quantized llama reads the llama.cpp layout: its logits must match ours.
         let ids = [3u32, 9, 27, 1, 44, 12];
         let mut f = std::fs::File::open(&path).unwrap();
         let content = gguf_file::Content::read(&mut f).unwrap();
-        let mut q = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
-        let input = Tensor::new(&ids[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let want: Vec<f32> = q.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
-        let ours = Llama::new(&cfg, &w, &Trainable::None).unwrap().forward(&input).unwrap();
-        let got: Vec<f32> = ours.squeeze(0).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
-        let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let mut q = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+            content,
+            &mut f,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let input = Tensor::new(&ids[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let want: Vec<f32> = q
+            .forward(&input, 0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ours = Llama::new(&cfg, &w, &Trainable::None)
+            .unwrap()
+            .forward(&input)
+            .unwrap();
+        let got: Vec<f32> = ours
+            .squeeze(0)
+            .unwrap()
+            .get(ids.len() - 1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(diff < 1e-3, "quantized llama disagrees by {diff}");
     }
 }
