@@ -3,7 +3,6 @@
 //! never read. Row records (for the statistics and key matching) come from the per-manifest
 //! cache ([`super::cache`]); a missing cache is built reusing the other side's records for the
 //! rows they share, so only rows new to a manifest are ever parsed.
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -11,7 +10,9 @@ use srlm_store::{BlobId, EntryKind, ManifestId, Store, Tree, TreeEntry};
 
 use super::cache;
 use super::engine::{self, DiffOptions, RowFetch, Side};
-use super::record::{is_blank, parse_row, RecordBuilder, RowId, RowRecord, SideRecords, SideSpec};
+use super::record::{
+    is_blank, parse_row, FastMap, RecordBuilder, RowId, RowRecord, SideRecords, SideSpec,
+};
 use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
 use super::trend::{self, TrendInput, TrendRow};
 use super::DatasetError;
@@ -106,9 +107,9 @@ impl CommittedDataset {
             return Ok(c);
         }
         let key = spec.key_spec();
-        let reuse: HashMap<&RowId, &RowRecord> = match known {
+        let reuse: FastMap<&RowId, &RowRecord> = match known {
             Some((s, c)) if s == spec => c.records.iter().map(|r| (&r.id, r)).collect(),
-            _ => HashMap::new(),
+            _ => FastMap::default(),
         };
         // Rows the other side does not know are read and parsed, in manifest order.
         let missing: Vec<usize> = (0..self.ids.len())

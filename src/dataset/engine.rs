@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::kind::{DatasetKind, KeySpec};
-use super::record::{parse_row, RowRecord, Schema, SideRecords, SideSpec};
+use super::record::{parse_row, FastMap, RowRecord, Schema, SideRecords, SideSpec};
 use super::stats::SideStats;
 use super::DatasetError;
 
@@ -204,7 +204,8 @@ fn schema_changes(a: &Side, b: &Side) -> Vec<SchemaChange> {
 }
 
 fn duplicates(records: &[RowRecord]) -> (u64, u64) {
-    let mut counts: HashMap<u128, u32> = HashMap::with_capacity(records.len());
+    let mut counts: FastMap<u128, u32> =
+        FastMap::with_capacity_and_hasher(records.len(), Default::default());
     for r in records {
         *counts.entry(r.key).or_default() += 1;
     }
@@ -216,12 +217,13 @@ fn duplicates(records: &[RowRecord]) -> (u64, u64) {
 /// Which records of each side are unchanged: contents matched as multisets (a row repeated
 /// twice on one side and once on the other is once unchanged, once removed).
 fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
-    let mut avail: HashMap<u128, u32> = HashMap::with_capacity(a.len());
+    let mut avail: FastMap<u128, u32> =
+        FastMap::with_capacity_and_hasher(a.len(), Default::default());
     for r in a {
         *avail.entry(r.content).or_default() += 1;
     }
     // Take one from a count, if any is left.
-    fn take(counts: &mut HashMap<u128, u32>, k: u128) -> bool {
+    fn take(counts: &mut FastMap<u128, u32>, k: u128) -> bool {
         match counts.get_mut(&k) {
             Some(n) if *n > 0 => {
                 *n -= 1;
@@ -230,7 +232,7 @@ fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
             _ => false,
         }
     }
-    let mut matched: HashMap<u128, u32> = HashMap::new();
+    let mut matched: FastMap<u128, u32> = FastMap::default();
     let b_mask: Vec<bool> = b
         .iter()
         .map(|r| {
@@ -329,7 +331,7 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
     let unchanged = b_mask.iter().filter(|&&u| u).count() as u64;
 
     // Group the one-sided rows by key: pairs of (removed, added) with one key are modified.
-    let mut by_key: HashMap<u128, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    let mut by_key: FastMap<u128, (Vec<usize>, Vec<usize>)> = FastMap::default();
     for (i, r) in a
         .data
         .records

@@ -1,7 +1,5 @@
 //! The trend of one dataset across three or more iterations (AIFT(M1), AIFT(M2), …): rows,
 //! overlap with the previous iteration, mean chosen/rejected length, score means, tie share.
-use std::collections::HashSet;
-
 use serde::Serialize;
 
 use super::record::{RowRecord, SideSpec};
@@ -32,7 +30,7 @@ pub struct TrendRow {
 /// The trend rows of `inputs`, in order. All inputs must share one key (the caller plans it).
 pub fn trend(inputs: &[TrendInput]) -> Vec<TrendRow> {
     let mut out = Vec::with_capacity(inputs.len());
-    let mut prev: Option<HashSet<u128>> = None;
+    let mut prev: Option<std::collections::HashSet<u128, foldhash::fast::FixedState>> = None;
     for input in inputs {
         let stats = SideStats::compute(&input.spec, &input.records);
         let overlap = prev
