@@ -10,10 +10,12 @@ use super::record::{StageFailure, StageIo};
 use crate::engine::checkpoint;
 
 /// The files of a full checkpoint, in the order they are declared as outputs.
-pub const CHECKPOINT_FILES: [&str; 4] = [
+/// (`tokenizer_config.json` carries the chat template, so every model srlm trains has one.)
+pub const CHECKPOINT_FILES: [&str; 5] = [
     checkpoint::CONFIG_FILE,
     checkpoint::WEIGHTS_FILE,
     checkpoint::TOKENIZER_FILE,
+    "tokenizer_config.json",
     checkpoint::META_FILE,
 ];
 
@@ -144,7 +146,7 @@ pub fn write_checkpoint(
     for name in CHECKPOINT_FILES {
         let src = fresh.join(name);
         if !src.exists() {
-            return Err(format!("the checkpoint has no {name}").into());
+            return Err(format!("the checkpoint has no {name} (a base model without a chat template?)").into());
         }
         std::fs::rename(&src, dir.join(name))?;
     }
