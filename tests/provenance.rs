@@ -438,6 +438,29 @@ fn run_records_an_external_command_and_reproduce_checks_it() {
         "{stdout}"
     );
 
+    // the pre-commit hook also guards `srlm run`: invalid pairs are not committed (exit 3)
+    let out = srlm(
+        p,
+        &[
+            "run",
+            "--stage",
+            "bad",
+            "--output",
+            "pairs.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "echo '{\"prompt\":\"p\",\"chosen\":\"x\",\"rejected\":\"x\"}' > pairs.jsonl",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("pairs.jsonl:1: field `chosen`: is identical"),
+        "{err}"
+    );
+    assert_eq!(commit_count(p), 1);
+
     // a failing command is recorded as failed and commits nothing
     let out = srlm(
         p,
