@@ -192,11 +192,11 @@ fn lineage_of_a_three_commit_chain_with_manual_provenance() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(
-        stdout.contains("refused: no replay function is registered for stage `pairs`"),
+        stdout.contains("refused: `pairs` is manual provenance (srlm commit --stage)"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("refused: no replay function is registered for stage `filter`"),
+        stdout.contains("refused: `filter` is manual provenance"),
         "{stdout}"
     );
 
@@ -438,6 +438,29 @@ fn run_records_an_external_command_and_reproduce_checks_it() {
         "{stdout}"
     );
 
+    // the pre-commit hook also guards `srlm run`: invalid pairs are not committed (exit 3)
+    let out = srlm(
+        p,
+        &[
+            "run",
+            "--stage",
+            "bad",
+            "--output",
+            "pairs.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "echo '{\"prompt\":\"p\",\"chosen\":\"x\",\"rejected\":\"x\"}' > pairs.jsonl",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("pairs.jsonl:1: field `chosen`: is identical"),
+        "{err}"
+    );
+    assert_eq!(commit_count(p), 1);
+
     // a failing command is recorded as failed and commits nothing
     let out = srlm(
         p,
@@ -615,4 +638,47 @@ fn no_commit_run_is_attached_by_the_next_commit() {
     ok(p, &["add", "more.jsonl"]);
     let v: Value = serde_json::from_str(&ok(p, &["commit", "-m", "more", "--json"])).unwrap();
     assert!(v["run"].is_null(), "{v}");
+}
+
+#[test]
+fn reproduce_replays_srlm_own_stages_through_the_registry() {
+    // seed import and SFT on the tiny random-weight llama, then replay both from their records
+    let d = init_store();
+    let p = d.path();
+    srlm::engine::fixture::write_tiny_model(&p.join("base/tiny"), 11).expect("tiny model");
+    ok(p, &["add", "base/tiny"]);
+    ok(p, &["commit", "-m", "M0"]);
+    ok(p, &["import", "builtin"]);
+    ok(
+        p,
+        &[
+            "sft",
+            "--base",
+            "HEAD:base/tiny",
+            "--ift",
+            "seed/ift.jsonl",
+            "--eft",
+            "seed/eft.jsonl",
+            "--max-tokens",
+            "32",
+            "--grad-accum",
+            "8",
+            "--lr",
+            "1e-3",
+            "--tag",
+            "M1",
+        ],
+    );
+    let out = srlm(p, &["reproduce", "M1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sft") && stdout.contains("seed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reproduced identically"), "{stdout}");
 }

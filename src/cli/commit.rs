@@ -123,6 +123,7 @@ fn manual_run(
         Value::Object(Default::default()),
         code,
     );
+    record.replay = Some(crate::stages::reproduce::MANUAL.to_string());
     record.outputs = outputs;
     record.metrics = metrics;
     Ok(record.store(store)?)

@@ -5,8 +5,9 @@ use anyhow::{bail, Context};
 use srlm_store::Store;
 
 use super::Ctx;
+use crate::hooks::{CommitError, HookError};
 use crate::stages::external;
-use crate::stages::record::{run_stage, Stage};
+use crate::stages::record::{run_stage, RecordError, Stage};
 
 /// Run any external command as a stage (a TRL script, a vLLM job, a shell pipeline) and record
 /// it: the inputs are hashed BEFORE the command runs, the outputs AFTER; the command line, the
@@ -138,7 +139,16 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             }
         },
         external::run_external,
-    )?;
+    )
+    .map_err(|e| match e {
+        // a hook's rejection is a check that failed (exit 3), like in `srlm commit`
+        RecordError::Commit(CommitError::Hook(h @ HookError::Rejected { .. })) => {
+            anyhow::Error::new(super::CheckFailed(format!(
+                "{h}\nthe outputs stay staged; nothing was committed"
+            )))
+        }
+        e => e.into(),
+    })?;
     if args.json {
         let v = serde_json::json!({
             "run": outcome.run.to_string(),

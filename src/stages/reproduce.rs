@@ -24,6 +24,10 @@ use crate::lineage::{self, Direction, LineageError};
 use crate::provenance::{ObjectRef, RunRecord};
 use compare::{diff_rows, diff_tensors, TensorDiff};
 
+/// The replay name of manual runs (`srlm commit --stage`): srlm did not run them, so it never
+/// replays them, even when a stage of the same name is registered.
+pub const MANUAL: &str = "manual";
+
 /// A replayable stage function.
 pub type ReplayFn = Box<dyn Fn(&mut StageIo) -> Result<Metrics, StageFailure>>;
 
@@ -57,8 +61,8 @@ impl Registry {
     }
 }
 
-/// Every replay function srlm knows: external commands (`srlm run`); the model stages register
-/// here too.
+/// Every replay function srlm knows: external commands (`srlm run`) and srlm's own stages
+/// ([`super::registry::register_builtin`]).
 pub fn default_registry() -> Registry {
     let mut reg = Registry::new();
     reg.register(super::external::REPLAY, super::external::run_external);
@@ -182,6 +186,13 @@ fn replay_one(
         failed: None,
         outputs: Vec::new(),
     };
+    if record.replay_name() == MANUAL {
+        check.refused = Some(format!(
+            "`{}` is manual provenance (srlm commit --stage): srlm did not run it, so it cannot replay it",
+            record.stage.name
+        ));
+        return Ok(check);
+    }
     let Some(f) = registry.get(record.replay_name()) else {
         check.refused = Some(format!(
             "no replay function is registered for stage `{}` (known: {})",
