@@ -8,7 +8,11 @@ use std::process::Output;
 use serde_json::Value;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = common::srlm().current_dir(dir).args(args).output().expect("srlm runs");
+    let out = common::srlm()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("srlm runs");
     out
 }
 
@@ -24,8 +28,27 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 }
 
 const ITERATE: &[&str] = &[
-    "iterate", "--from", "M1", "--iterations", "2", "--prompts", "2", "--shots", "2", "--n", "3", "--max-tokens", "6",
-    "--method", "digits", "--samples", "1", "--lr", "1e-3", "--seed", "5",
+    "iterate",
+    "--from",
+    "M1",
+    "--iterations",
+    "2",
+    "--prompts",
+    "2",
+    "--shots",
+    "2",
+    "--n",
+    "3",
+    "--max-tokens",
+    "6",
+    "--method",
+    "digits",
+    "--samples",
+    "1",
+    "--lr",
+    "1e-3",
+    "--seed",
+    "5",
 ];
 
 /// A store with the tiny model as M0 and the built-in seed set, trained to M1.
@@ -39,8 +62,21 @@ fn setup(dir: &Path) {
     ok(
         dir,
         &[
-            "sft", "--base", "M0:base/tiny", "--ift", "seed/ift.jsonl", "--eft", "seed/eft.jsonl", "--max-tokens",
-            "48", "--grad-accum", "8", "--lr", "1e-3", "--tag", "M1",
+            "sft",
+            "--base",
+            "M0:base/tiny",
+            "--ift",
+            "seed/ift.jsonl",
+            "--eft",
+            "seed/eft.jsonl",
+            "--max-tokens",
+            "48",
+            "--grad-accum",
+            "8",
+            "--lr",
+            "1e-3",
+            "--tag",
+            "M1",
         ],
     );
 }
@@ -69,16 +105,54 @@ fn loop_runs_records_and_reproduces() {
     assert_eq!(with_runs.len(), 2 + 2 * 5, "{log:#}");
 
     // The lineage of M3 goes back to the base model and the seed data.
-    let lineage = ok(dir, &["lineage", "M3:model/model.safetensors", "--format", "json"]);
-    for stage in ["dpo", "pairs", "judge", "gen-responses", "gen-prompts", "sft", "seed"] {
-        assert!(lineage.contains(&format!("\"{stage}\"")), "stage {stage} missing from lineage:\n{lineage}");
+    let lineage = ok(
+        dir,
+        &["lineage", "M3:model/model.safetensors", "--format", "json"],
+    );
+    for stage in [
+        "dpo",
+        "pairs",
+        "judge",
+        "gen-responses",
+        "gen-prompts",
+        "sft",
+        "seed",
+    ] {
+        assert!(
+            lineage.contains(&format!("\"{stage}\"")),
+            "stage {stage} missing from lineage:\n{lineage}"
+        );
     }
 
     // Reproduce everything upstream of M3: identical, exit 0.
     let rep = run(dir, &["reproduce", "M3:model/model.safetensors"]);
     let text = String::from_utf8_lossy(&rep.stdout);
-    assert!(rep.status.success(), "reproduce failed:\n{text}\n{}", String::from_utf8_lossy(&rep.stderr));
-    assert!(!text.contains("DIFFERS"), "{text}");
+    assert!(
+        rep.status.success(),
+        "reproduce failed:\n{text}\n{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    assert!(text.contains("reproduced identically"), "{text}");
+
+    // A deliberately altered parameter: the DPO stages no longer reproduce, and the first of
+    // them is named; nothing upstream of it is blamed.
+    let rep = run(
+        dir,
+        &[
+            "reproduce",
+            "M3:model/model.safetensors",
+            "--set",
+            "dpo.beta=0.5",
+        ],
+    );
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert_eq!(rep.status.code(), Some(3), "{text}");
+    assert!(text.contains("first diverging stage: dpo"), "{text}");
+    let diverging: Vec<&str> = text.lines().filter(|l| l.contains("NO")).collect();
+    assert!(
+        !diverging.is_empty() && diverging.iter().all(|l| l.contains("dpo")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -100,12 +174,19 @@ fn killed_iterate_resumes_without_redoing_committed_stages() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let first = run(dir, ITERATE);
-    assert!(!first.status.success(), "the hook should have killed the first run");
+    assert!(
+        !first.status.success(),
+        "the hook should have killed the first run"
+    );
     assert!(marker.exists());
     // fsck is clean after the kill
     ok(dir, &["fsck"]);
     let second = run(dir, &[ITERATE, &["--json"]].concat());
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let summary: Value = serde_json::from_slice(&second.stdout).expect("summary json");
     let stages = summary.as_array().unwrap();
     let reused: Vec<&str> = stages
@@ -113,6 +194,10 @@ fn killed_iterate_resumes_without_redoing_committed_stages() {
         .filter(|s| s["reused"] == Value::Bool(true))
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
-    assert_eq!(reused, ["gen-prompts", "gen-responses", "judge"], "{summary:#}");
+    assert_eq!(
+        reused,
+        ["gen-prompts", "gen-responses", "judge"],
+        "{summary:#}"
+    );
     assert!(tags(dir).contains("M3"));
 }

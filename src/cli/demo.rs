@@ -43,14 +43,21 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let summary = demo(&dir, &model, &params, &mut |e| bars.event(e))?;
     let secs = t0.elapsed().as_secs_f64();
     super::iterate::print_summary(ctx, &summary, false)?;
-    writeln!(ctx.out, "demo finished in {secs:.0} s ({} iterations)", args.iterations)?;
+    writeln!(
+        ctx.out,
+        "demo finished in {secs:.0} s ({} iterations)",
+        args.iterations
+    )?;
     ctx.cwd = dir;
     let last = format!("M{}", args.iterations + 1);
     verb(ctx, &["log", "--oneline"])?;
     // The AIFT datasets of the iterations side by side: a diff of two, a trend of three or more.
     let mut argv: Vec<String> = vec!["diff".into()];
     argv.extend((1..=args.iterations).map(|t| format!("AIFT(M{t})")));
-    argv.extend(["--path".to_string(), crate::stages::iterate::layout::AIFT.to_string()]);
+    argv.extend([
+        "--path".to_string(),
+        crate::stages::iterate::layout::AIFT.to_string(),
+    ]);
     if args.iterations == 2 {
         argv.push("--stat".into());
     }

@@ -45,8 +45,19 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    let mut p = DpoParams { beta: args.beta, ..DpoParams::default() };
+    let mut p = DpoParams {
+        beta: args.beta,
+        ..DpoParams::default()
+    };
     args.train.apply(&mut p.train);
-    run_stage_verb(ctx, &args.opts, train::DPO, inputs, checkpoint_outputs("model", &out), serde_json::to_value(&p)?, train::dpo)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        train::DPO,
+        inputs,
+        checkpoint_outputs("model", &out),
+        serde_json::to_value(&p)?,
+        train::dpo,
+    )?;
     Ok(())
 }

@@ -38,6 +38,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
     let p = args.judge.params();
-    run_stage_verb(ctx, &args.opts, judge_stage::EVAL_JUDGE, inputs, vec![("scores".into(), out)], serde_json::to_value(&p)?, judge_stage::eval_judge)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        judge_stage::EVAL_JUDGE,
+        inputs,
+        vec![("scores".into(), out)],
+        serde_json::to_value(&p)?,
+        judge_stage::eval_judge,
+    )?;
     Ok(())
 }

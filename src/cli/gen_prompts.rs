@@ -56,6 +56,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         seed: args.seed,
         ..GenPromptsParams::default()
     };
-    run_stage_verb(ctx, &args.opts, generate::GEN_PROMPTS, inputs, vec![("prompts".into(), out)], serde_json::to_value(&p)?, generate::gen_prompts)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        generate::GEN_PROMPTS,
+        inputs,
+        vec![("prompts".into(), out)],
+        serde_json::to_value(&p)?,
+        generate::gen_prompts,
+    )?;
     Ok(())
 }

@@ -52,6 +52,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             ..SamplingParams::default()
         },
     };
-    run_stage_verb(ctx, &args.opts, generate::GEN_RESPONSES, inputs, vec![("responses".into(), out)], serde_json::to_value(&p)?, generate::gen_responses)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        generate::GEN_RESPONSES,
+        inputs,
+        vec![("responses".into(), out)],
+        serde_json::to_value(&p)?,
+        generate::gen_responses,
+    )?;
     Ok(())
 }

@@ -78,22 +78,31 @@ pub struct BuiltinArgs {
 /// else copied under `sources/oasst2/`.
 fn source_ref(store: &Store, cwd: &Path, p: &Path) -> anyhow::Result<String> {
     let abs = cwd.join(p);
-    let canon = std::fs::canonicalize(&abs).with_context(|| format!("{}: cannot read", abs.display()))?;
+    let canon =
+        std::fs::canonicalize(&abs).with_context(|| format!("{}: cannot read", abs.display()))?;
     let wd = std::fs::canonicalize(store.workdir())?;
     if canon.starts_with(&wd) {
         return file_ref(store, cwd, &p.to_string_lossy());
     }
-    let name = canon.file_name().context("source has no file name")?.to_string_lossy().into_owned();
+    let name = canon
+        .file_name()
+        .context("source has no file name")?
+        .to_string_lossy()
+        .into_owned();
     let rel = format!("sources/oasst2/{name}");
     let dest = wd.join(&rel);
     std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
-    std::fs::copy(&canon, &dest).with_context(|| format!("copying {} to {}", canon.display(), dest.display()))?;
+    std::fs::copy(&canon, &dest)
+        .with_context(|| format!("copying {} to {}", canon.display(), dest.display()))?;
     Ok(rel)
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let outputs = |eval: bool| {
-        let mut v = vec![("ift".to_string(), layout::SEED_IFT.to_string()), ("eft".to_string(), layout::SEED_EFT.to_string())];
+        let mut v = vec![
+            ("ift".to_string(), layout::SEED_IFT.to_string()),
+            ("eft".to_string(), layout::SEED_EFT.to_string()),
+        ];
         if eval {
             v.push(("eval".into(), layout::SEED_EVAL.into()));
         }
@@ -101,7 +110,15 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     match args.source {
         Source::Builtin(a) => {
-            run_stage_verb(ctx, &a.opts, import::SEED, vec![], outputs(false), serde_json::json!({}), import::seed_stage)?;
+            run_stage_verb(
+                ctx,
+                &a.opts,
+                import::SEED,
+                vec![],
+                outputs(false),
+                serde_json::json!({}),
+                import::seed_stage,
+            )?;
         }
         Source::Oasst2(a) => {
             let store = Store::discover(&ctx.cwd)?;
@@ -110,8 +127,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 inputs.push(("eft".into(), source_ref(&store, &ctx.cwd, e)?));
             }
             match (a.eft_from, &a.model) {
-                (EftFrom::Model, Some(m)) => inputs.extend(model_ref(&store, &ctx.cwd, "model", m)?),
-                (EftFrom::Model, None) => anyhow::bail!("--eft-from model needs --model (the judging model)"),
+                (EftFrom::Model, Some(m)) => {
+                    inputs.extend(model_ref(&store, &ctx.cwd, "model", m)?)
+                }
+                (EftFrom::Model, None) => {
+                    anyhow::bail!("--eft-from model needs --model (the judging model)")
+                }
                 _ => {}
             }
             drop(store);
@@ -124,7 +145,15 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 seed: a.seed,
                 lang: a.lang.clone(),
             };
-            run_stage_verb(ctx, &a.opts, import::IMPORT, inputs, outputs(true), serde_json::to_value(&p)?, import::stage)?;
+            run_stage_verb(
+                ctx,
+                &a.opts,
+                import::IMPORT,
+                inputs,
+                outputs(true),
+                serde_json::to_value(&p)?,
+                import::stage,
+            )?;
         }
     }
     Ok(())

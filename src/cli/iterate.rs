@@ -84,21 +84,48 @@ pub fn print_summary(ctx: &mut Ctx, summary: &[StageSummary], json: bool) -> any
     t.set_header(vec!["it.", "stage", "commit", "time", "key figures"]);
     for s in summary {
         let keys = [
-            "kept", "responses", "unparsed", "mean_score", "pairs", "ties", "mean_score_chosen",
-            "mean_score_rejected", "final_loss", "reward_accuracy", "accuracy", "ift_rows", "eft_rows",
+            "kept",
+            "responses",
+            "unparsed",
+            "mean_score",
+            "pairs",
+            "ties",
+            "mean_score_chosen",
+            "mean_score_rejected",
+            "final_loss",
+            "reward_accuracy",
+            "accuracy",
+            "ift_rows",
+            "eft_rows",
         ];
         let figures: Vec<String> = keys
             .iter()
-            .filter_map(|k| s.metrics.get(*k).filter(|v| !v.is_null()).map(|v| match v.as_f64() {
-                Some(f) if v.is_f64() => format!("{k} {f:.3}"),
-                _ => format!("{k} {v}"),
-            }))
+            .filter_map(|k| {
+                s.metrics
+                    .get(*k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| match v.as_f64() {
+                        Some(f) if v.is_f64() => format!("{k} {f:.3}"),
+                        _ => format!("{k} {v}"),
+                    })
+            })
             .collect();
         t.add_row(vec![
-            if s.iteration == 0 { "-".to_string() } else { s.iteration.to_string() },
+            if s.iteration == 0 {
+                "-".to_string()
+            } else {
+                s.iteration.to_string()
+            },
             s.stage.clone(),
-            s.commit.as_deref().map(|c| c[..12.min(c.len())].to_string()).unwrap_or_default(),
-            if s.reused { "reused".to_string() } else { format!("{:.1}s", s.seconds) },
+            s.commit
+                .as_deref()
+                .map(|c| c[..12.min(c.len())].to_string())
+                .unwrap_or_default(),
+            if s.reused {
+                "reused".to_string()
+            } else {
+                format!("{:.1}s", s.seconds)
+            },
             figures.join(", "),
         ]);
     }

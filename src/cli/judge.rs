@@ -62,10 +62,21 @@ impl JudgeArgs {
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
     let mut inputs = model_ref(&store, &ctx.cwd, "model", &args.model)?;
-    inputs.push(("responses".into(), file_ref(&store, &ctx.cwd, &args.responses)?));
+    inputs.push((
+        "responses".into(),
+        file_ref(&store, &ctx.cwd, &args.responses)?,
+    ));
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
     let p = args.judge.params();
-    run_stage_verb(ctx, &args.opts, judge_stage::JUDGE, inputs, vec![("judgements".into(), out)], serde_json::to_value(&p)?, judge_stage::judge)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        judge_stage::JUDGE,
+        inputs,
+        vec![("judgements".into(), out)],
+        serde_json::to_value(&p)?,
+        judge_stage::judge,
+    )?;
     Ok(())
 }

@@ -24,9 +24,20 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
-    let inputs = vec![("judgements".to_string(), file_ref(&store, &ctx.cwd, &args.judgements)?)];
+    let inputs = vec![(
+        "judgements".to_string(),
+        file_ref(&store, &ctx.cwd, &args.judgements)?,
+    )];
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    run_stage_verb(ctx, &args.opts, pairs::PAIRS, inputs, vec![("pairs".into(), out)], serde_json::json!({}), pairs::stage)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        pairs::PAIRS,
+        inputs,
+        vec![("pairs".into(), out)],
+        serde_json::json!({}),
+        pairs::stage,
+    )?;
     Ok(())
 }

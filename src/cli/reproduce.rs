@@ -23,15 +23,56 @@ pub struct Args {
     /// Replay only the last N runs before the target.
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
+    /// Replay with a parameter changed: STAGE.KEY=VALUE (KEY may be dotted into nested
+    /// parameters; VALUE is JSON, or else a string), e.g. `--set dpo.beta=0.2`. Shows which
+    /// outputs depend on it: the first stage that no longer reproduces is named.
+    #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+    pub set: Vec<String>,
     /// Print the checks as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Applies `--set STAGE.KEY=VALUE` to the parameters of every run of STAGE.
+fn apply_sets(
+    runs: &mut [(srlm_store::RunId, crate::provenance::RunRecord)],
+    sets: &[String],
+) -> anyhow::Result<()> {
+    for spec in sets {
+        let (path, value) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {spec:?}: expected STAGE.KEY=VALUE"))?;
+        let (stage, key) = path
+            .split_once('.')
+            .ok_or_else(|| anyhow::anyhow!("--set {spec:?}: expected STAGE.KEY=VALUE"))?;
+        let value: serde_json::Value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let mut hit = false;
+        for (_, r) in runs.iter_mut().filter(|(_, r)| r.stage.name == stage) {
+            let mut cur = &mut r.params;
+            for part in key.split('.') {
+                let obj = cur.as_object_mut().ok_or_else(|| {
+                    anyhow::anyhow!("--set {spec:?}: parameter `{part}` is not inside an object")
+                })?;
+                cur = obj
+                    .entry(part.to_string())
+                    .or_insert(serde_json::Value::Null);
+            }
+            *cur = value.clone();
+            hit = true;
+        }
+        if !hit {
+            anyhow::bail!("--set {spec:?}: no run of stage `{stage}` is upstream of the target");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
     let start = start_objects(&store, &ctx.cwd, &args.target)?;
-    let runs = upstream_runs(&store, start, args.last)?;
+    let mut runs = upstream_runs(&store, start, args.last)?;
+    apply_sets(&mut runs, &args.set)?;
     if runs.is_empty() {
         anyhow::bail!(
             "{}: no recorded run produced it, so there is nothing to reproduce",
@@ -117,6 +158,16 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
     }
     let bad = checks.iter().filter(|c| !c.ok()).count();
+    if let Some(first) = checks.iter().find(|c| !c.ok()) {
+        if !args.json {
+            writeln!(
+                ctx.out,
+                "first diverging stage: {} (run {})",
+                first.stage,
+                first.run.short()
+            )?;
+        }
+    }
     if bad > 0 {
         return Err(CheckFailed(format!(
             "{bad} of {} run(s) did not reproduce",

@@ -79,7 +79,10 @@ impl TrainArgs {
             t.seed = v;
         }
         if let Some(r) = self.lora_rank {
-            t.lora = Some(LoraConfig { rank: r, ..LoraConfig::default() });
+            t.lora = Some(LoraConfig {
+                rank: r,
+                ..LoraConfig::default()
+            });
         }
     }
 }
@@ -95,6 +98,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     drop(store);
     let mut p = SftStageParams::default();
     args.train.apply(&mut p.sft.train);
-    run_stage_verb(ctx, &args.opts, train::SFT, inputs, checkpoint_outputs("model", &out), serde_json::to_value(&p)?, train::sft)?;
+    run_stage_verb(
+        ctx,
+        &args.opts,
+        train::SFT,
+        inputs,
+        checkpoint_outputs("model", &out),
+        serde_json::to_value(&p)?,
+        train::sft,
+    )?;
     Ok(())
 }

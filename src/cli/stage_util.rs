@@ -45,7 +45,12 @@ pub fn file_ref(store: &Store, cwd: &Path, r: &str) -> anyhow::Result<String> {
 
 /// A user's model reference (a file or folder, in the working tree or at a revision) as stage
 /// inputs for `role`.
-pub fn model_ref(store: &Store, cwd: &Path, role: &str, r: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub fn model_ref(
+    store: &Store,
+    cwd: &Path,
+    role: &str,
+    r: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let r = file_ref(store, cwd, r)?;
     Ok(model_inputs(store, role, &r)?)
 }
@@ -69,8 +74,10 @@ impl Bars {
             Event::StageStart { iteration, stage } => {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix:>24} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-                        .expect("valid template"),
+                    ProgressStyle::with_template(
+                        "{prefix:>24} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+                    )
+                    .expect("valid template"),
                 );
                 bar.set_prefix(match iteration {
                     0 => stage.to_string(),
@@ -99,7 +106,10 @@ impl Bars {
                         t => format!("{} (it. {t})", s.stage),
                     },
                     s.seconds,
-                    s.commit.as_deref().map(|c| format!(", commit {}", &c[..12.min(c.len())])).unwrap_or_default()
+                    s.commit
+                        .as_deref()
+                        .map(|c| format!(", commit {}", &c[..12.min(c.len())]))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -117,17 +127,26 @@ pub fn run_stage_verb(
     f: fn(&mut StageIo) -> Result<Metrics, StageFailure>,
 ) -> anyhow::Result<Outcome> {
     let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
-    let mut stage = crate::stages::record::Stage::new(name_version.0, name_version.1).params(params);
+    let mut stage =
+        crate::stages::record::Stage::new(name_version.0, name_version.1).params(params);
     stage.inputs = inputs;
     stage.outputs = outputs;
     stage.commit = !opts.no_commit;
     stage.reuse = !opts.rerun;
     stage.message = opts.message.clone();
     let mut bars = Bars::new(ctx.quiet);
-    bars.event(Event::StageStart { iteration: 0, stage: name_version.0 });
+    bars.event(Event::StageStart {
+        iteration: 0,
+        stage: name_version.0,
+    });
     let t0 = std::time::Instant::now();
-    let outcome = crate::stages::record::run_stage(&workdir, &stage, &mut |p| bars.event(Event::Progress(p)), f)
-        .with_context(|| format!("stage {}", name_version.0))?;
+    let outcome = crate::stages::record::run_stage(
+        &workdir,
+        &stage,
+        &mut |p| bars.event(Event::Progress(p)),
+        f,
+    )
+    .with_context(|| format!("stage {}", name_version.0))?;
     let summary = StageSummary {
         iteration: 0,
         stage: name_version.0.to_string(),
@@ -163,7 +182,11 @@ pub fn print_outcome(ctx: &mut Ctx, json: bool, o: &Outcome) -> anyhow::Result<(
         o.run.short(),
         r.stage.name,
         r.stage.version,
-        if o.reused { ", reused: a committed run had the same inputs and parameters" } else { "" }
+        if o.reused {
+            ", reused: a committed run had the same inputs and parameters"
+        } else {
+            ""
+        }
     )?;
     for (role, x) in &r.outputs {
         writeln!(ctx.out, "  output {role}: {} {}", x.path, x.id.short())?;
@@ -173,7 +196,10 @@ pub fn print_outcome(ctx: &mut Ctx, json: bool, o: &Outcome) -> anyhow::Result<(
     }
     match o.commit {
         Some(c) => writeln!(ctx.out, "committed {}", c.short())?,
-        None => writeln!(ctx.out, "staged; the run is attached by the next `srlm commit`")?,
+        None => writeln!(
+            ctx.out,
+            "staged; the run is attached by the next `srlm commit`"
+        )?,
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ use serde_json::Value;
 use srlm_store::{CommitOptions, Store};
 
 use super::import::{seed_stage, SEED};
-use super::iterate::{self, layout, model_tag, run_one, Event, LoopError, LoopParams, StageSummary};
+use super::iterate::{
+    self, layout, model_tag, run_one, Event, LoopError, LoopParams, StageSummary,
+};
 use super::judge::JudgeMethod;
 use super::model_io::{checkpoint_outputs, model_inputs};
 use super::train::{self, SftStageParams};
@@ -27,7 +29,10 @@ pub enum DemoError {
     #[error(transparent)]
     Model(#[from] super::model_io::ModelRefError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the demo runs with.
@@ -60,11 +65,20 @@ pub fn toy_params() -> DemoParams {
     lp.dpo.train.max_tokens = 256;
     lp.dpo.train.lr = 5e-6;
     lp.dpo.train.seed = 4;
-    DemoParams { sft, iterations: 2, loop_params: lp }
+    DemoParams {
+        sft,
+        iterations: 2,
+        loop_params: lp,
+    }
 }
 
 /// Runs the demo in `dir` (created if needed) with the GGUF or model folder at `model`.
-pub fn demo(dir: &Path, model: &Path, params: &DemoParams, events: &mut dyn FnMut(Event)) -> Result<Vec<StageSummary>, DemoError> {
+pub fn demo(
+    dir: &Path,
+    model: &Path,
+    params: &DemoParams,
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<StageSummary>, DemoError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DemoError::Io { path, source }
@@ -82,14 +96,20 @@ pub fn demo(dir: &Path, model: &Path, params: &DemoParams, events: &mut dyn FnMu
     let mut out = Vec::new();
 
     // M0: the base model, committed as it is.
-    let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     let base_rel = format!("{}/{name}", layout::BASE_DIR);
     if store.resolve(&model_tag(0)).is_err() {
         let dest = workdir.join(&base_rel);
         copy_model(model, &dest)?;
         store.add(&workdir, &[PathBuf::from(&base_rel)])?;
         drop(store);
-        let opts = CommitOptions { message: format!("M0: base model {name}"), ..Default::default() };
+        let opts = CommitOptions {
+            message: format!("M0: base model {name}"),
+            ..Default::default()
+        };
         let c = crate::hooks::commit_with_hooks(&workdir, &opts)?.id;
         store = Store::open(&workdir)?;
         store.set_tag(&model_tag(0), &c, true)?;
@@ -101,12 +121,17 @@ pub fn demo(dir: &Path, model: &Path, params: &DemoParams, events: &mut dyn FnMu
         0,
         SEED,
         vec![],
-        vec![("ift".into(), layout::SEED_IFT.into()), ("eft".into(), layout::SEED_EFT.into())],
+        vec![
+            ("ift".into(), layout::SEED_IFT.into()),
+            ("eft".into(), layout::SEED_EFT.into()),
+        ],
         Value::Object(Default::default()),
         seed_stage,
         events,
     )?;
-    let seed_commit = o.commit.ok_or(LoopError::NoCommit { stage: "seed".into() })?;
+    let seed_commit = o.commit.ok_or(LoopError::NoCommit {
+        stage: "seed".into(),
+    })?;
     out.push(s);
 
     let store = Store::open(&workdir)?;
@@ -124,11 +149,19 @@ pub fn demo(dir: &Path, model: &Path, params: &DemoParams, events: &mut dyn FnMu
         train::sft,
         events,
     )?;
-    let m1 = o.commit.ok_or(LoopError::NoCommit { stage: "sft".into() })?;
+    let m1 = o.commit.ok_or(LoopError::NoCommit {
+        stage: "sft".into(),
+    })?;
     out.push(s);
     Store::open(&workdir)?.set_tag(&model_tag(1), &m1, true)?;
 
-    out.extend(iterate::iterate(&workdir, 1, params.iterations, &params.loop_params, events)?);
+    out.extend(iterate::iterate(
+        &workdir,
+        1,
+        params.iterations,
+        &params.loop_params,
+        events,
+    )?);
     Ok(out)
 }
 

@@ -2,7 +2,9 @@
 //! (N candidates per prompt), both sampled from the model being iterated.
 use serde::{Deserialize, Serialize};
 
-use super::gen_prompts::{draw_examples, few_shot_request, GenPromptsMetrics, GenPromptsParams, PromptFilter};
+use super::gen_prompts::{
+    draw_examples, few_shot_request, GenPromptsMetrics, GenPromptsParams, PromptFilter,
+};
 use super::model_io::{input, metrics_of, model_path, output, params, read_jsonl};
 use super::pairs::write_jsonl;
 use super::record::{Metrics, Progress, StageFailure, StageIo};
@@ -42,7 +44,10 @@ const BATCH: usize = 8;
 /// `gen-prompts`: inputs `model`, `seeds`; output `prompts`.
 pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenPromptsParams = params(io)?;
-    let seeds: Vec<String> = read_jsonl::<SeedRow>(input(io, "seeds")?)?.into_iter().map(|r| r.prompt).collect();
+    let seeds: Vec<String> = read_jsonl::<SeedRow>(input(io, "seeds")?)?
+        .into_iter()
+        .map(|r| r.prompt)
+        .collect();
     if seeds.is_empty() {
         return Err("the seed file has no prompt".into());
     }
@@ -80,11 +85,19 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             }
         }
         let msg = format!("{} prompts kept", kept.len());
-        (io.progress)(Progress { done: kept.len() as u64, total: p.count as u64, message: &msg });
+        (io.progress)(Progress {
+            done: kept.len() as u64,
+            total: p.count as u64,
+            message: &msg,
+        });
     }
     m.kept = kept.len();
     if kept.is_empty() {
-        return Err(format!("the model wrote no usable prompt in {} attempts", m.attempts).into());
+        return Err(format!(
+            "the model wrote no usable prompt in {} attempts",
+            m.attempts
+        )
+        .into());
     }
     for r in &mut kept {
         r.source = "self-instruct".into();
@@ -107,7 +120,12 @@ impl Default for GenResponsesParams {
     fn default() -> Self {
         GenResponsesParams {
             n: 4,
-            sampling: SamplingParams { temperature: 0.7, top_p: 0.9, max_tokens: 256, ..SamplingParams::default() },
+            sampling: SamplingParams {
+                temperature: 0.7,
+                top_p: 0.9,
+                max_tokens: 256,
+                ..SamplingParams::default()
+            },
         }
     }
 }
@@ -123,7 +141,11 @@ pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let progress = &mut io.progress;
     let gens = generate_chat(&model, &texts, p.n, &p.sampling, &mut |g| {
         let msg = format!("{:.1} tok/s", g.decode_tokens_per_s);
-        progress(Progress { done: g.prompt as u64, total, message: &msg });
+        progress(Progress {
+            done: g.prompt as u64,
+            total,
+            message: &msg,
+        });
     })?;
     let mut rows = Vec::new();
     let mut tokens = 0usize;
@@ -145,7 +167,12 @@ pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     m.insert("generated_tokens".into(), tokens.into());
     m.insert(
         "mean_response_chars".into(),
-        (rows.iter().map(|r| r.response.chars().count()).sum::<usize>() as f64 / rows.len().max(1) as f64).into(),
+        (rows
+            .iter()
+            .map(|r| r.response.chars().count())
+            .sum::<usize>() as f64
+            / rows.len().max(1) as f64)
+            .into(),
     );
     m.insert("weights".into(), model.weights.clone().into());
     Ok(m)

@@ -678,7 +678,9 @@ pub const SEED: (&str, &str) = ("seed", "1");
 /// `import-oasst2` as a stage: inputs `ift` and optionally `eft` (OASST2 files; `ift` also
 /// serves as the EFT source when `eft` is absent) and, for `--eft-from model`, `model` (the
 /// judge); outputs `ift`, `eft`, `eval`.
-pub fn stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+pub fn stage(
+    io: &mut super::record::StageIo,
+) -> Result<super::record::Metrics, super::record::StageFailure> {
     use super::model_io::{input, metrics_of, model_path, output, params};
     let p: ImportParams = params(io)?;
     let (_, ift_threads) = read_threads(input(io, "ift")?, &p.lang)?;
@@ -691,13 +693,22 @@ pub fn stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, 
         EftFrom::Human => build(&ift_threads, &eft_threads, &p, &prompt, None)?,
         EftFrom::Model => {
             let mp = model_path(io, "model")?;
-            let model = crate::engine::model::load(&mp.path, crate::engine::model::WeightMode::Auto)?;
+            let model =
+                crate::engine::model::load(&mp.path, crate::engine::model::WeightMode::Auto)?;
             let judge = crate::engine::judge::Judge::new(&model)?;
-            let jp = crate::engine::judge::JudgeParams { samples: 1, ..Default::default() };
+            let jp = crate::engine::judge::JudgeParams {
+                samples: 1,
+                ..Default::default()
+            };
             let mut failure = None;
             let mut f = |i: &str, r: &str| match judge.judge(i, r, &jp, &mut |_| {}) {
                 Ok(j) => {
-                    let text = j.samples.into_iter().next().map(|s| s.text).unwrap_or_default();
+                    let text = j
+                        .samples
+                        .into_iter()
+                        .next()
+                        .map(|s| s.text)
+                        .unwrap_or_default();
                     (text, j.score)
                 }
                 Err(e) => {
@@ -732,9 +743,14 @@ struct BuiltinEft {
 }
 
 /// `seed` as a stage: no inputs; outputs `ift` and `eft` from the built-in seed set.
-pub fn seed_stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
+pub fn seed_stage(
+    io: &mut super::record::StageIo,
+) -> Result<super::record::Metrics, super::record::StageFailure> {
     use super::model_io::output;
-    let ift: Vec<IftRow> = BUILTIN_IFT.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let ift: Vec<IftRow> = BUILTIN_IFT
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     let eft: Vec<EftRow> = BUILTIN_EFT
         .lines()
         .map(|l| {

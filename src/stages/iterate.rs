@@ -16,7 +16,9 @@ use super::gen_prompts::GenPromptsParams;
 use super::generate::{self, GenResponsesParams};
 use super::judge::{self as judge_stage, JudgeStageParams};
 use super::model_io::{checkpoint_outputs, model_inputs};
-use super::record::{run_stage, Metrics, Outcome, Progress, RecordError, Stage, StageFailure, StageIo};
+use super::record::{
+    run_stage, Metrics, Outcome, Progress, RecordError, Stage, StageFailure, StageIo,
+};
 use super::{pairs, train};
 use crate::engine::train::DpoParams;
 
@@ -109,7 +111,10 @@ pub fn run_one(
     f: StageFn,
     events: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, StageSummary), LoopError> {
-    events(Event::StageStart { iteration, stage: name });
+    events(Event::StageStart {
+        iteration,
+        stage: name,
+    });
     let mut stage = Stage::new(name, version).params(params);
     stage.inputs = inputs;
     stage.outputs = outputs;
@@ -133,7 +138,9 @@ pub fn run_one(
 }
 
 fn committed(o: &Outcome, stage: &str) -> Result<CommitId, LoopError> {
-    o.commit.ok_or_else(|| LoopError::NoCommit { stage: stage.to_string() })
+    o.commit.ok_or_else(|| LoopError::NoCommit {
+        stage: stage.to_string(),
+    })
 }
 
 fn to_value<T: Serialize>(t: &T) -> Value {

@@ -61,7 +61,11 @@ fn score_all(
         JudgeMethod::Sample => {
             let progress = &mut io.progress;
             let js = judge.judge_all(items, &p.judge, &mut |i, _| {
-                progress(Progress { done: i as u64, total, message: "judging" })
+                progress(Progress {
+                    done: i as u64,
+                    total,
+                    message: "judging",
+                })
             })?;
             for j in js {
                 let scores = j.samples.iter().map(|s| s.score).collect();
@@ -72,8 +76,16 @@ fn score_all(
         JudgeMethod::Digits => {
             for (i, (ins, resp)) in items.iter().enumerate() {
                 let d = judge.digit_score(ins, resp)?;
-                out.push((Some(d.expected), vec![Some(d.expected)], vec![format!("Score: {:.3}", d.expected)]));
-                (io.progress)(Progress { done: i as u64 + 1, total, message: "judging" });
+                out.push((
+                    Some(d.expected),
+                    vec![Some(d.expected)],
+                    vec![format!("Score: {:.3}", d.expected)],
+                ));
+                (io.progress)(Progress {
+                    done: i as u64 + 1,
+                    total,
+                    message: "judging",
+                });
             }
         }
     }
@@ -84,7 +96,10 @@ fn score_all(
 pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: JudgeStageParams = params(io)?;
     let rows: Vec<ResponseRow> = read_jsonl(input(io, "responses")?)?;
-    let items: Vec<(String, String)> = rows.iter().map(|r| (r.prompt.clone(), r.response.clone())).collect();
+    let items: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.prompt.clone(), r.response.clone()))
+        .collect();
     let (scored, weights) = score_all(io, &p, &items)?;
     let mut out = Vec::with_capacity(rows.len());
     for (r, (score, scores, judgements)) in rows.into_iter().zip(scored) {
@@ -104,7 +119,10 @@ pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     m.insert("responses".into(), out.len().into());
     m.insert("unparsed".into(), (out.len() - parsed.len()).into());
     if !parsed.is_empty() {
-        m.insert("mean_score".into(), (parsed.iter().sum::<f64>() / parsed.len() as f64).into());
+        m.insert(
+            "mean_score".into(),
+            (parsed.iter().sum::<f64>() / parsed.len() as f64).into(),
+        );
     }
     m.insert("weights".into(), weights.into());
     Ok(m)
@@ -125,7 +143,10 @@ pub struct EvalScoreRow {
 pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: JudgeStageParams = params(io)?;
     let rows: Vec<EvalRow> = read_jsonl(input(io, "eval")?)?;
-    let items: Vec<(String, String)> = rows.iter().map(|r| (r.prompt.clone(), r.response.clone())).collect();
+    let items: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.prompt.clone(), r.response.clone()))
+        .collect();
     let (scored, weights) = score_all(io, &p, &items)?;
     let mut out = Vec::with_capacity(rows.len());
     for (r, (score, _, judgements)) in rows.into_iter().zip(scored) {
@@ -140,7 +161,11 @@ pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     write_jsonl(output(io, "scores")?, &out)?;
     let acc = pairwise_accuracy(
         &out.iter()
-            .map(|r| Scored { prompt_id: r.prompt_id.clone(), human: r.quality_score, judge: r.score })
+            .map(|r| Scored {
+                prompt_id: r.prompt_id.clone(),
+                human: r.quality_score,
+                judge: r.score,
+            })
             .collect::<Vec<_>>(),
     );
     let mut m = metrics_of(&acc);

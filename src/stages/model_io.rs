@@ -31,7 +31,11 @@ pub enum ModelRefError {
 ///
 /// `reference` is a file (`base/model.gguf`, `M0:base/model.gguf`) or a folder
 /// (`model`, `M1:model`), in the working tree or at a revision.
-pub fn model_inputs(store: &Store, role: &str, reference: &str) -> Result<Vec<(String, String)>, ModelRefError> {
+pub fn model_inputs(
+    store: &Store,
+    role: &str,
+    reference: &str,
+) -> Result<Vec<(String, String)>, ModelRefError> {
     let bad = |msg: String| ModelRefError::Bad {
         reference: reference.to_string(),
         msg,
@@ -54,7 +58,10 @@ pub fn model_inputs(store: &Store, role: &str, reference: &str) -> Result<Vec<(S
             return Err(bad("the folder holds no file".into()));
         }
         let dir = reference.trim_end_matches('/');
-        return Ok(names.into_iter().map(|n| (format!("{role}/{n}"), format!("{dir}/{n}"))).collect());
+        return Ok(names
+            .into_iter()
+            .map(|n| (format!("{role}/{n}"), format!("{dir}/{n}")))
+            .collect());
     }
     let Some((rev, path)) = reference.split_once(':') else {
         return Err(bad("no such file or folder in the working tree".into()));
@@ -138,15 +145,23 @@ pub fn write_checkpoint(
         .outputs
         .get(&format!("{role}/{}", CHECKPOINT_FILES[0]))
         .ok_or_else(|| format!("no checkpoint output `{role}`"))?;
-    let dir = first.parent().ok_or("checkpoint output has no folder")?.to_path_buf();
+    let dir = first
+        .parent()
+        .ok_or("checkpoint output has no folder")?
+        .to_path_buf();
     std::fs::create_dir_all(&dir)?;
-    let tmp = tempfile::Builder::new().prefix(".srlm-new-").tempdir_in(&dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".srlm-new-")
+        .tempdir_in(&dir)?;
     let fresh = tmp.path().join("checkpoint");
     save(&fresh)?;
     for name in CHECKPOINT_FILES {
         let src = fresh.join(name);
         if !src.exists() {
-            return Err(format!("the checkpoint has no {name} (a base model without a chat template?)").into());
+            return Err(format!(
+                "the checkpoint has no {name} (a base model without a chat template?)"
+            )
+            .into());
         }
         std::fs::rename(&src, dir.join(name))?;
     }
@@ -163,7 +178,10 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>,
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(&line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?);
+        out.push(
+            serde_json::from_str(&line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?,
+        );
     }
     Ok(out)
 }
@@ -175,12 +193,18 @@ pub fn params<T: serde::de::DeserializeOwned>(io: &StageIo) -> Result<T, StageFa
 
 /// The output path of `role`.
 pub fn output<'a>(io: &'a StageIo, role: &str) -> Result<&'a Path, StageFailure> {
-    Ok(io.outputs.get(role).ok_or_else(|| format!("no output `{role}`"))?)
+    Ok(io
+        .outputs
+        .get(role)
+        .ok_or_else(|| format!("no output `{role}`"))?)
 }
 
 /// The input path of `role`.
 pub fn input<'a>(io: &'a StageIo, role: &str) -> Result<&'a Path, StageFailure> {
-    Ok(io.inputs.get(role).ok_or_else(|| format!("no input `{role}`"))?)
+    Ok(io
+        .inputs
+        .get(role)
+        .ok_or_else(|| format!("no input `{role}`"))?)
 }
 
 /// Metrics from any serialisable summary (its top-level fields).

@@ -241,7 +241,12 @@ mod tests {
 pub const PAIRS: (&str, &str) = ("pairs", "1");
 
 /// `pairs` as a stage: input `judgements`, output `pairs`.
-pub fn stage(io: &mut super::record::StageIo) -> Result<super::record::Metrics, super::record::StageFailure> {
-    let m = run(super::model_io::input(io, "judgements")?, super::model_io::output(io, "pairs")?)?;
+pub fn stage(
+    io: &mut super::record::StageIo,
+) -> Result<super::record::Metrics, super::record::StageFailure> {
+    let m = run(
+        super::model_io::input(io, "judgements")?,
+        super::model_io::output(io, "pairs")?,
+    )?;
     Ok(super::model_io::metrics_of(&m))
 }

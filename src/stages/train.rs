@@ -48,14 +48,30 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     for role in ["ift", "eft"] {
         if let Some(path) = io.inputs.get(role) {
             let r: Vec<TextRow> = read_jsonl(path)?;
-            rows.extend(r.into_iter().map(|r| SftRow { prompt: r.prompt, response: r.response }));
+            rows.extend(r.into_iter().map(|r| SftRow {
+                prompt: r.prompt,
+                response: r.response,
+            }));
         }
     }
     let (loaded, enc) = train::load_for_training(&base.path)?;
-    let (trained, m) = train::sft(&loaded.cfg, &loaded.weights, &enc, &rows, &p.sft, &mut |s| report(io, s))?;
+    let (trained, m) = train::sft(
+        &loaded.cfg,
+        &loaded.weights,
+        &enc,
+        &rows,
+        &p.sft,
+        &mut |s| report(io, s),
+    )?;
     let weights = trained.merged()?;
     write_checkpoint(io, "model", |dir| {
-        checkpoint::save(dir, &loaded.cfg, Contents::Full(&weights), &enc.tokenizer, loaded.chat_template.as_deref())?;
+        checkpoint::save(
+            dir,
+            &loaded.cfg,
+            Contents::Full(&weights),
+            &enc.tokenizer,
+            loaded.chat_template.as_deref(),
+        )?;
         Ok(())
     })?;
     Ok(metrics_of(&m))
@@ -71,7 +87,11 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         return Err("no preference pair to train on (every prompt was a tie or unparsed)".into());
     }
     let (loaded, enc) = train::load_for_training(&policy.path)?;
-    let reference = match io.inputs.keys().any(|r| r == "reference" || r.starts_with("reference/")) {
+    let reference = match io
+        .inputs
+        .keys()
+        .any(|r| r == "reference" || r.starts_with("reference/"))
+    {
         true => Some(train::load_for_training(&model_path(io, "reference")?.path)?.0),
         false => None,
     };
@@ -86,7 +106,13 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     )?;
     let weights = trained.merged()?;
     write_checkpoint(io, "model", |dir| {
-        checkpoint::save(dir, &loaded.cfg, Contents::Full(&weights), &enc.tokenizer, loaded.chat_template.as_deref())?;
+        checkpoint::save(
+            dir,
+            &loaded.cfg,
+            Contents::Full(&weights),
+            &enc.tokenizer,
+            loaded.chat_template.as_deref(),
+        )?;
         Ok(())
     })?;
     Ok(metrics_of(&m))

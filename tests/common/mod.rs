@@ -5,25 +5,35 @@ use std::path::PathBuf;
 
 /// The real data beside the checkout (`../shared/data`), or `None` with a message on stderr.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} is absent (real data lives in ../shared/data)", p.display());
+        eprintln!(
+            "SKIP: {} is absent (real data lives in ../shared/data)",
+            p.display()
+        );
         None
     }
 }
 
 /// The default model (`SRLM_MODEL` or `~/.cache/srlm/models/...gguf`), or `None` with a message.
 pub fn default_model() -> Option<PathBuf> {
-    let p = std::env::var_os("SRLM_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let p = std::env::var_os("SRLM_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: default model {} is absent (see README set-up)", p.display());
+        eprintln!(
+            "SKIP: default model {} is absent (see README set-up)",
+            p.display()
+        );
         None
     }
 }
