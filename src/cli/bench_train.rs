@@ -271,6 +271,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     table.set_header([
         "run",
         "s/example",
+        "CPU s/example",
         "forward s",
         "backward s",
         "AdamW s",
