@@ -40,6 +40,24 @@ fn peak_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds this process has used (user + system, all threads), from /proc/self/stat.
+/// On a busy machine wall-clock time measures the neighbours; with one thread, CPU time is
+/// what the step would take on an idle core.
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -94,6 +112,7 @@ fn text(seed: usize, n: usize) -> String {
 struct Row {
     name: String,
     per_example_s: f64,
+    cpu_s: f64,
     forward_s: f64,
     backward_s: f64,
     adamw_s: f64,
@@ -108,10 +127,11 @@ fn time_steps(
     (n, steps, accum): (usize, usize, usize),
     mut loss_of: impl FnMut(usize) -> anyhow::Result<candle_core::Tensor>,
 ) -> anyhow::Result<Row> {
-    let (mut fw, mut bw, mut ad, mut tot) = (vec![], vec![], vec![], vec![]);
+    let (mut fw, mut bw, mut ad, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     let mut next = 0;
     for step in 0..steps + 1 {
         let t = Instant::now();
+        let c0 = cpu_seconds();
         let (mut f, mut b) = (0.0, 0.0);
         for _ in 0..accum {
             let t1 = Instant::now();
@@ -133,11 +153,13 @@ fn time_steps(
             bw.push(b / k);
             ad.push(a / k);
             tot.push(t.elapsed().as_secs_f64() / k);
+            cpu.push((cpu_seconds() - c0) / k);
         }
     }
     Ok(Row {
         name: String::new(),
         per_example_s: median(tot),
+        cpu_s: median(cpu),
         forward_s: median(fw),
         backward_s: median(bw),
         adamw_s: median(ad),
@@ -235,6 +257,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             "runs": rows.iter().map(|r| serde_json::json!({
                 "name": r.name,
                 "seconds_per_example": r.per_example_s,
+                "cpu_seconds_per_example": r.cpu_s,
                 "forward_seconds": r.forward_s,
                 "backward_seconds": r.backward_s,
                 "adamw_seconds": r.adamw_s,
@@ -248,6 +271,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     table.set_header([
         "run",
         "s/example",
+        "CPU s/example",
         "forward s",
         "backward s",
         "AdamW s",
@@ -257,6 +281,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         table.add_row([
             r.name.to_string(),
             format!("{:.2}", r.per_example_s),
+            format!("{:.2}", r.cpu_s),
             format!("{:.2}", r.forward_s),
             format!("{:.2}", r.backward_s),
             format!("{:.2}", r.adamw_s),
@@ -268,8 +293,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     writeln!(ctx.out, "{table}")?;
     writeln!(
         ctx.out,
-        "DPO pair = chosen + rejected, {} tokens in all; reference log-probs {ref_s:.2} s/pair (once per dataset); {threads} threads",
-        seq[0]
+        "DPO pair = chosen + rejected, {} tokens in all; reference log-probs {ref_s:.2} s/pair (once per dataset); {threads} threads; load average {}",
+        seq[0],
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     )?;
     Ok(())
 }
