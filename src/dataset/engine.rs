@@ -167,10 +167,13 @@ pub fn word_diff(a: &str, b: &str) -> Vec<WordOp> {
 }
 
 fn field_types(schemas: &[Schema], records: &[RowRecord]) -> BTreeMap<String, BTreeSet<String>> {
-    let used: BTreeSet<u32> = records.iter().map(|r| r.schema).collect();
+    let mut used = vec![false; schemas.len()];
+    for r in records {
+        used[r.schema as usize] = true;
+    }
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for i in used {
-        for (f, t) in &schemas[i as usize] {
+    for (schema, _) in schemas.iter().zip(&used).filter(|(_, u)| **u) {
+        for (f, t) in schema {
             out.entry(f.clone()).or_default().insert(t.clone());
         }
     }
