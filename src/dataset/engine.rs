@@ -33,14 +33,13 @@ impl Default for DiffOptions {
     }
 }
 
+/// Receives fetched rows: `(index into the wanted records, row bytes)`.
+pub type RowSink<'a> = dyn FnMut(usize, &[u8]) -> Result<(), DatasetError> + 'a;
+
 /// Fetches the bytes of some rows of one side.
 pub trait RowFetch {
     /// Call `f(i, bytes)` for each `wanted[i]` (sorted by line), in order.
-    fn fetch(
-        &mut self,
-        wanted: &[RowRecord],
-        f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
-    ) -> Result<(), DatasetError>;
+    fn fetch(&mut self, wanted: &[RowRecord], f: &mut RowSink) -> Result<(), DatasetError>;
 }
 
 /// One side of a dataset diff, ready for the engine.
