@@ -26,10 +26,10 @@ use crate::dataset::KeySpec;
 /// any store. `srlm diff M1 M2 M3 --path aift.jsonl` (three or more revisions, or --files with
 /// three or more files) prints the trend of one dataset across iterations.
 ///
-/// Kinds and keys: AIFT pairs (prompt, chosen, rejected: key prompt), IFT (prompt/instruction
-/// + response: key prompt), EFT (judge prompt + judgement with "Score: N": key prompt +
-/// response), prompts (key prompt), responses and judgements (key prompt_id + index), other
-/// JSONL (key: the whole row).
+/// Kinds and keys: AIFT pairs (prompt, chosen, rejected: key prompt), IFT (prompt or
+/// instruction and a response: key prompt), EFT (judge prompt and a judgement with "Score: N":
+/// key prompt and response), prompts (key prompt), responses and judgements (key prompt_id and
+/// index), other JSONL (key: the whole row).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Two revisions, then optional paths to limit the diff to; with --path, two or more

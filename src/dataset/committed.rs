@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use srlm_store::{BlobId, EntryKind, ManifestId, Store, Tree, TreeEntry};
 
 use super::cache;
-use super::engine::{self, DiffOptions, RowFetch, Side};
+use super::engine::{self, DiffOptions, RowFetch, RowSink, Side};
 use super::record::{
     is_blank, parse_row, FastMap, RecordBuilder, RowId, RowRecord, SideRecords, SideSpec,
 };
@@ -161,11 +161,7 @@ pub struct StoreRows<'s> {
 }
 
 impl RowFetch for StoreRows<'_> {
-    fn fetch(
-        &mut self,
-        wanted: &[RowRecord],
-        f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
-    ) -> Result<(), DatasetError> {
+    fn fetch(&mut self, wanted: &[RowRecord], f: &mut RowSink) -> Result<(), DatasetError> {
         for (c, chunk) in wanted.chunks(BATCH).enumerate() {
             let ids: Vec<BlobId> = chunk
                 .iter()

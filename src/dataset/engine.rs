@@ -33,14 +33,13 @@ impl Default for DiffOptions {
     }
 }
 
+/// Receives fetched rows: `(index into the wanted records, row bytes)`.
+pub type RowSink<'a> = dyn FnMut(usize, &[u8]) -> Result<(), DatasetError> + 'a;
+
 /// Fetches the bytes of some rows of one side.
 pub trait RowFetch {
     /// Call `f(i, bytes)` for each `wanted[i]` (sorted by line), in order.
-    fn fetch(
-        &mut self,
-        wanted: &[RowRecord],
-        f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
-    ) -> Result<(), DatasetError>;
+    fn fetch(&mut self, wanted: &[RowRecord], f: &mut RowSink) -> Result<(), DatasetError>;
 }
 
 /// One side of a dataset diff, ready for the engine.
@@ -167,10 +166,13 @@ pub fn word_diff(a: &str, b: &str) -> Vec<WordOp> {
 }
 
 fn field_types(schemas: &[Schema], records: &[RowRecord]) -> BTreeMap<String, BTreeSet<String>> {
-    let used: BTreeSet<u32> = records.iter().map(|r| r.schema).collect();
+    let mut used = vec![false; schemas.len()];
+    for r in records {
+        used[r.schema as usize] = true;
+    }
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for i in used {
-        for (f, t) in &schemas[i as usize] {
+    for (schema, _) in schemas.iter().zip(&used).filter(|(_, u)| **u) {
+        for (f, t) in schema {
             out.entry(f.clone()).or_default().insert(t.clone());
         }
     }

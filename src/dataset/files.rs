@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::engine::{self, DatasetDiff, DiffOptions, RowFetch, Side};
+use super::engine::{self, DatasetDiff, DiffOptions, RowFetch, RowSink, Side};
 use super::record::{is_blank, parse_row, RecordBuilder, RowRecord, SideRecords, SideSpec};
 use super::report::{DatasetReport, EntryChange, EntrySide, ErrorReport, Report};
 use super::DatasetError;
@@ -76,11 +76,7 @@ pub fn read_records(
 pub struct FileRows(pub Option<PathBuf>);
 
 impl RowFetch for FileRows {
-    fn fetch(
-        &mut self,
-        wanted: &[RowRecord],
-        f: &mut dyn FnMut(usize, &[u8]) -> Result<(), DatasetError>,
-    ) -> Result<(), DatasetError> {
+    fn fetch(&mut self, wanted: &[RowRecord], f: &mut RowSink) -> Result<(), DatasetError> {
         let Some(path) = &self.0 else { return Ok(()) };
         if wanted.is_empty() {
             return Ok(());

@@ -186,7 +186,8 @@ fn stats_table(d: &DatasetDiff) -> Table {
             right(histogram(b, i)),
         ]);
     }
-    let rows: [(&str, fn(&SideStats) -> Option<f64>); 3] = [
+    type Share = fn(&SideStats) -> Option<f64>;
+    let rows: [(&str, Share); 3] = [
         ("tie share", |s| s.tie_share),
         ("chosen == rejected", |s| s.chosen_equals_rejected_share),
         ("unparsed scores", |s| s.unparsed_score_share),

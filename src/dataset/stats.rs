@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::record::{
-    RowRecord, SideSpec, FLAG_SAME_PAIR, NO_LEN, SCORE_ABSENT, SCORE_PARSED, SCORE_UNPARSED,
+    FastMap, RowRecord, SideSpec, FLAG_SAME_PAIR, NO_LEN, SCORE_ABSENT, SCORE_PARSED,
+    SCORE_UNPARSED,
 };
 
 /// Mean and median of one length field, in characters.
@@ -104,31 +105,33 @@ impl SideStats {
                 histogram: BTreeMap::new(),
             };
             let mut sum = 0f64;
+            // Few distinct bins: count in a hash map, sort once.
+            let mut bins: FastMap<i64, u64> = FastMap::default();
             for r in records {
                 match r.score_state(slot) {
                     SCORE_PARSED => {
                         s.parsed += 1;
                         sum += r.scores[slot] as f64;
-                        *s.histogram.entry(bin(r.scores[slot])).or_default() += 1;
+                        *bins.entry(bin(r.scores[slot])).or_default() += 1;
                     }
                     SCORE_UNPARSED => s.unparsed += 1,
                     _ => {}
                 }
             }
+            s.histogram = bins.into_iter().collect();
             s.mean = (s.parsed > 0).then(|| sum / s.parsed as f64);
             any_score |= s.parsed + s.unparsed > 0;
             scores.push(s);
         }
-        let two = spec.score_fields.len() == 2;
-        let both: Vec<&RowRecord> = if two {
-            records
-                .iter()
-                .filter(|r| r.score(0).is_some() && r.score(1).is_some())
-                .collect()
-        } else {
-            vec![]
-        };
-        let ties = both.iter().filter(|r| r.scores[0] == r.scores[1]).count() as u64;
+        let (mut both, mut ties) = (0u64, 0u64);
+        if spec.score_fields.len() == 2 {
+            for r in records {
+                if let (Some(c), Some(x)) = (r.score(0), r.score(1)) {
+                    both += 1;
+                    ties += (c == x) as u64;
+                }
+            }
+        }
         let unparsed = records
             .iter()
             .filter(|r| {
@@ -140,7 +143,7 @@ impl SideStats {
             rows,
             lengths,
             scores,
-            tie_share: share(ties, both.len() as u64),
+            tie_share: share(ties, both),
             chosen_equals_rejected_share: if spec.pairs {
                 share(
                     records
