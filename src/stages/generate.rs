@@ -38,7 +38,7 @@ struct SeedRow {
     prompt: String,
 }
 
-/// Requests sent to the model per call (amortises the call; the output does not depend on it).
+/// At most this many requests per call to the model.
 const BATCH: usize = 8;
 
 /// `gen-prompts`: inputs `model`, `seeds`; output `prompts`.
@@ -58,7 +58,8 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let mut kept: Vec<PromptRow> = Vec::new();
     let max_attempts = p.count * p.max_attempts_per_prompt.max(1);
     while kept.len() < p.count && m.attempts < max_attempts {
-        let n = BATCH.min(max_attempts - m.attempts);
+        // As many requests as prompts still missing (a few more when the filter rejects).
+        let n = BATCH.min(max_attempts - m.attempts).min(p.count - kept.len());
         let requests: Vec<String> = (0..n)
             .map(|k| few_shot_request(&draw_examples(&seeds, p.shots, p.seed, m.attempts + k)))
             .collect();

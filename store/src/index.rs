@@ -78,12 +78,25 @@ pub(crate) fn sled_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 impl Index {
     pub fn open(path: &Path, fast_path: &Path) -> Result<Index> {
         let e = |err: sled::Error| sled_err(path, err);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
-            .cache_capacity(32 << 20)
-            .open()
-            .map_err(e)?;
+            .cache_capacity(32 << 20);
+        // sled releases its file lock only when its last background reference is dropped, a
+        // moment after the previous `Db` of this process (or a process that just exited) went
+        // away: retry briefly instead of failing. The store lock already serialises writers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => return Err(e(err)),
+            }
+        };
         Ok(Index {
             refs: db.open_tree("refs").map_err(e)?,
             stage: db.open_tree("stage").map_err(e)?,
