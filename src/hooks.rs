@@ -198,6 +198,16 @@ pub enum CommitError {
 /// exit aborts and nothing is written), then the commit, then `post-commit`. The store is
 /// closed while a hook runs, so hooks may call srlm themselves.
 pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, CommitError> {
+    commit_with_hooks_verify(dir, opts, true)
+}
+
+/// [`commit_with_hooks`], skipping the `pre-commit` hook when `verify` is false
+/// (`srlm commit --no-verify`: e.g. to keep a third-party dataset exactly as published).
+pub fn commit_with_hooks_verify(
+    dir: &Path,
+    opts: &CommitOptions,
+    verify: bool,
+) -> Result<Committed, CommitError> {
     let staged = tempfile::Builder::new()
         .prefix("srlm-staged-")
         .tempdir()
@@ -218,7 +228,7 @@ pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, 
         Some(c) => store.commit_tree(&c)?,
         None => Tree::default(),
     };
-    let wants_data = is_executable(&env.store_dir.join("hooks/pre-commit"));
+    let wants_data = verify && is_executable(&env.store_dir.join("hooks/pre-commit"));
     for (path, entry) in &stage.entries {
         if head_tree.entries.get(path) == Some(entry) {
             continue;
@@ -245,7 +255,9 @@ pub fn commit_with_hooks(dir: &Path, opts: &CommitOptions) -> Result<Committed, 
     env.changed_paths.sort();
     let workdir = env.workdir.clone();
     drop(store);
-    run_hook("pre-commit", &env)?;
+    if verify {
+        run_hook("pre-commit", &env)?;
+    }
     let mut store = Store::open(&workdir)?;
     if store.staged()? != stage {
         return Err(CommitError::StagingChanged);

@@ -6,7 +6,7 @@ use serde_json::Value;
 use srlm_store::{CommitOptions, Head, Store};
 
 use super::{CheckFailed, Ctx};
-use crate::hooks::{commit_with_hooks, CommitError, HookError};
+use crate::hooks::{commit_with_hooks_verify, CommitError, HookError};
 use crate::provenance::{record_code, ObjectRef, RunRecord, StageInfo};
 use crate::stages::record::{clear_pending_run, pending_run, resolve_object, tracked_paths};
 
@@ -35,6 +35,10 @@ pub struct Args {
     /// Print the commit (and run) id as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Skip the pre-commit hook (e.g. to store a third-party dataset exactly as published,
+    /// pairs with chosen == rejected included).
+    #[arg(long)]
+    pub no_verify: bool,
     /// Attach a run record for this stage (manual provenance).
     #[arg(long, value_name = "NAME")]
     pub stage: Option<String>,
@@ -146,7 +150,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         run,
         allow_empty: args.allow_empty,
     };
-    let done = match commit_with_hooks(&ctx.cwd, &opts) {
+    let done = match commit_with_hooks_verify(&ctx.cwd, &opts, !args.no_verify) {
         Ok(d) => d,
         Err(CommitError::Hook(e @ HookError::Rejected { .. })) => {
             return Err(CheckFailed(format!("{e}\nnothing was committed")).into())

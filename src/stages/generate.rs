@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::gen_prompts::{
     draw_examples, few_shot_request, GenPromptsMetrics, GenPromptsParams, PromptFilter,
 };
-use super::model_io::{input, metrics_of, model_path, output, params, read_jsonl};
-use super::pairs::write_jsonl;
+use super::model_io::{input, metrics_of, model_path, output, params};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::engine::generate::{generate_chat, SamplingParams};
 use crate::engine::model::{load, WeightMode};
@@ -44,7 +43,7 @@ const BATCH: usize = 8;
 /// `gen-prompts`: inputs `model`, `seeds`; output `prompts`.
 pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenPromptsParams = params(io)?;
-    let seeds: Vec<String> = read_jsonl::<SeedRow>(input(io, "seeds")?)?
+    let seeds: Vec<String> = super::jsonl::read::<SeedRow>(input(io, "seeds")?)?
         .into_iter()
         .map(|r| r.prompt)
         .collect();
@@ -59,7 +58,9 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let max_attempts = p.count * p.max_attempts_per_prompt.max(1);
     while kept.len() < p.count && m.attempts < max_attempts {
         // As many requests as prompts still missing (a few more when the filter rejects).
-        let n = BATCH.min(max_attempts - m.attempts).min(p.count - kept.len());
+        let n = BATCH
+            .min(max_attempts - m.attempts)
+            .min(p.count - kept.len());
         let requests: Vec<String> = (0..n)
             .map(|k| few_shot_request(&draw_examples(&seeds, p.shots, p.seed, m.attempts + k)))
             .collect();
@@ -103,7 +104,7 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     for r in &mut kept {
         r.source = "self-instruct".into();
     }
-    write_jsonl(output(io, "prompts")?, &kept)?;
+    super::jsonl::write(output(io, "prompts")?, &kept)?;
     let mut out = metrics_of(&m);
     out.insert("weights".into(), model.weights.clone().into());
     Ok(out)
@@ -134,7 +135,7 @@ impl Default for GenResponsesParams {
 /// `gen-responses`: inputs `model`, `prompts`; output `responses`.
 pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenResponsesParams = params(io)?;
-    let prompts: Vec<PromptRow> = read_jsonl(input(io, "prompts")?)?;
+    let prompts: Vec<PromptRow> = super::jsonl::read(input(io, "prompts")?)?;
     let mp = model_path(io, "model")?;
     let model = load(&mp.path, WeightMode::Auto)?;
     let texts: Vec<String> = prompts.iter().map(|r| r.prompt.clone()).collect();
@@ -161,7 +162,7 @@ pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             });
         }
     }
-    write_jsonl(output(io, "responses")?, &rows)?;
+    super::jsonl::write(output(io, "responses")?, &rows)?;
     let mut m = Metrics::new();
     m.insert("prompts".into(), prompts.len().into());
     m.insert("responses".into(), rows.len().into());

@@ -14,7 +14,6 @@
 //! (`--eft-from human`) or from a judging model whose score ordering must agree with the human
 //! ranking for the whole thread (the paper's recipe).
 use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -92,25 +91,14 @@ fn detect(path: &Path, first: &Value) -> Result<SourceFormat, ImportError> {
 }
 
 fn read_rows(path: &Path) -> Result<Vec<(usize, Value)>, ImportError> {
-    let io = |source| ImportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(io)?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| ImportError::Row {
-            path: path.to_path_buf(),
-            line: i + 1,
-            msg: format!("not JSON: {e}"),
-        })?;
-        rows.push((i + 1, v));
-    }
-    Ok(rows)
+    super::jsonl::read_numbered(path).map_err(|e| match e {
+        super::jsonl::JsonlError::Io { path, source } => ImportError::Io { path, source },
+        super::jsonl::JsonlError::Row { path, line, msg } => ImportError::Row {
+            path,
+            line,
+            msg: format!("not JSON: {msg}"),
+        },
+    })
 }
 
 fn field_str(path: &Path, line: usize, v: &Value, k: &str) -> Result<String, ImportError> {
@@ -723,9 +711,9 @@ pub fn stage(
             out?
         }
     };
-    super::pairs::write_jsonl(output(io, "ift")?, &out.ift)?;
-    super::pairs::write_jsonl(output(io, "eft")?, &out.eft)?;
-    super::pairs::write_jsonl(output(io, "eval")?, &out.eval)?;
+    super::jsonl::write(output(io, "ift")?, &out.ift)?;
+    super::jsonl::write(output(io, "eft")?, &out.eft)?;
+    super::jsonl::write(output(io, "eval")?, &out.eval)?;
     Ok(metrics_of(&out.metrics))
 }
 
@@ -762,8 +750,8 @@ pub fn seed_stage(
             })
         })
         .collect::<Result<_, serde_json::Error>>()?;
-    super::pairs::write_jsonl(output(io, "ift")?, &ift)?;
-    super::pairs::write_jsonl(output(io, "eft")?, &eft)?;
+    super::jsonl::write(output(io, "ift")?, &ift)?;
+    super::jsonl::write(output(io, "eft")?, &eft)?;
     let mut m = super::record::Metrics::new();
     m.insert("ift_rows".into(), ift.len().into());
     m.insert("eft_rows".into(), eft.len().into());

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::eval_judge::{pairwise_accuracy, Scored};
 use super::generate::ResponseRow;
 use super::import::EvalRow;
-use super::model_io::{input, metrics_of, model_path, output, params, read_jsonl};
-use super::pairs::write_jsonl;
+use super::model_io::{input, metrics_of, model_path, output, params};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::engine::judge::{Judge, JudgeParams};
 use crate::engine::model::{load, WeightMode};
@@ -95,7 +94,7 @@ fn score_all(
 /// `judge`: inputs `model` (the judge), `responses`; output `judgements`.
 pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: JudgeStageParams = params(io)?;
-    let rows: Vec<ResponseRow> = read_jsonl(input(io, "responses")?)?;
+    let rows: Vec<ResponseRow> = super::jsonl::read(input(io, "responses")?)?;
     let items: Vec<(String, String)> = rows
         .iter()
         .map(|r| (r.prompt.clone(), r.response.clone()))
@@ -113,7 +112,7 @@ pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             judgements,
         });
     }
-    write_jsonl(output(io, "judgements")?, &out)?;
+    super::jsonl::write(output(io, "judgements")?, &out)?;
     let parsed: Vec<f64> = out.iter().filter_map(|r| r.score).collect();
     let mut m = Metrics::new();
     m.insert("responses".into(), out.len().into());
@@ -142,7 +141,7 @@ pub struct EvalScoreRow {
 /// pairwise accuracy is the run's metric.
 pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: JudgeStageParams = params(io)?;
-    let rows: Vec<EvalRow> = read_jsonl(input(io, "eval")?)?;
+    let rows: Vec<EvalRow> = super::jsonl::read(input(io, "eval")?)?;
     let items: Vec<(String, String)> = rows
         .iter()
         .map(|r| (r.prompt.clone(), r.response.clone()))
@@ -158,7 +157,7 @@ pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             judgements,
         });
     }
-    write_jsonl(output(io, "scores")?, &out)?;
+    super::jsonl::write(output(io, "scores")?, &out)?;
     let acc = pairwise_accuracy(
         &out.iter()
             .map(|r| Scored {

@@ -9,6 +9,7 @@ pub mod gen_prompts;
 pub mod generate;
 pub mod import;
 pub mod iterate;
+pub mod jsonl;
 pub mod judge;
 pub mod model_io;
 pub mod pairs;

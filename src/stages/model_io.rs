@@ -168,24 +168,6 @@ pub fn write_checkpoint(
     Ok(())
 }
 
-/// Reads a JSONL file into rows of `T`, naming file and line on a bad row.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StageFailure> {
-    use std::io::BufRead;
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(
-            serde_json::from_str(&line)
-                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?,
-        );
-    }
-    Ok(out)
-}
-
 /// The parameters recorded for a stage, parsed back into its typed form.
 pub fn params<T: serde::de::DeserializeOwned>(io: &StageIo) -> Result<T, StageFailure> {
     Ok(serde_json::from_value(io.params.clone()).map_err(|e| format!("stage parameters: {e}"))?)

@@ -1,25 +1,11 @@
 //! The `pairs` stage: per prompt, the highest-scored candidate is *chosen* and the lowest
 //! *rejected*; ties and unparsed scores are dropped and counted (the AIFT(Mt) dataset).
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PairsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {msg}")]
-    Row {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
-}
+use super::jsonl::JsonlError;
 
 /// One judged candidate, as the `judge` stage writes it (extra fields are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -125,58 +111,16 @@ pub fn build_pairs(judged: &[Judged]) -> (Vec<Pair>, PairsMetrics) {
 }
 
 /// Reads judged candidates from a JSONL file, naming file and line on a bad row.
-pub fn read_judged(path: &Path) -> Result<Vec<Judged>, PairsError> {
-    let io = |source| PairsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(io)?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let j: Judged = serde_json::from_str(&line).map_err(|e| PairsError::Row {
-            path: path.to_path_buf(),
-            line: i + 1,
-            msg: e.to_string(),
-        })?;
-        out.push(j);
-    }
-    Ok(out)
+pub fn read_judged(path: &Path) -> Result<Vec<Judged>, JsonlError> {
+    super::jsonl::read(path)
 }
 
 /// The stage: judgements file in, pairs file out.
-pub fn run(judgements: &Path, out: &Path) -> Result<PairsMetrics, PairsError> {
+pub fn run(judgements: &Path, out: &Path) -> Result<PairsMetrics, JsonlError> {
     let judged = read_judged(judgements)?;
     let (pairs, metrics) = build_pairs(&judged);
-    write_jsonl(out, &pairs).map_err(|source| PairsError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    super::jsonl::write(out, &pairs)?;
     Ok(metrics)
-}
-
-/// Writes rows as JSONL (one compact JSON object per line) atomically: temp file, then rename.
-pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        for r in rows {
-            serde_json::to_writer(&mut w, r)?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

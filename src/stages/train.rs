@@ -2,10 +2,11 @@
 //! reference = Mt). Both write a full checkpoint folder.
 use serde::{Deserialize, Serialize};
 
-use super::model_io::{input, metrics_of, model_path, params, read_jsonl, write_checkpoint};
+use super::model_io::{input, metrics_of, model_path, params, write_checkpoint};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
-use crate::engine::checkpoint::{self, Contents};
-use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepReport};
+use crate::engine::checkpoint::{self, Contents, Loaded};
+use crate::engine::logprob::Encoder;
+use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepReport, Trained};
 
 /// Stage names and versions (the version changes when the stage's output for the same inputs
 /// and parameters would change).
@@ -33,6 +34,26 @@ fn report(io: &mut StageIo, s: &StepReport) {
     });
 }
 
+/// Writes the trained model as a full checkpoint (adapters merged: a checkpoint loads alone).
+fn save_full(
+    io: &StageIo,
+    loaded: &Loaded,
+    enc: &Encoder,
+    trained: &Trained,
+) -> Result<(), StageFailure> {
+    let weights = trained.merged()?;
+    write_checkpoint(io, "model", |dir| {
+        checkpoint::save(
+            dir,
+            &loaded.cfg,
+            Contents::Full(&weights),
+            &enc.tokenizer,
+            loaded.chat_template.as_deref(),
+        )?;
+        Ok(())
+    })
+}
+
 /// Parameters of `sft` as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct SftStageParams {
@@ -47,7 +68,7 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let mut rows: Vec<SftRow> = Vec::new();
     for role in ["ift", "eft"] {
         if let Some(path) = io.inputs.get(role) {
-            let r: Vec<TextRow> = read_jsonl(path)?;
+            let r: Vec<TextRow> = super::jsonl::read(path)?;
             rows.extend(r.into_iter().map(|r| SftRow {
                 prompt: r.prompt,
                 response: r.response,
@@ -63,17 +84,7 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         &p.sft,
         &mut |s| report(io, s),
     )?;
-    let weights = trained.merged()?;
-    write_checkpoint(io, "model", |dir| {
-        checkpoint::save(
-            dir,
-            &loaded.cfg,
-            Contents::Full(&weights),
-            &enc.tokenizer,
-            loaded.chat_template.as_deref(),
-        )?;
-        Ok(())
-    })?;
+    save_full(io, &loaded, &enc, &trained)?;
     Ok(metrics_of(&m))
 }
 
@@ -82,7 +93,7 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
 pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: DpoParams = params(io)?;
     let policy = model_path(io, "policy")?;
-    let rows: Vec<DpoRow> = read_jsonl(input(io, "pairs")?)?;
+    let rows: Vec<DpoRow> = super::jsonl::read(input(io, "pairs")?)?;
     if rows.is_empty() {
         return Err("no preference pair to train on (every prompt was a tie or unparsed)".into());
     }
@@ -104,16 +115,6 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         &p,
         &mut |s| report(io, s),
     )?;
-    let weights = trained.merged()?;
-    write_checkpoint(io, "model", |dir| {
-        checkpoint::save(
-            dir,
-            &loaded.cfg,
-            Contents::Full(&weights),
-            &enc.tokenizer,
-            loaded.chat_template.as_deref(),
-        )?;
-        Ok(())
-    })?;
+    save_full(io, &loaded, &enc, &trained)?;
     Ok(metrics_of(&m))
 }

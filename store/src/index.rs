@@ -90,7 +90,8 @@ impl Index {
             match config.open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
