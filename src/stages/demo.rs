@@ -46,7 +46,10 @@ pub struct DemoParams {
 /// Toy sizes: small enough for a few minutes on two cores, every stage still real.
 pub fn toy_params() -> DemoParams {
     let mut sft = SftStageParams::default();
-    sft.sft.train.lr = 2e-5;
+    // LoRA halves the SFT step on two cores (measured: `srlm bench train`); the checkpoint is
+    // still written with the adapters merged, so M1 loads on its own.
+    sft.sft.train.lora = Some(crate::engine::lora::LoraConfig::default());
+    sft.sft.train.lr = 2e-4;
     sft.sft.train.grad_accum = 8;
     sft.sft.train.max_tokens = 384;
     sft.sft.train.seed = 1;
