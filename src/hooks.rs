@@ -263,6 +263,12 @@ pub fn commit_with_hooks_verify(
         return Err(CommitError::StagingChanged);
     }
     let id = store.commit(opts)?;
+    // Build the diff record cache of the datasets this commit changed, so the next `srlm diff`
+    // against the parent parses no row. The commit is already durable: a cache failure only
+    // costs that diff its head start, so it is not an error.
+    if let Ok(tree) = store.commit_tree(&id) {
+        let _ = crate::dataset::committed::warm_cache(&store, &tree, Some(&head_tree));
+    }
     drop(store);
     env.staged_dir = None;
     env.commit = Some(id.to_string());

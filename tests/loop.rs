@@ -201,3 +201,77 @@ fn killed_iterate_resumes_without_redoing_committed_stages() {
     );
     assert!(tags(dir).contains("M3"));
 }
+
+#[test]
+fn import_oasst2_real_files() {
+    let (Some(ranked), Some(scored)) = (
+        common::shared_data("oasst2/oasst2_ranked_first_turns.jsonl"),
+        common::shared_data("oasst2/oasst2_evaluation_fine_tuning.jsonl"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    let out = ok(
+        dir,
+        &[
+            "import",
+            "oasst2",
+            "--ift",
+            ranked.to_str().unwrap(),
+            "--eft",
+            scored.to_str().unwrap(),
+            "--eft-from",
+            "human",
+            "--max-eft",
+            "100",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let m = &v["record"]["metrics"];
+    // 800 rank-0 rows ask 797 distinct questions; those that are also EFT prompts are dropped.
+    assert!(m["ift_dropped_overlap"].as_u64().unwrap() >= 61, "{m}");
+    assert_eq!(
+        m["ift_rows"].as_u64().unwrap() + m["ift_dropped_overlap"].as_u64().unwrap(),
+        797,
+        "{m}"
+    );
+    assert_eq!(m["eft_rows"], 100, "{m}");
+    let read = |p: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.join(p))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (ift, eft, eval) = (
+        read("seed/ift.jsonl"),
+        read("seed/eft.jsonl"),
+        read("seed/eft_eval.jsonl"),
+    );
+    assert_eq!(eft.len(), 100);
+    assert!(!eval.is_empty());
+    // IFT prompts never appear in an EFT or evaluation judge prompt / row.
+    let eval_prompts: std::collections::HashSet<&str> =
+        eval.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
+    for r in &ift {
+        assert!(!eval_prompts.contains(r["prompt"].as_str().unwrap()));
+    }
+    for r in &eft {
+        assert!(r["response"].as_str().unwrap().contains("\nScore: "));
+        assert!(r["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("Review the user’s question"));
+    }
+    // The sources were copied into the store, so the run names their exact bytes.
+    assert!(dir
+        .join("sources/oasst2/oasst2_ranked_first_turns.jsonl")
+        .exists());
+    assert_eq!(
+        v["record"]["inputs"]["ift"]["path"],
+        "sources/oasst2/oasst2_ranked_first_turns.jsonl"
+    );
+}

@@ -64,6 +64,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     if args.iterations >= 2 {
         verb(ctx, &argv.iter().map(String::as_str).collect::<Vec<_>>())?;
     }
-    verb(ctx, &["lineage", &last])?;
+    verb(
+        ctx,
+        &["lineage", &format!("{last}:model/model.safetensors")],
+    )?;
     Ok(())
 }

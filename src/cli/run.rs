@@ -52,22 +52,26 @@ pub struct Args {
 
 /// A user path (relative to the current directory) as a path relative to the working directory.
 pub(crate) fn workdir_relative(workdir: &Path, cwd: &Path, p: &str) -> anyhow::Result<String> {
-    let abs = cwd.join(p);
-    let parent = abs.parent().unwrap_or(&abs);
-    // canonicalise the directory (the file may not exist yet), then re-attach the name
-    let dir =
-        std::fs::canonicalize(parent).with_context(|| format!("{p}: directory does not exist"))?;
-    let full = match abs.file_name() {
-        Some(name) => dir.join(name),
-        None => dir,
-    };
+    let abs = std::path::absolute(cwd.join(p)).with_context(|| p.to_string())?;
+    // Canonicalise the deepest folder that exists (an output's folders may not exist yet),
+    // then re-attach the rest.
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => bail!("{p}: no such folder"),
+        }
+    }
+    let mut full = std::fs::canonicalize(existing).with_context(|| format!("{p}: cannot resolve"))?;
+    full.extend(rest.iter().rev());
     let wd = std::fs::canonicalize(workdir).with_context(|| workdir.display().to_string())?;
     match full.strip_prefix(&wd) {
         Ok(rel) => Ok(rel.to_string_lossy().replace('\\', "/")),
-        Err(_) => bail!(
-            "{p}: outside the store's working directory {}",
-            wd.display()
-        ),
+        Err(_) => bail!("{p}: outside the store's working directory {}", wd.display()),
     }
 }
 

@@ -101,6 +101,15 @@ fn read_rows(path: &Path) -> Result<Vec<(usize, Value)>, ImportError> {
     })
 }
 
+/// A rank written as `2` or `2.0` (the flattened OASST2 exports use floats).
+fn whole_number(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+            .map(|f| f as u64)
+    })
+}
+
 fn field_str(path: &Path, line: usize, v: &Value, k: &str) -> Result<String, ImportError> {
     v.get(k)
         .and_then(Value::as_str)
@@ -141,11 +150,11 @@ pub fn read_threads(path: &Path, lang: &str) -> Result<(SourceFormat, Vec<Thread
                 let a = field_str(path, *line, v, "answer")?;
                 let rank =
                     v.get("rank")
-                        .and_then(Value::as_u64)
+                        .and_then(whole_number)
                         .ok_or_else(|| ImportError::Row {
                             path: path.to_path_buf(),
                             line: *line,
-                            msg: "field `rank` missing or not an integer".into(),
+                            msg: "field `rank` missing or not a whole number".into(),
                         })?;
                 let id = format!("q-{}", &blake3::hash(q.as_bytes()).to_hex()[..16]);
                 let ans = Answer {
@@ -210,7 +219,7 @@ pub fn read_threads(path: &Path, lang: &str) -> Result<(SourceFormat, Vec<Thread
                 let ans = Answer {
                     id: field_str(path, *line, v, "message_id")?,
                     text: field_str(path, *line, v, "text")?,
-                    rank: v.get("rank").and_then(Value::as_u64).map(|r| r as u32),
+                    rank: v.get("rank").and_then(whole_number).map(|r| r as u32),
                     quality,
                 };
                 if let Some(t) = threads.get_mut(parent) {
@@ -360,15 +369,20 @@ pub fn build(
 
     let mut ift = Vec::new();
     for t in ift_threads {
-        let best = t
-            .answers
-            .iter()
-            .filter(|a| a.rank.is_some() || a.quality.is_some())
-            .max_by(|a, b| {
-                human_value(a)
-                    .partial_cmp(&human_value(b))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
+        // Ranked answers: only the best human-ranked one (rank 0) is an IFT answer; a thread
+        // whose rank-0 answer is missing gives none. Unranked, scored answers: the best score.
+        let best = if t.answers.iter().any(|a| a.rank.is_some()) {
+            t.answers.iter().find(|a| a.rank == Some(0))
+        } else {
+            t.answers
+                .iter()
+                .filter(|a| a.quality.is_some())
+                .max_by(|a, b| {
+                    human_value(a)
+                        .partial_cmp(&human_value(b))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+        };
         let Some(best) = best else { continue };
         if eft_prompts.contains(&norm(&t.prompt)) {
             m.ift_dropped_overlap += 1;
@@ -517,7 +531,7 @@ mod tests {
             &[
                 serde_json::json!({"message_id":"p1","parent_id":null,"role":"prompter","text":"Q1","lang":"en"}),
                 serde_json::json!({"message_id":"a1","parent_id":"p1","role":"assistant","text":"worse","lang":"en","rank":1}),
-                serde_json::json!({"message_id":"a2","parent_id":"p1","role":"assistant","text":"best","lang":"en","rank":0}),
+                serde_json::json!({"message_id":"a2","parent_id":"p1","role":"assistant","text":"best","lang":"en","rank":0.0}),
                 serde_json::json!({"message_id":"p2","parent_id":null,"role":"prompter","text":"Q2","lang":"de"}),
                 serde_json::json!({"message_id":"x","parent_id":"a2","role":"prompter","text":"follow-up","lang":"en"}),
             ],
