@@ -66,12 +66,16 @@ pub(crate) fn workdir_relative(workdir: &Path, cwd: &Path, p: &str) -> anyhow::R
             _ => bail!("{p}: no such folder"),
         }
     }
-    let mut full = std::fs::canonicalize(existing).with_context(|| format!("{p}: cannot resolve"))?;
+    let mut full =
+        std::fs::canonicalize(existing).with_context(|| format!("{p}: cannot resolve"))?;
     full.extend(rest.iter().rev());
     let wd = std::fs::canonicalize(workdir).with_context(|| workdir.display().to_string())?;
     match full.strip_prefix(&wd) {
         Ok(rel) => Ok(rel.to_string_lossy().replace('\\', "/")),
-        Err(_) => bail!("{p}: outside the store's working directory {}", wd.display()),
+        Err(_) => bail!(
+            "{p}: outside the store's working directory {}",
+            wd.display()
+        ),
     }
 }
 
