@@ -275,3 +275,50 @@ fn import_oasst2_real_files() {
         "sources/oasst2/oasst2_ranked_first_turns.jsonl"
     );
 }
+
+#[test]
+fn eval_judge_scores_every_response_and_counts_human_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let rows = [
+        ("a", "r1", "Paris is the capital of France.", 0.9),
+        ("a", "r2", "I like cheese.", 0.1),
+        ("a", "r3", "France's capital is Paris, on the Seine.", 0.7),
+        ("b", "r4", "Two.", 0.5),
+        ("b", "r5", "Four.", 0.5), // a human tie: not a pair
+    ];
+    let text: String = rows
+        .iter()
+        .map(|(p, id, r, q)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt_id": p, "prompt": format!("question {p}"), "response_id": id, "response": r, "quality_score": q})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("eval.jsonl"), text).unwrap();
+    let out = ok(
+        dir,
+        &[
+            "eval-judge",
+            "--model",
+            "M1:model",
+            "--eval",
+            "eval.jsonl",
+            "--method",
+            "digits",
+            "--samples",
+            "1",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let m = &v["record"]["metrics"];
+    assert_eq!(m["pairs"], 3, "{m}");
+    assert_eq!(m["unparsed_responses"], 0, "{m}");
+    let agree = m["agree"].as_u64().unwrap();
+    assert_eq!(m["accuracy"].as_f64().unwrap(), agree as f64 / 3.0, "{m}");
+    let scores = std::fs::read_to_string(dir.join("eval/judge_scores.jsonl")).unwrap();
+    assert_eq!(scores.lines().count(), 5);
+}

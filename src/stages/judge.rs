@@ -50,7 +50,7 @@ fn score_all(
     io: &mut StageIo,
     p: &JudgeStageParams,
     items: &[(String, String)],
-) -> Result<(Vec<(Option<f64>, Vec<Option<f64>>, Vec<String>)>, String), StageFailure> {
+) -> Result<(Vec<Verdict>, String), StageFailure> {
     let mp = model_path(io, "model")?;
     let model = load(&mp.path, WeightMode::Auto)?;
     let judge = Judge::new(&model)?;
@@ -91,17 +91,30 @@ fn score_all(
     Ok((out, model.weights.clone()))
 }
 
+/// A judged response: mean score (None when no sample parsed), each sample's score, the texts.
+type Verdict = (Option<f64>, Vec<Option<f64>>, Vec<String>);
+
+/// Reads the rows of input `role`, judges the (instruction, response) each names with the
+/// stage's parameters, and returns every row with its verdict, plus the weights used.
+fn judge_input<R: serde::de::DeserializeOwned>(
+    io: &mut StageIo,
+    role: &str,
+    pair: impl Fn(&R) -> (String, String),
+) -> Result<(Vec<(R, Verdict)>, String), StageFailure> {
+    let p: JudgeStageParams = params(io)?;
+    let rows: Vec<R> = super::jsonl::read(input(io, role)?)?;
+    let items: Vec<(String, String)> = rows.iter().map(pair).collect();
+    let (verdicts, weights) = score_all(io, &p, &items)?;
+    Ok((rows.into_iter().zip(verdicts).collect(), weights))
+}
+
 /// `judge`: inputs `model` (the judge), `responses`; output `judgements`.
 pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
-    let p: JudgeStageParams = params(io)?;
-    let rows: Vec<ResponseRow> = super::jsonl::read(input(io, "responses")?)?;
-    let items: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.prompt.clone(), r.response.clone()))
-        .collect();
-    let (scored, weights) = score_all(io, &p, &items)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (r, (score, scores, judgements)) in rows.into_iter().zip(scored) {
+    let (judged, weights) = judge_input(io, "responses", |r: &ResponseRow| {
+        (r.prompt.clone(), r.response.clone())
+    })?;
+    let mut out = Vec::with_capacity(judged.len());
+    for (r, (score, scores, judgements)) in judged {
         out.push(JudgedRow {
             prompt_id: r.prompt_id,
             prompt: r.prompt,
@@ -140,15 +153,11 @@ pub struct EvalScoreRow {
 /// `eval-judge`: inputs `model`, `eval` (the EFT evaluation split); output `scores`; the
 /// pairwise accuracy is the run's metric.
 pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
-    let p: JudgeStageParams = params(io)?;
-    let rows: Vec<EvalRow> = super::jsonl::read(input(io, "eval")?)?;
-    let items: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.prompt.clone(), r.response.clone()))
-        .collect();
-    let (scored, weights) = score_all(io, &p, &items)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (r, (score, _, judgements)) in rows.into_iter().zip(scored) {
+    let (judged, weights) = judge_input(io, "eval", |r: &EvalRow| {
+        (r.prompt.clone(), r.response.clone())
+    })?;
+    let mut out = Vec::with_capacity(judged.len());
+    for (r, (score, _, judgements)) in judged {
         out.push(EvalScoreRow {
             prompt_id: r.prompt_id,
             response_id: r.response_id,
