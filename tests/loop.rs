@@ -322,3 +322,24 @@ fn eval_judge_scores_every_response_and_counts_human_pairs() {
     let scores = std::fs::read_to_string(dir.join("eval/judge_scores.jsonl")).unwrap();
     assert_eq!(scores.lines().count(), 5);
 }
+
+#[test]
+fn iterate_with_a_fixed_judge_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let mut args: Vec<&str> = ITERATE.to_vec();
+    args[4] = "1"; // one iteration
+    args.extend(["--judge-model", "M0:base/tiny"]);
+    ok(dir, &args);
+    let lineage = ok(
+        dir,
+        &[
+            "lineage",
+            "AIFT(M1):gen/judgements.jsonl",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(lineage.contains("base/tiny/model.safetensors"), "{lineage}");
+}

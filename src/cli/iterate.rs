@@ -37,6 +37,10 @@ pub struct Args {
     pub max_tokens: usize,
     #[command(flatten)]
     pub judge: JudgeArgs,
+    /// Judge with this model instead of the model being iterated (a fixed or stronger judge;
+    /// recorded in provenance as the judge stage's input), e.g. `M0:base/model.gguf`.
+    #[arg(long)]
+    pub judge_model: Option<String>,
     /// DPO's β.
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
@@ -56,7 +60,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         .strip_prefix('M')
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("--from {}: expected a model tag M<number>", args.from))?;
-    let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
+    let store = Store::discover(&ctx.cwd)?;
+    let workdir = store.workdir().to_path_buf();
+    let judge_model = args
+        .judge_model
+        .as_deref()
+        .map(|r| super::stage_util::file_ref(&store, &ctx.cwd, r))
+        .transpose()?;
+    drop(store);
     let mut p = LoopParams::default();
     p.gen_prompts.count = args.prompts;
     p.gen_prompts.shots = args.shots;
@@ -65,6 +76,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     p.gen_responses.sampling.max_tokens = args.max_tokens;
     p.gen_responses.sampling.seed = args.seed;
     p.judge = args.judge.params();
+    p.judge_model = judge_model;
     p.dpo.beta = args.beta;
     p.dpo.train.lr = args.lr;
     p.dpo.train.seed = args.seed;

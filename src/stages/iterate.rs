@@ -51,6 +51,10 @@ pub struct LoopParams {
     pub gen_responses: GenResponsesParams,
     pub judge: JudgeStageParams,
     pub dpo: DpoParams,
+    /// Judge with this model (a file or folder reference, e.g. `M0:base/model.gguf`) instead of
+    /// the model being iterated (the paper's self-judging); recorded as the judge's input.
+    #[serde(default)]
+    pub judge_model: Option<String>,
 }
 
 impl LoopParams {
@@ -198,7 +202,10 @@ pub fn iterate(
         let c = committed(&o, "gen-responses")?;
         out.push(s);
 
-        let mut inputs = model_roles("model")?;
+        let mut inputs = match &params.judge_model {
+            Some(r) => model_inputs(&Store::discover(workdir)?, "model", r)?,
+            None => model_roles("model")?,
+        };
         inputs.push(("responses".into(), format!("{c}:{RESPONSES}")));
         let (o, s) = run_one(
             workdir,
