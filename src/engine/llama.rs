@@ -372,6 +372,19 @@ pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// Largest absolute element-wise difference of two tensors of one shape (the engine's
+    /// tests compare weights, logits and gradients with it).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     /// A tiny random llama (2 layers, GQA 4/2 heads, vocab 64), weights from a seeded RNG.
     pub(crate) fn tiny(seed: u64) -> (LlamaConfig, Weights) {
         let cfg: LlamaConfig = serde_json::from_str(
@@ -496,14 +509,7 @@ pub(crate) mod tests {
         .unwrap();
         let a = frozen_linear(x.as_tensor(), &wt).unwrap();
         let b = x.as_tensor().matmul(&wt.t().unwrap()).unwrap();
-        let d: f32 = (&a - &b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = max_abs_diff(&a, &b);
         assert!(d < 1e-6);
         let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -511,14 +517,7 @@ pub(crate) mod tests {
             ga.get(x.as_tensor()).unwrap(),
             gb.get(x.as_tensor()).unwrap(),
         );
-        let d: f32 = (ga - gb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = max_abs_diff(ga, gb);
         assert!(d < 1e-4, "input gradient differs by {d}");
     }
 }

@@ -110,6 +110,7 @@ pub fn merge(base: &Weights, adapter: &Weights, cfg: &LoraConfig) -> candle_core
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::llama::tests::max_abs_diff;
     use crate::engine::llama::{tests::tiny, Llama, Trainable};
     use candle_core::Device;
 
@@ -140,14 +141,7 @@ mod tests {
             .unwrap()
             .forward(&ids)
             .unwrap();
-        let moved: f32 = (&with_adapter - &base)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let moved: f32 = max_abs_diff(&with_adapter, &base);
         assert!(moved > 1e-3, "adapter has no effect ({moved})");
 
         for merged in [
@@ -158,14 +152,7 @@ mod tests {
                 .unwrap()
                 .forward(&ids)
                 .unwrap();
-            let d: f32 = (&m - &with_adapter)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d: f32 = max_abs_diff(&m, &with_adapter);
             assert!(d < 1e-4, "merged logits differ by {d}");
         }
     }

@@ -727,6 +727,7 @@ impl InplaceOp1 for Update<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::llama::tests::max_abs_diff;
     use crate::engine::llama::tests::tiny;
     use candle_nn::Optimizer;
 
@@ -774,26 +775,12 @@ mod tests {
             copt.step(&g).unwrap();
         }
         for (name, var) in &ours.params {
-            let d: f32 = (var.as_tensor() - theirs.params[name].as_tensor())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d: f32 = max_abs_diff(var.as_tensor(), theirs.params[name].as_tensor());
             assert!(d < 1e-5, "{name} differs by {d}");
         }
         // And the parameters moved.
         let e = "model.embed_tokens.weight";
-        let d: f32 = (ours.params[e].as_tensor() - w.get(e).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = max_abs_diff(ours.params[e].as_tensor(), w.get(e).unwrap());
         assert!(d > 1e-3);
     }
 
@@ -909,16 +896,7 @@ mod tests {
         assert_eq!(m.steps, 1);
         assert_eq!(t.model.params.len(), 2 * 2 * cfg.num_hidden_layers);
         let merged = t.merged().unwrap();
-        let diff = |n: &str| -> f32 {
-            (merged.get(n).unwrap() - w.get(n).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = |n: &str| -> f32 { max_abs_diff(merged.get(n).unwrap(), w.get(n).unwrap()) };
         assert!(diff("model.layers.0.self_attn.v_proj.weight") > 0.0);
         assert_eq!(diff("model.layers.0.self_attn.q_proj.weight"), 0.0);
         assert_eq!(diff("model.embed_tokens.weight"), 0.0);

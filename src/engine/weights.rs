@@ -439,6 +439,7 @@ pub fn to_hashmap(w: &Weights) -> HashMap<String, Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::llama::tests::max_abs_diff;
 
     #[test]
     fn names_map_both_ways() {
@@ -489,14 +490,7 @@ mod tests {
         assert_eq!(cfg2.num_key_value_heads, Some(2));
         assert!(cfg2.tie_word_embeddings);
         for (name, t) in &w.0 {
-            let d: f32 = (t - w2.get(name).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d: f32 = max_abs_diff(t, w2.get(name).unwrap());
             assert_eq!(d, 0.0, "{name} changed in the GGUF round trip");
         }
         // candle's quantized llama reads the llama.cpp layout: its logits must match ours.
