@@ -354,7 +354,8 @@ mod tests {
         assert!((d.probs.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         assert!((0.0..=5.0).contains(&d.expected));
         assert!(d.mass > 0.0 && d.mass <= 1.0);
-        // The prefix reuse gives the same distribution as a fresh full pass.
+        // The prefix reuse gives the same distribution as a fresh full pass, up to the 8-bit
+        // rounding of activations (a last-bit difference upstream can flip one rounding).
         let text = format!("{}Score: ", judge.text("What is 2+2?", "4"));
         let ids = m.encode(&text).unwrap();
         let tt = Tensor::new(ids.as_slice(), m.device())
@@ -371,6 +372,6 @@ mod tests {
             .to_vec1()
             .unwrap();
         let p4 = p[m.encode("4").unwrap()[0] as usize] as f64;
-        assert!((p4 / d.mass - d.probs[4]).abs() < 1e-4);
+        assert!((p4 / d.mass - d.probs[4]).abs() < 5e-3);
     }
 }

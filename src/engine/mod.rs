@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod generate;
 pub mod gguf;
 pub mod judge;
+pub mod kernels;
 pub mod model;
 pub mod tokenizer;
 
