@@ -177,7 +177,7 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let path = resolve_model(args.model.as_deref().map(|p| ctx.cwd.join(p)).as_deref())?;
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for &mode in &args.weights {
         if !ctx.quiet {

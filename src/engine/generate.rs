@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use candle_core::Tensor;
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::model::{KvCache, Model, ModelError};
 
@@ -36,32 +37,6 @@ impl Default for SamplingParams {
             repeat_last_n: 64,
             max_tokens: 256,
             seed: 0,
-        }
-    }
-}
-
-impl SamplingParams {
-    fn sampling(&self) -> Sampling {
-        let temperature = self.temperature;
-        if temperature <= 0.0 {
-            return Sampling::ArgMax;
-        }
-        let top_p = self.top_p > 0.0 && self.top_p < 1.0;
-        match (self.top_k > 0, top_p) {
-            (true, true) => Sampling::TopKThenTopP {
-                k: self.top_k,
-                p: self.top_p,
-                temperature,
-            },
-            (true, false) => Sampling::TopK {
-                k: self.top_k,
-                temperature,
-            },
-            (false, true) => Sampling::TopP {
-                p: self.top_p,
-                temperature,
-            },
-            (false, false) => Sampling::All { temperature },
         }
     }
 }
@@ -204,29 +179,109 @@ pub fn generate_chat(
 /// One candidate while decoding.
 struct Live {
     index: usize,
-    sampler: LogitsProcessor,
+    rng: ChaCha8Rng,
     ids: Vec<u32>,
 }
 
+/// The next token of `live` from one row of logits: repeat penalty, then greedy or
+/// temperature sampling restricted by top-k and top-p.
 fn sample(
     live: &mut Live,
     logits: &Tensor,
     context: &[u32],
     params: &SamplingParams,
 ) -> Result<u32, ModelError> {
-    let logits = if params.repeat_penalty != 1.0 {
-        let mut ctx: Vec<u32> = context.to_vec();
-        ctx.extend_from_slice(&live.ids);
-        let start = ctx.len().saturating_sub(params.repeat_last_n);
-        candle_transformers::utils::apply_repeat_penalty(
-            logits,
-            params.repeat_penalty,
-            &ctx[start..],
-        )?
-    } else {
-        logits.clone()
+    let mut logits: Vec<f32> = logits.to_vec1()?;
+    if params.repeat_penalty != 1.0 {
+        let start = (context.len() + live.ids.len()).saturating_sub(params.repeat_last_n);
+        let mut seen: Vec<u32> = context
+            .iter()
+            .chain(&live.ids)
+            .skip(start)
+            .copied()
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = if *l < 0.0 {
+                    *l * params.repeat_penalty
+                } else {
+                    *l / params.repeat_penalty
+                };
+            }
+        }
+    }
+    Ok(pick(&logits, params, &mut live.rng))
+}
+
+/// Greedy (`temperature <= 0`) or a draw from `softmax(logits / T)` over the top-k tokens,
+/// then the smallest most-probable set holding `top_p` of their mass. Only tokens that can be
+/// in that set are sorted (see below), not the whole vocabulary at every step.
+fn pick(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, l) in logits.iter().enumerate() {
+            if *l > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
     };
-    Ok(live.sampler.sample(&logits)?)
+    if params.temperature <= 0.0 {
+        return argmax();
+    }
+    let t = params.temperature as f32;
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let probs: Vec<f32> = logits.iter().map(|l| ((l - max) / t).exp()).collect();
+    let cand = nucleus(&probs, params);
+    let total: f64 = cand.iter().map(|&i| probs[i as usize] as f64).sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return argmax();
+    }
+    let mut u = rng.gen::<f64>() * total;
+    for &i in &cand {
+        u -= probs[i as usize] as f64;
+        if u < 0.0 {
+            return i;
+        }
+    }
+    *cand.last().expect("at least one candidate")
+}
+
+/// The tokens a draw may pick from (unnormalised `probs`): the top-k, then the nucleus.
+fn nucleus(probs: &[f32], params: &SamplingParams) -> Vec<u32> {
+    // More probable first; ties by token id, so the order never depends on the sort.
+    let order = |a: &u32, b: &u32| {
+        probs[*b as usize]
+            .total_cmp(&probs[*a as usize])
+            .then(a.cmp(b))
+    };
+    let mut cand: Vec<u32> = (0..probs.len() as u32).collect();
+    if params.top_k > 0 && params.top_k < cand.len() {
+        cand.select_nth_unstable_by(params.top_k - 1, order);
+        cand.truncate(params.top_k);
+    }
+    let mass: f32 = cand.iter().map(|&i| probs[i as usize]).sum();
+    if params.top_p > 0.0 && params.top_p < 1.0 {
+        let p = params.top_p as f32;
+        // The tokens below `(1−p)·mass/n` hold less than `(1−p)·mass` together, so none of
+        // them can be in the nucleus: drop them before sorting (halved for rounding).
+        let floor = 0.5 * (1.0 - p) * mass / cand.len() as f32;
+        cand.retain(|&i| probs[i as usize] >= floor);
+        cand.sort_unstable_by(order);
+        let mut cum = 0f32;
+        let mut keep = cand.len();
+        for (k, &i) in cand.iter().enumerate() {
+            cum += probs[i as usize];
+            if cum >= p * mass {
+                keep = k + 1;
+                break;
+            }
+        }
+        cand.truncate(keep);
+    }
+    cand
 }
 
 fn candidates(
@@ -265,10 +320,7 @@ fn candidates(
     let mut live: Vec<Live> = (0..n)
         .map(|i| Live {
             index: i,
-            sampler: LogitsProcessor::from_sampling(
-                candidate_seed(params.seed, text, i),
-                params.sampling(),
-            ),
+            rng: ChaCha8Rng::seed_from_u64(candidate_seed(params.seed, text, i)),
             ids: Vec::new(),
         })
         .collect();
@@ -329,6 +381,69 @@ fn candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nucleus by sorting the whole vocabulary, as a reference.
+    fn nucleus_by_full_sort(probs: &[f32], p: f32) -> Vec<u32> {
+        let mut all: Vec<u32> = (0..probs.len() as u32).collect();
+        all.sort_by(|a, b| {
+            probs[*b as usize]
+                .total_cmp(&probs[*a as usize])
+                .then(a.cmp(b))
+        });
+        let mass: f32 = probs.iter().sum();
+        let mut cum = 0f32;
+        for (k, &i) in all.iter().enumerate() {
+            cum += probs[i as usize];
+            if cum >= p * mass {
+                all.truncate(k + 1);
+                break;
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn nucleus_equals_the_full_sort_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for case in 0..200 {
+            let n = 1 + case * 37 % 3000;
+            let spread = 1.0 + (case % 7) as f32 * 3.0;
+            let probs: Vec<f32> = (0..n).map(|_| (rng.gen::<f32>() * spread).exp()).collect();
+            for p in [0.5, 0.9, 0.99] {
+                let params = SamplingParams {
+                    top_p: p,
+                    ..SamplingParams::default()
+                };
+                assert_eq!(
+                    nucleus(&probs, &params),
+                    nucleus_by_full_sort(&probs, p as f32),
+                    "case {case} p {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_distribution() {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            ..SamplingParams::default()
+        };
+        let logits = [0.0, 3f32.ln(), f32::NEG_INFINITY];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let ones = (0..4000)
+            .filter(|_| pick(&logits, &params, &mut rng) == 1)
+            .count();
+        assert!((2850..3150).contains(&ones), "{ones} of 4000");
+        let greedy = SamplingParams {
+            temperature: 0.0,
+            ..params
+        };
+        assert_eq!(pick(&[1.0, 5.0, 5.0, 2.0], &greedy, &mut rng), 1);
+        let top1 = SamplingParams { top_k: 1, ..params };
+        assert_eq!(pick(&[1.0, 2.0, 5.0, 2.0], &top1, &mut rng), 2);
+    }
     use crate::engine::fixture::write_tiny_model;
     use crate::engine::model::{load, WeightMode};
 
