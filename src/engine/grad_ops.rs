@@ -445,11 +445,17 @@ impl CustomOp2 for LmHeadLogprobs {
         let mut out = Vec::with_capacity(n);
         for (row, &t) in p.chunks_exact_mut(vocab).zip(&self.targets) {
             let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f32 = row.iter().map(|v| (v - m).exp()).sum();
-            let lse = m + sum.ln();
-            out.push(row[t as usize] - lse);
+            let target = row[t as usize] - m;
+            // One exp per logit: the shifted exponentials become the probabilities.
+            let mut sum = 0f32;
             for v in row.iter_mut() {
-                *v = (*v - lse).exp();
+                *v = (*v - m).exp();
+                sum += *v;
+            }
+            out.push(target - sum.ln());
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
             }
         }
         *self.probs.lock().expect("not poisoned") = Some(p);
