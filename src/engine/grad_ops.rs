@@ -470,8 +470,28 @@ impl CustomOp2 for LmHeadLogprobs {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, vocab) = (h.dim(0)?, w.dim(0)?);
-        let Some(mut p) = self.probs.lock().expect("not poisoned").take() else {
-            bail!("lm-head-logprobs: backward ran twice")
+        // The forward's probabilities are consumed by the first backward; a second backward
+        // over the same graph recomputes them.
+        let cached = self.probs.lock().expect("not poisoned").take();
+        let mut p = match cached {
+            Some(p) => p,
+            None => {
+                let mut p: Vec<f32> = h
+                    .detach()
+                    .matmul(&w.detach().t()?)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                for row in p.chunks_exact_mut(vocab) {
+                    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut sum = 0f32;
+                    for v in row.iter_mut() {
+                        *v = (*v - m).exp();
+                        sum += *v;
+                    }
+                    row.iter_mut().for_each(|v| *v /= sum);
+                }
+                p
+            }
         };
         let g: Vec<f32> = g.detach().contiguous()?.to_vec1()?;
         for ((row, &t), gi) in p.chunks_exact_mut(vocab).zip(&self.targets).zip(&g) {
@@ -657,5 +677,17 @@ mod tests {
             },
             1e-5,
         );
+        // A second backward over the same graph recomputes the probabilities.
+        let y = lm_head_logprobs(h.as_tensor(), w.as_tensor(), &targets)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g1 = y.backward().unwrap();
+        let g2 = y.backward().unwrap();
+        let d = max_abs_diff(
+            g1.get(w.as_tensor()).unwrap(),
+            g2.get(w.as_tensor()).unwrap(),
+        );
+        assert!(d < 1e-6, "second backward differs by {d}");
     }
 }
