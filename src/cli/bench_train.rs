@@ -27,9 +27,19 @@ pub struct Args {
     /// Pairs per optimizer step for the gradient-accumulation row (full DPO).
     #[arg(long, default_value_t = 4)]
     pub accum: usize,
+    /// Time only full fine-tuning or only LoRA (default: both).
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which fine-tuning kind `--only` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    Full,
+    Lora,
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MB.
@@ -207,7 +217,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     // LoRA first: VmHWM only grows, so each figure is the peak up to and including that run.
     let lora = LoraConfig::default();
     let n = pairs.len();
-    for trainable in [Trainable::Lora(lora, LoraInit { seed: 0 }), Trainable::All] {
+    let kinds = [Trainable::Lora(lora, LoraInit { seed: 0 }), Trainable::All];
+    for trainable in kinds.into_iter().filter(|t| match args.only {
+        None => true,
+        Some(Only::Full) => matches!(t, Trainable::All),
+        Some(Only::Lora) => !matches!(t, Trainable::All),
+    }) {
         let model = Llama::new(&loaded.cfg, &loaded.weights, &trainable)?;
         let mut opt = AdamW::new(&model.params, &p);
         let kind = if matches!(trainable, Trainable::All) {

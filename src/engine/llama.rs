@@ -1,14 +1,16 @@
-//! A trainable llama forward pass written only with differentiable candle ops (slow rms-norm,
-//! composite softmax, `rope_slow`, `repeat_kv`), returning logits at every position.
+//! A trainable llama forward pass whose every op has a backward pass, returning logits at
+//! every position or log-probs of chosen tokens.
 //!
 //! candle-transformers' `llama::Llama` uses fused ops without a backward pass, so gradients
-//! reach only the tied embedding; this module exists so that every parameter gets one.
-//! Frozen matrices (the base of a LoRA model, a reference model) go through [`frozen_linear`],
-//! whose backward computes the input's gradient only: candle's matmul backward would otherwise
-//! compute the (discarded) weight gradient too, a third of the backward pass.
+//! reach only the tied embedding; this module exists so that every parameter gets one. The
+//! norms, rope, attention softmax, MLP gating and lm-head + log-softmax are fused ops with
+//! hand-written backward passes ([`super::grad_ops`]); frozen matrices (the base of a LoRA
+//! model, a reference model) are detached, so their weight gradients are never computed.
 use std::collections::BTreeMap;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use super::grad_ops::{causal_softmax, linear, lm_head_logprobs, rms_norm, rope_heads, swiglu};
 
 use super::config::LlamaConfig;
 use super::lora::{LoraConfig, LoraInit};
@@ -29,21 +31,17 @@ pub enum Trainable {
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Tensor,
-    trainable: bool,
     lora: Option<(Tensor, Tensor, f64)>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = if self.trainable {
-            x.broadcast_matmul(&self.weight.t()?)?
-        } else {
-            frozen_linear(x, &self.weight)?
-        };
+        // A frozen weight is a detached tensor: `linear` then skips its gradient.
+        let y = linear(x, &self.weight)?;
         match &self.lora {
             None => Ok(y),
             Some((a, b, scale)) => {
-                let low = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+                let low = linear(&linear(x, a)?, b)?;
                 y + (low * *scale)?
             }
         }
@@ -77,9 +75,6 @@ pub struct Llama {
     /// `<proj>.lora_A.weight` / `<proj>.lora_B.weight`).
     pub params: BTreeMap<String, Var>,
 }
-
-/// Mask value added to attention scores above the diagonal.
-const NEG_INF: f32 = f32::NEG_INFINITY;
 
 impl Llama {
     /// Build the model from weights (HF names); `trainable` decides which become `Var`s.
@@ -146,11 +141,7 @@ impl Llama {
                 }
                 _ => None,
             };
-            Ok(Linear {
-                weight,
-                trainable: full,
-                lora,
-            })
+            Ok(Linear { weight, lora })
         };
         let mut layers = Vec::with_capacity(raw_layers.len());
         for (projs, ln1, ln2) in raw_layers {
@@ -186,49 +177,64 @@ impl Llama {
     }
 
     /// Hidden states after the final norm, `(batch, seq, hidden)`, for token ids `(batch, seq)`.
+    /// Attention is causal, so right padding does not change the real positions' states.
     pub fn hidden(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let rep = nh / nkv;
         let eps = cfg.rms_norm_eps as f32;
         let mut x =
             self.embed
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, t, cfg.hidden_size))?;
-        let mask = causal_mask(t, x.device())?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
         for layer in &self.layers {
-            let h = candle_nn::ops::rms_norm_slow(&x, &layer.ln1, eps)?;
-            let heads = |lin: &Linear, n: usize| -> candle_core::Result<Tensor> {
-                lin.forward(&h)?
-                    .reshape((b, t, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = candle_nn::rotary_emb::rope_slow(&heads(&layer.q, nh)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&heads(&layer.k, nkv)?, &cos, &sin)?;
-            let v = heads(&layer.v, nkv)?;
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?.contiguous()?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?.contiguous()?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let h = rms_norm(&x, &layer.ln1, eps)?;
+            // Query heads sharing a key/value head are stacked along the rows,
+            // `(b, kv_heads, rep * t, hd)`: grouped-query attention without `repeat_kv` copies.
+            let q = rope_heads(&layer.q.forward(&h)?, &self.cos, &self.sin, nh)?.reshape((
+                b,
+                nkv,
+                rep * t,
+                hd,
+            ))?;
+            let k = rope_heads(&layer.k.forward(&h)?, &self.cos, &self.sin, nkv)?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((b, t, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let att = causal_softmax(&q.matmul(&k.t()?)?, t, scale)?;
             let y = att
                 .matmul(&v)?
+                .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, cfg.hidden_size))?;
             x = (x + layer.o.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm_slow(&x, &layer.ln2, eps)?;
-            let m = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
+            let h = rms_norm(&x, &layer.ln2, eps)?;
+            let m = swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&m)?)?;
         }
-        candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)
+        rms_norm(&x, &self.norm, eps)
     }
 
     /// Project hidden states to vocabulary logits.
     pub fn logits_from_hidden(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         self.lm_head.forward(h)
+    }
+
+    /// Log-probabilities of `targets[i]` given hidden states `h` `(n, hidden)` (rows of
+    /// [`Llama::hidden`]): the lm-head, log-softmax and gather fused, so no `(n, vocab)`
+    /// logits tensor enters the graph.
+    pub fn logprobs_from_hidden(&self, h: &Tensor, targets: &[u32]) -> candle_core::Result<Tensor> {
+        if self.lm_head.lora.is_some() {
+            let logp = candle_nn::ops::log_softmax(&self.lm_head.forward(h)?, D::Minus1)?;
+            let t = Tensor::new(targets, h.device())?.unsqueeze(1)?;
+            return logp.gather(&t, 1)?.squeeze(1);
+        }
+        lm_head_logprobs(h, &self.lm_head.weight, targets)
     }
 
     /// Logits at every position, `(batch, seq, vocab)`.
@@ -299,14 +305,6 @@ impl Llama {
     }
 }
 
-/// Additive causal mask `(seq, seq)`: 0 on and below the diagonal, -inf above.
-fn causal_mask(t: usize, dev: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { NEG_INF } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(v, (t, t), dev)
-}
-
 /// Hugging Face's rope tables (`(max_positions, head_dim/2)` cos and sin), built in f32 the way
 /// candle-transformers builds them, so the two forwards agree.
 fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
@@ -323,48 +321,6 @@ fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> candle_core::Result<(Tensor, 
         .reshape((n, 1))?
         .matmul(&inv.reshape((1, hd / 2))?)?;
     Ok((idx.cos()?, idx.sin()?))
-}
-
-/// `x W^T` for a weight that is not trained: the backward pass propagates to `x` only.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(FrozenLinear { w: w.detach() })
-}
-
-struct FrozenLinear {
-    w: Tensor,
-}
-
-impl CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("frozen-linear: f32 only")
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear: input must be contiguous")
-        };
-        let x = Tensor::from_slice(&data[start..end], l.shape(), &Device::Cpu)?;
-        let y = x.broadcast_matmul(&self.w.t()?)?;
-        let shape = y.shape().clone();
-        let (st, yl) = y.storage_and_layout();
-        let out = match (&*st, yl.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => v[a..b].to_vec(),
-            _ => candle_core::bail!("frozen-linear: unexpected matmul output"),
-        };
-        Ok((CpuStorage::F32(out), shape))
-    }
-
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.w)?))
-    }
 }
 
 #[cfg(test)]
@@ -494,30 +450,5 @@ pub(crate) mod tests {
             let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(norm > 0.0, "zero gradient for {name}");
         }
-    }
-
-    #[test]
-    fn frozen_linear_matches_matmul_and_its_input_gradient() {
-        let (_, w) = tiny(3);
-        let wt = w.get("model.layers.0.mlp.up_proj.weight").unwrap().clone();
-        let x = Var::from_tensor(
-            &w.get("model.embed_tokens.weight")
-                .unwrap()
-                .narrow(0, 0, 5)
-                .unwrap(),
-        )
-        .unwrap();
-        let a = frozen_linear(x.as_tensor(), &wt).unwrap();
-        let b = x.as_tensor().matmul(&wt.t().unwrap()).unwrap();
-        let d: f32 = max_abs_diff(&a, &b);
-        assert!(d < 1e-6);
-        let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (ga, gb) = (
-            ga.get(x.as_tensor()).unwrap(),
-            gb.get(x.as_tensor()).unwrap(),
-        );
-        let d: f32 = max_abs_diff(ga, gb);
-        assert!(d < 1e-4, "input gradient differs by {d}");
     }
 }

@@ -1,6 +1,6 @@
 //! Log-probabilities of a response given a chat-formatted prompt: the quantity DPO optimises
 //! (summed over response tokens only) and what `srlm logprob` prints.
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::chat::ChatTemplate;
@@ -79,14 +79,28 @@ pub fn response_token_logprobs(model: &Llama, ex: &Encoded) -> Result<Tensor, Lo
 }
 
 /// Log-probabilities of `targets[k]` at position `start - 1 + k` given `ids` (targets are
-/// normally `ids[start..]`; SFT's masking test passes others). Logits are computed for the
-/// response positions only: the prompt's are never needed.
+/// normally `ids[start..]`; SFT's masking test passes others). The lm-head runs at the
+/// response positions only: the prompt's logits are never needed.
 pub fn token_logprobs(
     model: &Llama,
     ids: &[u32],
     start: usize,
     targets: &[u32],
 ) -> Result<Tensor, LogprobError> {
+    let n = check(model, ids, start)?;
+    if targets.len() != n {
+        return Err(LogprobError::Tokenizer(format!(
+            "{} targets for {n} positions",
+            targets.len()
+        )));
+    }
+    let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+    let hidden = model.hidden(&input)?.squeeze(0)?.narrow(0, start - 1, n)?;
+    Ok(model.logprobs_from_hidden(&hidden, targets)?)
+}
+
+/// The number of response tokens of `ids[start..]`, or why they cannot be scored.
+fn check(model: &Llama, ids: &[u32], start: usize) -> Result<usize, LogprobError> {
     let t = ids.len();
     if start == 0 {
         return Err(LogprobError::EmptyPrompt);
@@ -98,19 +112,42 @@ pub fn token_logprobs(
     if t > max {
         return Err(LogprobError::TooLong { len: t, max });
     }
-    let n = t - start;
-    if targets.len() != n {
-        return Err(LogprobError::Tokenizer(format!(
-            "{} targets for {n} positions",
-            targets.len()
-        )));
+    Ok(t - start)
+}
+
+/// [`response_token_logprobs`] of several examples from one forward pass over a right-padded
+/// batch (a DPO pair: chosen and rejected share each weight matrix's pass and gradient).
+/// Padding follows each sequence, so causal attention keeps it out of the real positions.
+pub fn batch_response_logprobs(
+    model: &Llama,
+    exs: &[&Encoded],
+) -> Result<Vec<Tensor>, LogprobError> {
+    let lens = exs
+        .iter()
+        .map(|e| check(model, &e.ids, e.start))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = exs.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(exs.len() * t);
+    let (mut rows, mut targets) = (vec![], vec![]);
+    for (b, e) in exs.iter().enumerate() {
+        rows.extend((e.start - 1..e.ids.len() - 1).map(|p| (b * t + p) as u32));
+        targets.extend_from_slice(&e.ids[e.start..]);
+        ids.extend_from_slice(&e.ids);
+        ids.resize((b + 1) * t, 0);
     }
-    let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-    let hidden = model.hidden(&input)?.narrow(1, start - 1, n)?;
-    let logits = model.logits_from_hidden(&hidden)?.squeeze(0)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let targets = Tensor::new(targets, &Device::Cpu)?.unsqueeze(1)?;
-    Ok(logp.gather(&targets, 1)?.squeeze(1)?)
+    let input = Tensor::from_vec(ids, (exs.len(), t), &Device::Cpu)?;
+    let hidden = model.hidden(&input)?;
+    let d = hidden.dim(2)?;
+    let rows = Tensor::from_vec(rows, targets.len(), &Device::Cpu)?;
+    let hidden = hidden.reshape(((), d))?.index_select(&rows, 0)?;
+    let all = model.logprobs_from_hidden(&hidden, &targets)?;
+    let mut out = Vec::with_capacity(exs.len());
+    let mut at = 0;
+    for n in lens {
+        out.push(all.narrow(0, at, n)?);
+        at += n;
+    }
+    Ok(out)
 }
 
 /// One response token's log-probability.
@@ -193,6 +230,27 @@ mod tests {
                 "token {k}: {} vs {want}",
                 got[k]
             );
+        }
+    }
+
+    #[test]
+    fn batch_equals_one_at_a_time() {
+        let (cfg, w) = tiny(12);
+        let model = Llama::new(&cfg, &w, &Trainable::None).unwrap();
+        let a = Encoded {
+            ids: vec![5, 9, 13, 2, 40, 41, 7, 30, 31],
+            start: 4,
+        };
+        let b = Encoded {
+            ids: vec![5, 9, 13, 2, 50, 7],
+            start: 3,
+        };
+        let got = batch_response_logprobs(&model, &[&a, &b]).unwrap();
+        for (e, g) in [&a, &b].into_iter().zip(&got) {
+            let want = response_token_logprobs(&model, e).unwrap();
+            assert_eq!(g.dims(), want.dims());
+            let d = crate::engine::llama::tests::max_abs_diff(g, &want);
+            assert!(d < 1e-5, "batched log-probs differ by {d}");
         }
     }
 

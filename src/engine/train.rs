@@ -16,7 +16,7 @@ use super::checkpoint::{self, CheckpointError, Loaded};
 use super::config::LlamaConfig;
 use super::gguf::GgufFile;
 use super::llama::{Llama, Trainable};
-use super::logprob::{response_token_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
+use super::logprob::{batch_response_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
 use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
 
@@ -403,19 +403,17 @@ pub fn reference_logprobs(
     pairs: &[(Encoded, Encoded)],
 ) -> Result<Vec<(f64, f64)>, TrainError> {
     let model = Llama::new(cfg, weights, &Trainable::None)?;
-    let sum = |e: &Encoded| -> Result<f64, TrainError> {
-        let v: Vec<f32> = response_token_logprobs(&model, e)?.to_vec1()?;
+    let sum = |t: &Tensor| -> Result<f64, TrainError> {
+        let v: Vec<f32> = t.to_vec1()?;
         Ok(v.iter().map(|&x| x as f64).sum())
     };
     pairs
         .iter()
         .enumerate()
         .map(|(row, (c, r))| {
-            let wrap = |e: TrainError| match e {
-                TrainError::Logprob(source) => TrainError::Row { row, source },
-                e => e,
-            };
-            Ok((sum(c).map_err(wrap)?, sum(r).map_err(wrap)?))
+            let lp = batch_response_logprobs(&model, &[c, r])
+                .map_err(|source| TrainError::Row { row, source })?;
+            Ok((sum(&lp[0])?, sum(&lp[1])?))
         })
         .collect()
 }
@@ -476,8 +474,9 @@ pub fn dpo_loss(
     reference: (f64, f64),
     beta: f64,
 ) -> Result<(Tensor, f64), TrainError> {
-    let pc = response_token_logprobs(model, chosen)?.sum_all()?;
-    let pr = response_token_logprobs(model, rejected)?.sum_all()?;
+    // One padded batch of two: each weight matrix gets one larger matmul per pass.
+    let lp = batch_response_logprobs(model, &[chosen, rejected])?;
+    let (pc, pr) = (lp[0].sum_all()?, lp[1].sum_all()?);
     let logits = ((pc - pr)? - (reference.0 - reference.1))?;
     let z = (logits * beta)?;
     let margin = z.to_scalar::<f32>()? as f64;
