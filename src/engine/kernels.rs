@@ -405,67 +405,108 @@ mod avx2 {
         (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
     }
 
-    /// Q4_1 row `w` · activation rows `t0..t0+R`. Caller guarantees the bounds. Even and odd
-    /// blocks go to separate accumulators: one chain of dependent `fma`s would wait on its
-    /// latency at every block.
+    /// One Q4_1 block at `blk`: its 32 values as unsigned bytes, its scale `d` and offset `m`.
+    #[inline(always)]
+    unsafe fn q4_1_unpack(blk: *const u8) -> (__m256i, f32, f32) {
+        let (dw, mw) = f16x2(blk);
+        let low = _mm_set1_epi8(0x0F);
+        let qs = _mm_loadu_si128(blk.add(4) as *const __m128i);
+        let lo = _mm_and_si128(qs, low);
+        let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+        (_mm256_set_m128i(hi, lo), dw, mw)
+    }
+
+    /// Unsigned weight bytes `w` times the signed activation bytes at `x`: eight i32 sums as f32.
+    #[inline(always)]
+    unsafe fn madd_u8_i8(w: __m256i, x: *const i8) -> __m256 {
+        let xv = _mm256_loadu_si256(x as *const __m256i);
+        let p = _mm256_maddubs_epi16(w, xv);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// Q4_1 row `w` · activation rows `t0..t0+R`. Caller guarantees the bounds. Blocks are
+    /// taken in pairs into two accumulators: one chain of dependent `fma`s would wait on
+    /// its latency at every block.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_1<const R: usize>(w: &[u8], x: &XQuant, t0: usize) -> [f32; R] {
         let nb = x.blocks_per_row();
-        let mut acc = [[_mm256_setzero_ps(); R]; 2];
-        let mut offs = [[0f32; R]; 2];
-        let low = _mm_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let (mut off0, mut off1) = ([0f32; R], [0f32; R]);
         let (wp, xq, xd, xs) = (w.as_ptr(), x.q.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        for b in 0..nb {
-            let (acc, offs) = (&mut acc[b & 1], &mut offs[b & 1]);
-            let blk = wp.add(b * 20);
-            let (dw, mw) = f16x2(blk);
-            let qs = _mm_loadu_si128(blk.add(4) as *const __m128i);
-            let lo = _mm_and_si128(qs, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
-            let wv = _mm256_set_m128i(hi, lo);
+        let mut b = 0;
+        while b + 2 <= nb {
+            let (w0, d0, m0) = q4_1_unpack(wp.add(b * 20));
+            let (w1, d1, m1) = q4_1_unpack(wp.add(b * 20 + 20));
             for r in 0..R {
                 let xi = (t0 + r) * nb + b;
-                let xv = _mm256_loadu_si256(xq.add(xi * BLOCK) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
-                let scale = _mm256_set1_ps(dw * *xd.add(xi));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r]);
-                offs[r] += mw * *xs.add(xi);
+                let p0 = madd_u8_i8(w0, xq.add(xi * BLOCK));
+                let p1 = madd_u8_i8(w1, xq.add(xi * BLOCK + BLOCK));
+                acc0[r] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * *xd.add(xi)), acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(p1, _mm256_set1_ps(d1 * *xd.add(xi + 1)), acc1[r]);
+                off0[r] += m0 * *xs.add(xi);
+                off1[r] += m1 * *xs.add(xi + 1);
+            }
+            b += 2;
+        }
+        if b < nb {
+            let (w0, d0, m0) = q4_1_unpack(wp.add(b * 20));
+            for r in 0..R {
+                let xi = (t0 + r) * nb + b;
+                let p0 = madd_u8_i8(w0, xq.add(xi * BLOCK));
+                acc0[r] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * *xd.add(xi)), acc0[r]);
+                off0[r] += m0 * *xs.add(xi);
             }
         }
         let mut out = [0f32; R];
         for r in 0..R {
-            out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + (offs[0][r] + offs[1][r]);
+            out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) + (off0[r] + off1[r]);
         }
         out
     }
 
-    /// Q8_0 row `w` · activation rows `t0..t0+R`. `maddubs` needs one unsigned operand: the
-    /// weights' absolute values, with their signs moved onto the activations.
+    /// One Q8_0 block at `blk` times block `b` of activation rows `t0..t0+R`, into `acc`.
+    /// `maddubs` needs one unsigned operand: the weights' absolute values, with their signs
+    /// moved onto the activations.
+    #[inline(always)]
+    unsafe fn q8_0_block<const R: usize>(
+        acc: &mut [__m256; R],
+        blk: *const u8,
+        x: &XQuant,
+        t0: usize,
+        b: usize,
+    ) {
+        let nb = x.blocks_per_row();
+        let (dw, _) = f16x2(blk);
+        let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+        let aw = _mm256_sign_epi8(wv, wv);
+        for r in 0..R {
+            let xi = (t0 + r) * nb + b;
+            let xv = _mm256_loadu_si256(x.q.as_ptr().add(xi * BLOCK) as *const __m256i);
+            let sx = _mm256_sign_epi8(xv, wv);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+            let scale = _mm256_set1_ps(dw * *x.d.as_ptr().add(xi));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r]);
+        }
+    }
+
+    /// Q8_0 row `w` · activation rows `t0..t0+R`, blocks in pairs as for Q4_1.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q8_0<const R: usize>(w: &[u8], x: &XQuant, t0: usize) -> [f32; R] {
         let nb = x.blocks_per_row();
-        let mut acc = [[_mm256_setzero_ps(); R]; 2];
-        let ones = _mm256_set1_epi16(1);
-        let (wp, xq, xd) = (w.as_ptr(), x.q.as_ptr(), x.d.as_ptr());
-        for b in 0..nb {
-            let acc = &mut acc[b & 1];
-            let blk = wp.add(b * 34);
-            let (dw, _) = f16x2(blk);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let aw = _mm256_sign_epi8(wv, wv);
-            for r in 0..R {
-                let xi = (t0 + r) * nb + b;
-                let xv = _mm256_loadu_si256(xq.add(xi * BLOCK) as *const __m256i);
-                let sx = _mm256_sign_epi8(xv, wv);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                let scale = _mm256_set1_ps(dw * *xd.add(xi));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r]);
-            }
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let wp = w.as_ptr();
+        let mut b = 0;
+        while b + 2 <= nb {
+            q8_0_block(&mut acc0, wp.add(b * 34), x, t0, b);
+            q8_0_block(&mut acc1, wp.add(b * 34 + 34), x, t0, b + 1);
+            b += 2;
+        }
+        if b < nb {
+            q8_0_block(&mut acc0, wp.add(b * 34), x, t0, b);
         }
         let mut out = [0f32; R];
         for r in 0..R {
-            out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r]));
+            out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r]));
         }
         out
     }

@@ -10,8 +10,8 @@ use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::engine::generate::{generate_chat, SamplingParams};
 use crate::engine::model::{load, WeightMode};
 
-pub const GEN_PROMPTS: (&str, &str) = ("gen-prompts", "1");
-pub const GEN_RESPONSES: (&str, &str) = ("gen-responses", "1");
+pub const GEN_PROMPTS: (&str, &str) = ("gen-prompts", "2");
+pub const GEN_RESPONSES: (&str, &str) = ("gen-responses", "2");
 
 /// A generated prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::engine::judge::{Judge, JudgeParams};
 use crate::engine::model::{load, WeightMode};
 
-pub const JUDGE: (&str, &str) = ("judge", "1");
-pub const EVAL_JUDGE: (&str, &str) = ("eval-judge", "1");
+pub const JUDGE: (&str, &str) = ("judge", "2");
+pub const EVAL_JUDGE: (&str, &str) = ("eval-judge", "2");
 
 /// A judged candidate (what `pairs` reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,7 @@
 //! The `pairs` stage: per prompt, the highest-scored candidate is *chosen* and the lowest
-//! *rejected*; ties and unparsed scores are dropped and counted (the AIFT(Mt) dataset).
+//! *rejected*; ties and unparsed scores are dropped and counted (the AIFT(Mt) dataset). Empty
+//! responses never enter a pair, nor do two identical texts: `srlm validate` (the pre-commit
+//! hook) rejects such pairs, and they teach DPO nothing.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,6 +41,10 @@ pub struct PairsMetrics {
     pub too_few_scored: usize,
     /// Candidates whose score was unparsed (null).
     pub unparsed: usize,
+    /// Candidates left out because their response was empty (or only whitespace).
+    pub empty: usize,
+    /// Prompts dropped because the best and worst responses were the same text.
+    pub identical: usize,
     pub mean_score_chosen: Option<f64>,
     pub mean_score_rejected: Option<f64>,
 }
@@ -65,6 +71,10 @@ pub fn build_pairs(judged: &[Judged]) -> (Vec<Pair>, PairsMetrics) {
     for id in order {
         let mut cands: Vec<(&Judged, f64)> = Vec::new();
         for j in &groups[id] {
+            if j.response.trim().is_empty() {
+                m.empty += 1;
+                continue;
+            }
             match j.score {
                 Some(s) if s.is_finite() => cands.push((j, s)),
                 _ => m.unparsed += 1,
@@ -91,6 +101,10 @@ pub fn build_pairs(judged: &[Judged]) -> (Vec<Pair>, PairsMetrics) {
             .expect("two or more candidates");
         if best.1 == worst.1 {
             m.ties += 1;
+            continue;
+        }
+        if best.0.response == worst.0.response {
+            m.identical += 1;
             continue;
         }
         pairs.push(Pair {
@@ -167,6 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_identical_responses_make_no_pair() {
+        let mut rows = vec![
+            j("a", 0, Some(5.0)),
+            j("a", 1, Some(1.0)),
+            j("b", 0, Some(5.0)),
+            j("b", 1, Some(1.0)),
+            j("b", 2, Some(3.0)),
+        ];
+        rows[1].response = " \n".into(); // a's worst is empty: a has one usable candidate left
+        rows[3].response = rows[2].response.clone(); // b's best and worst say the same
+        let (pairs, m) = build_pairs(&rows);
+        assert_eq!((m.empty, m.too_few_scored, m.identical), (1, 1, 1));
+        assert!(pairs.is_empty());
+    }
+
+    #[test]
     fn bad_row_names_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
@@ -182,7 +212,7 @@ mod tests {
 }
 
 /// Stage name and version.
-pub const PAIRS: (&str, &str) = ("pairs", "1");
+pub const PAIRS: (&str, &str) = ("pairs", "2");
 
 /// `pairs` as a stage: input `judgements`, output `pairs`.
 pub fn stage(
