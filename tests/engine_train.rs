@@ -257,6 +257,51 @@ fn lora_checkpoint_round_trip_checks_its_base() {
             &logits(&loaded.cfg, &loaded.weights)
         ) > 1e-6
     );
+    // The inference engine loads the adapter checkpoint too (base + adapter, merged): its
+    // next-token logits equal the trainable model's on the merged weights.
+    let m = srlm::engine::model::load(&out, srlm::engine::model::WeightMode::F32).unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 9, 14, 3, 7]], &Device::Cpu).unwrap();
+    let mut cache = srlm::engine::model::KvCache::new(&m);
+    let ours: Vec<f32> = m
+        .forward(&ids, &mut cache)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want: Vec<f32> = logits(&back.cfg, &back.weights)
+        .squeeze(0)
+        .unwrap()
+        .get(5)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "adapter checkpoint logits differ by {d}");
+    let gen = common::srlm()
+        .args([
+            "generate",
+            "-q",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "3",
+            "--prompt",
+            "hi",
+            "--model",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
     // Changing the base model is detected, not silently merged.
     let st = base.join("model.safetensors");
     let mut bytes = std::fs::read(&st).unwrap();

@@ -561,7 +561,20 @@ fn load_folder(dir: &Path, mode: WeightMode) -> Result<Model> {
     };
     let device = Device::Cpu;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for f in safetensors_files(dir)? {
+    let adapter_only = dir.join(super::checkpoint::ADAPTER_FILE).is_file()
+        && !dir.join("model.safetensors").is_file();
+    if adapter_only {
+        // A LoRA checkpoint: its base, checked by content id, with the adapter merged in.
+        let loaded = super::checkpoint::load(dir).map_err(|e| ModelError::Config {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        tensors.extend(loaded.weights.0);
+    }
+    for f in adapter_only
+        .then(Vec::new)
+        .map_or_else(|| safetensors_files(dir), Ok)?
+    {
         let t = candle_core::safetensors::load(&f, &device).map_err(|e| ModelError::Tensor {
             path: f.clone(),
             name: "*".into(),
