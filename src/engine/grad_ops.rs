@@ -539,13 +539,19 @@ mod tests {
     ) {
         let y1 = ours(a.as_tensor(), b.as_tensor()).unwrap();
         let y2 = reference(a.as_tensor(), b.as_tensor()).unwrap();
+        check_outputs(&[a, b], &y1, &y2, tol);
+    }
+
+    /// `y1` (ours) and `y2` (the reference) agree in value, and so do the gradients they give
+    /// `vars` under one random weighting of the outputs.
+    fn check_outputs(vars: &[&Var], y1: &Tensor, y2: &Tensor, tol: f32) {
         assert_eq!(y1.shape(), y2.shape());
-        let d = max_abs_diff(&y1, &y2);
+        let d = max_abs_diff(y1, y2);
         assert!(d < tol, "values differ by {d}");
         let wgt = rand_var(y1.dims(), 99).as_tensor().detach();
-        let g1 = (&y1 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (&y2 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [a, b] {
+        let g1 = (y1 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (y2 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in vars {
             let d = max_abs_diff(
                 g1.get(v.as_tensor()).unwrap(),
                 g2.get(v.as_tensor()).unwrap(),
@@ -603,25 +609,7 @@ mod tests {
             &sin.narrow(0, 0, t).unwrap(),
         )
         .unwrap();
-        assert!(max_abs_diff(&ours, &theirs) < 1e-5);
-        let wgt = rand_var(ours.dims(), 10).as_tensor().detach();
-        let g1 = (&ours * &wgt)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&theirs * &wgt)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let d = max_abs_diff(
-            g1.get(x.as_tensor()).unwrap(),
-            g2.get(x.as_tensor()).unwrap(),
-        );
-        assert!(d < 1e-5, "gradients differ by {d}");
+        check_outputs(&[&x], &ours, &theirs, 1e-5);
     }
 
     #[test]
@@ -638,25 +626,7 @@ mod tests {
             D::Minus1,
         )
         .unwrap();
-        assert!(max_abs_diff(&ours, &theirs) < 1e-6);
-        let wgt = rand_var(ours.dims(), 12).as_tensor().detach();
-        let g1 = (&ours * &wgt)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&theirs * &wgt)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let d = max_abs_diff(
-            g1.get(s.as_tensor()).unwrap(),
-            g2.get(s.as_tensor()).unwrap(),
-        );
-        assert!(d < 1e-5, "gradients differ by {d}");
+        check_outputs(&[&s], &ours, &theirs, 1e-5);
     }
 
     #[test]
