@@ -8,16 +8,24 @@ use std::process::Output;
 use serde_json::Value;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = common::srlm()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("srlm runs");
-    out
+    run_threads(dir, args, None)
+}
+
+/// Run with `RAYON_NUM_THREADS` set when `threads` is given.
+fn run_threads(dir: &Path, args: &[&str], threads: Option<usize>) -> Output {
+    let mut cmd = common::srlm();
+    if let Some(n) = threads {
+        cmd.env("RAYON_NUM_THREADS", n.to_string());
+    }
+    cmd.current_dir(dir).args(args).output().expect("srlm runs")
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
+    ok_threads(dir, args, None)
+}
+
+fn ok_threads(dir: &Path, args: &[&str], threads: Option<usize>) -> String {
+    let out = run_threads(dir, args, threads);
     assert!(
         out.status.success(),
         "srlm {args:?} failed:\nstdout: {}\nstderr: {}",
@@ -53,6 +61,11 @@ const ITERATE: &[&str] = &[
 
 /// A store with the tiny model as M0 and the built-in seed set, trained to M1.
 fn setup(dir: &Path) {
+    setup_threads(dir, None)
+}
+
+fn setup_threads(dir: &Path, threads: Option<usize>) {
+    let ok = |dir: &Path, args: &[&str]| ok_threads(dir, args, threads);
     ok(dir, &["init"]);
     srlm::engine::fixture::write_tiny_model(&dir.join("base/tiny"), 11).expect("tiny model");
     ok(dir, &["add", "base/tiny"]);
@@ -79,6 +92,38 @@ fn setup(dir: &Path) {
             "M1",
         ],
     );
+}
+
+/// Training and generation give the same bytes with one thread and with two: the issue's
+/// determinism requirement, and what lets `reproduce` check a run made on another machine.
+#[test]
+fn one_and_two_threads_give_identical_checkpoints_and_text() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    setup_threads(a.path(), Some(1));
+    setup_threads(b.path(), Some(2));
+    let weights = |d: &Path| std::fs::read(d.join("model/model.safetensors")).unwrap();
+    assert!(weights(a.path()) == weights(b.path()), "SFT weights differ");
+    let gen = [
+        "generate",
+        "--model",
+        "model",
+        "--prompt",
+        "Say hi.",
+        "--n",
+        "3",
+        "--seed",
+        "4",
+        "--max-tokens",
+        "12",
+        "--json",
+    ];
+    let text = |d: &Path, n| {
+        let v: Value = serde_json::from_str(&ok_threads(d, &gen, Some(n))).unwrap();
+        v["candidates"].clone()
+    };
+    let one = text(a.path(), 1);
+    assert_eq!(one.as_array().map(Vec::len), Some(3), "{one}");
+    assert_eq!(one, text(b.path(), 2));
 }
 
 fn tags(dir: &Path) -> String {
