@@ -14,7 +14,7 @@ use crate::engine::model::{load, resolve_model, KvCache, Model, WeightMode};
 ///
 /// For each weight mode: prefill tokens/s on a judge prompt, decode tokens/s for one sequence
 /// and for a batch of N sharing its prefill, sampled judging (k samples) and digit-probability
-/// judging, in seconds per response. Threads: candle's pool (RAYON_NUM_THREADS, else all cores).
+/// judging, in seconds per response. Threads: rayon's pool (RAYON_NUM_THREADS, else all cores).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model (default: $SRLM_MODEL, else the default SmolLM2 GGUF).
