@@ -637,9 +637,13 @@ impl AdamW {
             else {
                 candle_core::bail!("AdamW: f32 CPU gradients only")
             };
-            for (acc, x) in s.acc.iter_mut().zip(&data[a..b]) {
-                *acc += *x;
-            }
+            // Element-wise, so the sum is the same at any thread count.
+            use rayon::prelude::*;
+            s.acc
+                .par_iter_mut()
+                .zip(data[a..b].par_iter())
+                .with_min_len(1 << 15)
+                .for_each(|(acc, x)| *acc += *x);
             s.touched = true;
         }
         Ok(())
