@@ -51,28 +51,34 @@ fn logits(cfg: &srlm::engine::config::LlamaConfig, w: &Weights) -> Tensor {
         .unwrap()
 }
 
-#[test]
-fn logprob_cli_reports_the_dpo_quantity() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), 1);
-    let out = common::srlm()
-        .args(["logprob", "--model"])
-        .arg(&model)
-        .args([
-            "--prompt",
-            "What is the capital of France?",
-            "--response",
-            "Paris.",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+/// `srlm logprob --model MODEL --prompt P --response R [--json]`, which must succeed: its stdout.
+fn logprob_cli(model: &Path, prompt: &str, response: &str, json: bool) -> String {
+    let mut cmd = common::srlm();
+    cmd.args(["logprob", "--model"])
+        .arg(model)
+        .args(["--prompt", prompt, "--response", response]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `--json` output of [`logprob_cli`].
+fn logprob_json(model: &Path, prompt: &str, response: &str) -> serde_json::Value {
+    serde_json::from_str(&logprob_cli(model, prompt, response, true)).unwrap()
+}
+
+#[test]
+fn logprob_cli_reports_the_dpo_quantity() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), 1);
+    let v = logprob_json(&model, "What is the capital of France?", "Paris.");
     let tokens = v["tokens"].as_array().unwrap();
     assert!(!tokens.is_empty());
     let sum: f64 = tokens.iter().map(|t| t["logprob"].as_f64().unwrap()).sum();
@@ -96,14 +102,7 @@ fn logprob_cli_reports_the_dpo_quantity() {
     );
     assert_eq!(tokens.len(), ex.response_len());
 
-    let plain = common::srlm()
-        .args(["logprob", "--model"])
-        .arg(&model)
-        .args(["--prompt", "Hi", "--response", "Hello"])
-        .output()
-        .unwrap();
-    assert!(plain.status.success());
-    assert!(String::from_utf8_lossy(&plain.stdout).contains("response tokens"));
+    assert!(logprob_cli(&model, "Hi", "Hello", false).contains("response tokens"));
 }
 
 #[test]
@@ -200,17 +199,7 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
         None,
     );
     assert!(matches!(err, Err(CheckpointError::Exists(_))));
-    let out = common::srlm()
-        .args(["logprob", "--model"])
-        .arg(&a)
-        .args(["--prompt", "x", "--response", "y"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    logprob_cli(&a, "x", "y", false);
 }
 
 #[test]
@@ -471,24 +460,7 @@ fn real_model_logprob_cli() {
     let Some(path) = common::default_model() else {
         return;
     };
-    let out = common::srlm()
-        .args(["logprob", "--model"])
-        .arg(&path)
-        .args([
-            "--prompt",
-            "What is the capital of France?",
-            "--response",
-            "Paris",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = logprob_json(&path, "What is the capital of France?", "Paris");
     let toks = v["tokens"].as_array().unwrap();
     // "Paris", then the end of the turn: <|im_end|> (id 2) and "\n".
     let ids: Vec<u64> = toks.iter().map(|t| t["id"].as_u64().unwrap()).collect();
@@ -497,18 +469,6 @@ fn real_model_logprob_cli() {
     let lp = v["logprob"].as_f64().unwrap();
     assert!(lp < 0.0 && lp > -30.0, "logprob {lp}");
     // A sensible answer is likelier than nonsense.
-    let bad = common::srlm()
-        .args(["logprob", "--model"])
-        .arg(&path)
-        .args([
-            "--prompt",
-            "What is the capital of France?",
-            "--response",
-            "Turtle soup",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let bv: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let bv = logprob_json(&path, "What is the capital of France?", "Turtle soup");
     assert!(bv["logprob"].as_f64().unwrap() < lp);
 }
