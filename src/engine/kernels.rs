@@ -33,14 +33,6 @@ impl QKind {
             QKind::Q8_0 => 34,
         }
     }
-
-    /// GGML's name of the kind.
-    pub fn name(self) -> &'static str {
-        match self {
-            QKind::Q4_1 => "q4_1",
-            QKind::Q8_0 => "q8_0",
-        }
-    }
 }
 
 /// A weight matrix of `rows × cols` in quantized blocks, row-major.
@@ -107,8 +99,9 @@ impl QMatrix {
         self.cols / BLOCK * self.kind.block_bytes()
     }
 
-    /// Row `j` as f32 (tests and the embedding lookup of a tied head).
-    pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
+    /// Row `j` as f32: the tests' reference for the kernels.
+    #[cfg(test)]
+    fn dequantize_row(&self, j: usize, out: &mut [f32]) {
         let row = &self.data[j * self.row_bytes()..(j + 1) * self.row_bytes()];
         let bb = self.kind.block_bytes();
         for (b, blk) in row.chunks_exact(bb).enumerate() {
