@@ -444,8 +444,9 @@ fn real_model_one_dpo_step_lowers_the_loss() {
         "first loss {}",
         m.first_loss
     );
-    let (after, margin) =
-        train::dpo_loss(&t.model, &pairs[0].0, &pairs[0].1, refs[0], 0.1).unwrap();
+    // Scored by the candle model (not the dense trainer that took the step).
+    let model = Llama::new(&loaded.cfg, &t.merged().unwrap(), &Trainable::None).unwrap();
+    let (after, margin) = train::dpo_loss(&model, &pairs[0].0, &pairs[0].1, refs[0], 0.1).unwrap();
     let after = after.to_scalar::<f32>().unwrap() as f64;
     eprintln!("DPO loss {} -> {after} (margin {margin})", m.first_loss);
     assert!(

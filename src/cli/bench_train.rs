@@ -6,9 +6,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::Ctx;
+use crate::engine::dense::Dense;
 use crate::engine::llama::{Llama, Trainable};
 use crate::engine::lora::{LoraConfig, LoraInit};
-use crate::engine::train::{self, AdamW, TrainParams};
+use crate::engine::train::{self, DenseLearner, GraphLearner, Learner, Objective, TrainParams};
 
 /// SFT and DPO seconds per example and peak memory on the default model, with ~200-token
 /// sequences. The DPO step is split into forward, backward and AdamW; figures are medians
@@ -132,10 +133,9 @@ struct Row {
 /// Run `steps` optimizer steps of `accum` examples each (examples cycle through `n`);
 /// per-example medians over all steps but the first (warm-up).
 fn time_steps(
-    opt: &mut AdamW,
+    learner: &mut dyn Learner,
     lr: f64,
     (n, steps, accum): (usize, usize, usize),
-    mut loss_of: impl FnMut(usize) -> anyhow::Result<candle_core::Tensor>,
 ) -> anyhow::Result<Row> {
     let (mut fw, mut bw, mut ad, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     let mut next = 0;
@@ -144,18 +144,13 @@ fn time_steps(
         let c0 = cpu_seconds();
         let (mut f, mut b) = (0.0, 0.0);
         for _ in 0..accum {
-            let t1 = Instant::now();
-            let loss = (loss_of(next % n)? / accum as f64)?;
+            let out = learner.example(next % n, accum)?;
             next += 1;
-            f += t1.elapsed().as_secs_f64();
-            let t2 = Instant::now();
-            let grads = loss.backward()?;
-            opt.accumulate(&grads)?;
-            drop(grads);
-            b += t2.elapsed().as_secs_f64();
+            f += out.forward_seconds;
+            b += out.backward_seconds;
         }
         let t3 = Instant::now();
-        opt.step(lr)?;
+        learner.step(lr)?;
         let a = t3.elapsed().as_secs_f64();
         if step > 0 {
             let k = accum as f64;
@@ -217,41 +212,59 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     // LoRA first: VmHWM only grows, so each figure is the peak up to and including that run.
     let lora = LoraConfig::default();
     let n = pairs.len();
-    let kinds = [Trainable::Lora(lora, LoraInit { seed: 0 }), Trainable::All];
-    for trainable in kinds.into_iter().filter(|t| match args.only {
-        None => true,
-        Some(Only::Full) => matches!(t, Trainable::All),
-        Some(Only::Lora) => !matches!(t, Trainable::All),
-    }) {
-        let model = Llama::new(&loaded.cfg, &loaded.weights, &trainable)?;
-        let mut opt = AdamW::new(&model.params, &p);
-        let kind = if matches!(trainable, Trainable::All) {
-            "full"
+    let dpo = |i: usize| Objective::Dpo {
+        chosen: &pairs[i].0,
+        rejected: &pairs[i].1,
+        reference: refs[i],
+        beta: 0.1,
+    };
+    let sft = |i: usize| Objective::Sft(&pairs[i].0);
+    for full in [false, true] {
+        match (args.only, full) {
+            (Some(Only::Full), false) | (Some(Only::Lora), true) => continue,
+            _ => {}
+        }
+        // Full fine-tuning runs on the dense model; LoRA through candle's autograd.
+        let graph = if full {
+            None
         } else {
-            "LoRA"
+            let t = Trainable::Lora(lora.clone(), LoraInit { seed: 0 });
+            Some(Llama::new(&loaded.cfg, &loaded.weights, &t)?)
         };
+        let mut learner: Box<dyn Learner> = match &graph {
+            Some(model) => Box::new(GraphLearner::new(model, &p, dpo)),
+            None => Box::new(DenseLearner::new(
+                Dense::new(&loaded.cfg, &loaded.weights)?,
+                &p,
+                dpo,
+            )),
+        };
+        let kind = if full { "full" } else { "LoRA" };
         // Gradient accumulation amortises AdamW, which only full fine-tuning pays for.
-        let accums = if kind == "full" && args.accum > 1 {
+        let accums = if full && args.accum > 1 {
             vec![1, args.accum]
         } else {
             vec![1]
         };
         for accum in accums {
-            let dpo = time_steps(&mut opt, p.lr, (n, args.steps, accum), |i| {
-                let (c, r) = &pairs[i];
-                Ok(train::dpo_loss(&model, c, r, refs[i], 0.1)?.0)
-            })?;
+            let dpo = time_steps(learner.as_mut(), p.lr, (n, args.steps, accum))?;
             rows.push(Row {
                 name: format!("DPO {kind}, {accum} pair/step"),
                 peak_mb: peak_mb(),
                 ..dpo
             });
         }
+        drop(learner);
         // SFT on the chosen sequences, one example per step.
-        let sft = time_steps(&mut opt, p.lr, (n, args.steps, 1), |i| {
-            let c = &pairs[i].0;
-            Ok(train::sft_loss(&model, &c.ids, &c.ids, c.start)?)
-        })?;
+        let mut learner: Box<dyn Learner> = match &graph {
+            Some(model) => Box::new(GraphLearner::new(model, &p, sft)),
+            None => Box::new(DenseLearner::new(
+                Dense::new(&loaded.cfg, &loaded.weights)?,
+                &p,
+                sft,
+            )),
+        };
+        let sft = time_steps(learner.as_mut(), p.lr, (n, args.steps, 1))?;
         rows.push(Row {
             name: format!("SFT {kind}, 1 example/step"),
             peak_mb: peak_mb(),

@@ -307,7 +307,10 @@ impl Llama {
 
 /// Hugging Face's rope tables (`(max_positions, head_dim/2)` cos and sin), built in f32 the way
 /// candle-transformers builds them, so the two forwards agree.
-fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+pub(crate) fn rope_tables(
+    cfg: &LlamaConfig,
+    dev: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let hd = cfg.head_dim();
     let theta = cfg.rope_theta as f32;
     let inv: Vec<f32> = (0..hd)

@@ -15,6 +15,7 @@ pub mod tokenizer;
 // Training side.
 pub mod checkpoint;
 pub mod config;
+pub mod dense;
 pub mod grad_ops;
 pub mod llama;
 pub mod logprob;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::chat::ChatTemplate;
 use super::checkpoint::{self, CheckpointError, Loaded};
 use super::config::LlamaConfig;
+use super::dense::{Dense, DenseError};
 use super::gguf::GgufFile;
 use super::llama::{Llama, Trainable};
 use super::logprob::{batch_response_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
@@ -35,6 +36,8 @@ pub enum TrainError {
     Logprob(#[from] LogprobError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Dense(#[from] DenseError),
     #[error(transparent)]
     Gguf(#[from] super::gguf::GgufError),
     #[error("{path}: {source}")]
@@ -147,14 +150,38 @@ pub struct TrainMetrics {
 
 /// The trained model: what a checkpoint is written from.
 pub struct Trained {
-    pub model: Llama,
+    model: TrainedModel,
     pub lora: Option<LoraConfig>,
+}
+
+/// Full fine-tuning trains a [`Dense`] model; LoRA a [`Llama`] through candle's autograd.
+enum TrainedModel {
+    Dense(Dense),
+    Graph(Llama),
 }
 
 impl Trained {
     /// Full weights (adapters merged).
     pub fn merged(&self) -> candle_core::Result<Weights> {
-        self.model.merged_weights()
+        match &self.model {
+            TrainedModel::Dense(d) => d.weights(),
+            TrainedModel::Graph(m) => m.merged_weights(),
+        }
+    }
+
+    pub fn cfg(&self) -> &LlamaConfig {
+        match &self.model {
+            TrainedModel::Dense(d) => &d.cfg,
+            TrainedModel::Graph(m) => &m.cfg,
+        }
+    }
+
+    /// The candle model, for LoRA training (`None` after full fine-tuning).
+    pub fn graph(&self) -> Option<&Llama> {
+        match &self.model {
+            TrainedModel::Graph(m) => Some(m),
+            TrainedModel::Dense(_) => None,
+        }
     }
 
     /// Write the checkpoint folder `dir`: full weights, or (LoRA) the adapter plus a
@@ -170,25 +197,25 @@ impl Trained {
             .as_ref()
             .ok_or_else(|| TrainError::Param("the base model's tokenizer is not loaded".into()))?;
         let template = base.chat_template.as_deref();
-        match &self.lora {
-            None => {
-                let w = self.merged()?;
-                checkpoint::save(
-                    dir,
-                    &self.model.cfg,
-                    checkpoint::Contents::Full(&w),
-                    tokenizer,
-                    template,
-                )?
-            }
-            Some(lora) => {
-                let adapter = self.model.lora_weights();
+        match (&self.lora, self.graph()) {
+            (Some(lora), Some(model)) => {
+                let adapter = model.lora_weights();
                 let contents = checkpoint::Contents::Lora {
                     adapter: &adapter,
                     lora,
                     base: base_path,
                 };
-                checkpoint::save(dir, &self.model.cfg, contents, tokenizer, template)?
+                checkpoint::save(dir, self.cfg(), contents, tokenizer, template)?
+            }
+            _ => {
+                let w = self.merged()?;
+                checkpoint::save(
+                    dir,
+                    self.cfg(),
+                    checkpoint::Contents::Full(&w),
+                    tokenizer,
+                    template,
+                )?
             }
         }
         Ok(())
@@ -262,12 +289,18 @@ fn truncate(ex: &mut Encoded, max: usize) {
     ex.ids.truncate(max.max(ex.start + 1));
 }
 
-fn build(cfg: &LlamaConfig, w: &Weights, p: &TrainParams) -> candle_core::Result<Llama> {
-    let t = match &p.lora {
-        None => Trainable::All,
-        Some(lc) => Trainable::Lora(lc.clone(), LoraInit { seed: p.seed }),
-    };
-    Llama::new(cfg, w, &t)
+/// The candle model LoRA trains (full fine-tuning uses [`Dense`]).
+fn build_lora(
+    cfg: &LlamaConfig,
+    w: &Weights,
+    lc: &LoraConfig,
+    p: &TrainParams,
+) -> candle_core::Result<Llama> {
+    Llama::new(
+        cfg,
+        w,
+        &Trainable::Lora(lc.clone(), LoraInit { seed: p.seed }),
+    )
 }
 
 fn check(p: &TrainParams) -> Result<(), TrainError> {
@@ -338,25 +371,15 @@ pub fn sft_encoded(
     if data.is_empty() {
         return Err(TrainError::Empty);
     }
-    let model = build(cfg, weights, p)?;
     let tokens = data.iter().map(|e| e.ids.len()).sum::<usize>() * p.epochs;
-    let metrics = run_loop(&model, data.len(), p, progress, |i| {
-        let ex = &data[i];
-        let loss = sft_loss(&model, &ex.ids, &ex.ids, ex.start)?;
-        Ok((loss, None))
-    })?;
+    let objective = |i: usize| Objective::Sft(&data[i]);
+    let (trained, metrics) = fit(cfg, weights, p, data.len(), objective, progress)?;
     let metrics = TrainMetrics {
         tokens,
         reference_seconds: None,
         ..metrics
     };
-    Ok((
-        Trained {
-            model,
-            lora: p.lora.clone(),
-        },
-        metrics,
-    ))
+    Ok((trained, metrics))
 }
 
 /// DPO from text rows. `reference` defaults to the policy's starting weights (`cfg`, `weights`).
@@ -402,18 +425,16 @@ pub fn reference_logprobs(
     weights: &Weights,
     pairs: &[(Encoded, Encoded)],
 ) -> Result<Vec<(f64, f64)>, TrainError> {
-    let model = Llama::new(cfg, weights, &Trainable::None)?;
-    let sum = |t: &Tensor| -> Result<f64, TrainError> {
-        let v: Vec<f32> = t.to_vec1()?;
-        Ok(v.iter().map(|&x| x as f64).sum())
-    };
+    let model = Dense::new(cfg, weights)?;
     pairs
         .iter()
         .enumerate()
         .map(|(row, (c, r))| {
-            let lp = batch_response_logprobs(&model, &[c, r])
-                .map_err(|source| TrainError::Row { row, source })?;
-            Ok((sum(&lp[0])?, sum(&lp[1])?))
+            let (lp, _) = model.forward(&[c, r], false).map_err(|e| match e {
+                DenseError::Sequence { source, .. } => TrainError::Row { row, source },
+                e => e.into(),
+            })?;
+            Ok((sum_f64(&lp[0]), sum_f64(&lp[1])))
         })
         .collect()
 }
@@ -443,25 +464,58 @@ pub fn dpo_encoded(
             params.beta
         )));
     }
-    let model = build(cfg, weights, p)?;
     let tokens = pairs
         .iter()
         .map(|(c, r)| c.ids.len() + r.ids.len())
         .sum::<usize>()
         * p.epochs;
-    let metrics = run_loop(&model, pairs.len(), p, progress, |i| {
-        let (c, r) = &pairs[i];
-        let (loss, margin) = dpo_loss(&model, c, r, ref_logps[i], params.beta)?;
-        Ok((loss, Some(margin)))
-    })?;
-    let metrics = TrainMetrics { tokens, ..metrics };
-    Ok((
-        Trained {
-            model,
-            lora: p.lora.clone(),
-        },
-        metrics,
-    ))
+    let beta = params.beta;
+    let objective = |i: usize| Objective::Dpo {
+        chosen: &pairs[i].0,
+        rejected: &pairs[i].1,
+        reference: ref_logps[i],
+        beta,
+    };
+    let (trained, metrics) = fit(cfg, weights, p, pairs.len(), objective, progress)?;
+    Ok((trained, TrainMetrics { tokens, ..metrics }))
+}
+
+/// Train on `n` examples, `objective(i)` being example `i`: full fine-tuning on a [`Dense`]
+/// model (every example checked first, naming the bad row), LoRA through candle's autograd.
+fn fit<'a>(
+    cfg: &LlamaConfig,
+    weights: &Weights,
+    p: &TrainParams,
+    n: usize,
+    objective: impl Fn(usize) -> Objective<'a>,
+    progress: &mut dyn FnMut(&StepReport),
+) -> Result<(Trained, TrainMetrics), TrainError> {
+    let (model, metrics) = match &p.lora {
+        None => {
+            let model = Dense::new(cfg, weights)?;
+            for row in 0..n {
+                for ex in objective(row).seqs() {
+                    model
+                        .check(ex)
+                        .map_err(|source| TrainError::Row { row, source })?;
+                }
+            }
+            let mut learner = DenseLearner::new(model, p, objective);
+            let m = run_loop(&mut learner, n, p, progress)?;
+            (TrainedModel::Dense(learner.into_model()), m)
+        }
+        Some(lc) => {
+            let model = build_lora(cfg, weights, lc, p)?;
+            let mut learner = GraphLearner::new(&model, p, objective);
+            let m = run_loop(&mut learner, n, p, progress)?;
+            (TrainedModel::Graph(model), m)
+        }
+    };
+    let trained = Trained {
+        model,
+        lora: p.lora.clone(),
+    };
+    Ok((trained, metrics))
 }
 
 /// DPO's sigmoid loss for one pair, −log σ(β[(π_w − ref_w) − (π_l − ref_l)]), and the
@@ -486,20 +540,184 @@ pub fn dpo_loss(
     Ok((loss, margin))
 }
 
+/// What [`Learner::example`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ExampleOut {
+    pub loss: f64,
+    /// DPO's reward margin β[(π−ref)(y_w) − (π−ref)(y_l)].
+    pub margin: Option<f64>,
+    pub forward_seconds: f64,
+    pub backward_seconds: f64,
+}
+
+/// One way of computing examples' gradients and applying optimizer steps.
+pub trait Learner {
+    /// Loss (and DPO margin) of example `i`; its gradient divided by `div` joins the sum
+    /// the next [`Learner::step`] applies.
+    fn example(&mut self, i: usize, div: usize) -> Result<ExampleOut, TrainError>;
+    /// One AdamW step with the summed gradients, which it then clears.
+    fn step(&mut self, lr: f64) -> Result<(), TrainError>;
+}
+
+/// Training through candle's autograd (LoRA): `objective(i)` says what example `i` is.
+pub struct GraphLearner<'m, F> {
+    model: &'m Llama,
+    opt: AdamW,
+    objective: F,
+}
+
+impl<'m, F> GraphLearner<'m, F> {
+    pub fn new(model: &'m Llama, p: &TrainParams, objective: F) -> Self {
+        Self {
+            model,
+            opt: AdamW::new(&model.params, p),
+            objective,
+        }
+    }
+}
+
+impl<'a, F: Fn(usize) -> Objective<'a>> Learner for GraphLearner<'_, F> {
+    fn example(&mut self, i: usize, div: usize) -> Result<ExampleOut, TrainError> {
+        let t0 = Instant::now();
+        let (loss, margin) = match (self.objective)(i) {
+            Objective::Sft(ex) => (sft_loss(self.model, &ex.ids, &ex.ids, ex.start)?, None),
+            Objective::Dpo {
+                chosen,
+                rejected,
+                reference,
+                beta,
+            } => {
+                let (loss, m) = dpo_loss(self.model, chosen, rejected, reference, beta)?;
+                (loss, Some(m))
+            }
+        };
+        let value = loss.to_scalar::<f32>()? as f64;
+        let t1 = Instant::now();
+        let grads = (loss / div as f64)?.backward()?;
+        self.opt.accumulate(&grads)?;
+        Ok(ExampleOut {
+            loss: value,
+            margin,
+            forward_seconds: (t1 - t0).as_secs_f64(),
+            backward_seconds: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(), TrainError> {
+        Ok(self.opt.step(lr)?)
+    }
+}
+
+/// What one example asks of the dense model.
+pub enum Objective<'a> {
+    /// SFT: the mean negative log-likelihood of the response tokens.
+    Sft(&'a Encoded),
+    /// DPO's sigmoid loss against the pair's cached reference log-probs.
+    Dpo {
+        chosen: &'a Encoded,
+        rejected: &'a Encoded,
+        reference: (f64, f64),
+        beta: f64,
+    },
+}
+
+/// Sum of f32 log-probs in f64, in order.
+fn sum_f64(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64).sum()
+}
+
+impl Objective<'_> {
+    /// The sequences one forward pass scores.
+    pub fn seqs(&self) -> Vec<&Encoded> {
+        match self {
+            Objective::Sft(e) => vec![e],
+            Objective::Dpo {
+                chosen, rejected, ..
+            } => vec![chosen, rejected],
+        }
+    }
+
+    /// From the response log-probs of [`Objective::seqs`]: the loss, the DPO reward margin,
+    /// and the loss's derivative by each log-prob, divided by `div`.
+    pub fn loss(&self, lp: &[Vec<f32>], div: usize) -> (f64, Option<f64>, Vec<Vec<f32>>) {
+        let k = 1.0 / div as f64;
+        match self {
+            Objective::Sft(_) => {
+                let n = lp[0].len() as f64;
+                let d = (-k / n) as f32;
+                (-sum_f64(&lp[0]) / n, None, vec![vec![d; lp[0].len()]])
+            }
+            Objective::Dpo {
+                reference, beta, ..
+            } => {
+                let (pc, pr) = (sum_f64(&lp[0]), sum_f64(&lp[1]));
+                let z = beta * ((pc - pr) - (reference.0 - reference.1));
+                // −log σ(z) = softplus(−z), computed stably; its derivative is −σ(−z).
+                let loss = (-z).max(0.0) + (-z.abs()).exp().ln_1p();
+                let dz = -1.0 / (1.0 + z.exp());
+                let dc = (k * beta * dz) as f32;
+                let grads = vec![vec![dc; lp[0].len()], vec![-dc; lp[1].len()]];
+                (loss, Some(z), grads)
+            }
+        }
+    }
+}
+
+/// Full fine-tuning on a [`Dense`] model: `objective(i)` says what example `i` is.
+pub struct DenseLearner<F> {
+    model: Dense,
+    opt: AdamW,
+    objective: F,
+}
+
+impl<F> DenseLearner<F> {
+    pub fn new(model: Dense, p: &TrainParams, objective: F) -> Self {
+        Self {
+            opt: AdamW::for_dense(&model, p),
+            model,
+            objective,
+        }
+    }
+
+    pub fn into_model(self) -> Dense {
+        self.model
+    }
+}
+
+impl<'a, F: Fn(usize) -> Objective<'a>> Learner for DenseLearner<F> {
+    fn example(&mut self, i: usize, div: usize) -> Result<ExampleOut, TrainError> {
+        let t0 = Instant::now();
+        let obj = (self.objective)(i);
+        let (lp, tape) = self.model.forward(&obj.seqs(), true)?;
+        let (loss, margin, dlp) = obj.loss(&lp, div);
+        let tape = tape.expect("forward keeps the tape when asked");
+        let t1 = Instant::now();
+        self.model.backward(tape, &dlp, self.opt.grads_mut());
+        Ok(ExampleOut {
+            loss,
+            margin,
+            forward_seconds: (t1 - t0).as_secs_f64(),
+            backward_seconds: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(), TrainError> {
+        self.opt.step_dense(lr, self.model.params_mut());
+        Ok(())
+    }
+}
+
 /// The shared optimisation loop: seeded shuffle per epoch, `grad_accum` examples per step,
-/// AdamW with linear warm-up/decay. `example(i)` returns the loss of example `i` (and the
-/// DPO margin).
+/// AdamW with linear warm-up/decay.
 fn run_loop(
-    model: &Llama,
+    learner: &mut dyn Learner,
     n: usize,
     p: &TrainParams,
     progress: &mut dyn FnMut(&StepReport),
-    mut example: impl FnMut(usize) -> Result<(Tensor, Option<f64>), TrainError>,
 ) -> Result<TrainMetrics, TrainError> {
     let start = Instant::now();
     let steps_per_epoch = n.div_ceil(p.grad_accum);
     let total = steps_per_epoch * p.epochs;
-    let mut opt = AdamW::new(&model.params, p);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let (mut step, mut seen) = (0usize, 0usize);
     let (mut first, mut last, mut loss_sum) = (None, 0.0, 0.0);
@@ -512,18 +730,16 @@ fn run_loop(
             step += 1;
             let (mut l_sum, mut m_sum, mut m_pos, mut m_n) = (0.0, 0.0, 0usize, 0usize);
             for &i in chunk {
-                let (loss, margin) = example(i)?;
-                l_sum += loss.to_scalar::<f32>()? as f64;
-                let grads = (loss / chunk.len() as f64)?.backward()?;
-                opt.accumulate(&grads)?;
-                if let Some(m) = margin {
+                let out = learner.example(i, chunk.len())?;
+                l_sum += out.loss;
+                if let Some(m) = out.margin {
                     m_sum += m;
                     m_n += 1;
                     m_pos += usize::from(m > 0.0);
                 }
             }
             let lr = lr_at(p, step, total);
-            opt.step(lr)?;
+            learner.step(lr)?;
             seen += chunk.len();
             let loss = l_sum / chunk.len() as f64;
             first.get_or_insert(loss);
@@ -575,11 +791,18 @@ pub fn lr_at(p: &TrainParams, step: usize, total: usize) -> f64 {
     }
 }
 
-/// AdamW (the same update as `candle_nn::AdamW`) done in place on each parameter's storage.
-/// candle's version allocates about ten tensors per parameter per step; on a 135M-parameter
-/// model that page-faulting cost 3 s a step, and this loop is memory-bound instead.
+/// AdamW (the same update as `candle_nn::AdamW`) done in place on each parameter's storage:
+/// candle `Var`s (LoRA training) or a [`Dense`] model's vectors. candle's version allocates
+/// about ten tensors per parameter per step; on a 135M-parameter model that page-faulting
+/// cost 3 s a step, and this loop is memory-bound instead.
 pub struct AdamW {
-    slots: Vec<Slot>,
+    /// The trained `Var`s, in order; empty for a dense model (its vectors come to `step_dense`).
+    vars: Vec<Var>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Gradients summed since the last step.
+    acc: Vec<Vec<f32>>,
+    touched: Vec<bool>,
     t: i32,
     beta1: f64,
     beta2: f64,
@@ -587,32 +810,28 @@ pub struct AdamW {
     weight_decay: f64,
 }
 
-struct Slot {
-    var: Var,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    /// Gradients summed since the last step.
-    acc: Vec<f32>,
-    touched: bool,
-}
-
 impl AdamW {
     pub fn new(params: &BTreeMap<String, Var>, p: &TrainParams) -> Self {
-        let slots = params
-            .values()
-            .map(|var| {
-                let n = var.elem_count();
-                Slot {
-                    var: var.clone(),
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                    acc: vec![0.0; n],
-                    touched: false,
-                }
-            })
-            .collect();
+        let sizes: Vec<usize> = params.values().map(|v| v.elem_count()).collect();
         Self {
-            slots,
+            vars: params.values().cloned().collect(),
+            ..Self::zeroed(&sizes, p)
+        }
+    }
+
+    /// For a [`Dense`] model's parameters (see [`AdamW::grads_mut`], [`AdamW::step_dense`]).
+    pub fn for_dense(model: &Dense, p: &TrainParams) -> Self {
+        Self::zeroed(&model.sizes(), p)
+    }
+
+    fn zeroed(sizes: &[usize], p: &TrainParams) -> Self {
+        let zeros = || sizes.iter().map(|&n| vec![0f32; n]).collect::<Vec<_>>();
+        Self {
+            vars: vec![],
+            m: zeros(),
+            v: zeros(),
+            acc: zeros(),
+            touched: vec![false; sizes.len()],
             t: 0,
             beta1: p.beta1,
             beta2: p.beta2,
@@ -626,8 +845,8 @@ impl AdamW {
         &mut self,
         grads: &candle_core::backprop::GradStore,
     ) -> candle_core::Result<()> {
-        for s in &mut self.slots {
-            let Some(g) = grads.get(s.var.as_tensor()) else {
+        for ((var, acc), touched) in self.vars.iter().zip(&mut self.acc).zip(&mut self.touched) {
+            let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let g = g.contiguous()?;
@@ -639,20 +858,24 @@ impl AdamW {
             };
             // Element-wise, so the sum is the same at any thread count.
             use rayon::prelude::*;
-            s.acc
-                .par_iter_mut()
+            acc.par_iter_mut()
                 .zip(data[a..b].par_iter())
                 .with_min_len(1 << 15)
                 .for_each(|(acc, x)| *acc += *x);
-            s.touched = true;
+            *touched = true;
         }
         Ok(())
     }
 
-    /// Apply one update with the accumulated gradients and clear them.
-    pub fn step(&mut self, lr: f64) -> candle_core::Result<()> {
+    /// The gradient accumulators, for a dense backward pass to add into.
+    pub fn grads_mut(&mut self) -> &mut [Vec<f32>] {
+        self.touched.fill(true);
+        &mut self.acc
+    }
+
+    fn next_coeffs(&mut self, lr: f64) -> Coeffs {
         self.t += 1;
-        let c = Coeffs {
+        Coeffs {
             beta1: self.beta1 as f32,
             beta2: self.beta2 as f32,
             scale_m: (1.0 / (1.0 - self.beta1.powi(self.t))) as f32,
@@ -660,19 +883,34 @@ impl AdamW {
             decay: (1.0 - lr * self.weight_decay) as f32,
             lr: lr as f32,
             eps: self.eps as f32,
-        };
-        for s in &mut self.slots {
-            if !s.touched {
+        }
+    }
+
+    /// Apply one update to the `Var`s with the accumulated gradients and clear them.
+    pub fn step(&mut self, lr: f64) -> candle_core::Result<()> {
+        let c = self.next_coeffs(lr);
+        for (i, var) in self.vars.iter().enumerate() {
+            if !std::mem::take(&mut self.touched[i]) {
                 continue;
             }
             let op = Update {
                 c,
-                slot: std::cell::RefCell::new((&mut s.m, &mut s.v, &mut s.acc)),
+                slot: std::cell::RefCell::new((&mut self.m[i], &mut self.v[i], &mut self.acc[i])),
             };
-            s.var.as_tensor().inplace_op1(&op)?;
-            s.touched = false;
+            var.as_tensor().inplace_op1(&op)?;
         }
         Ok(())
+    }
+
+    /// Apply one update to a dense model's parameters (`params`, in [`Dense`]'s order) and
+    /// clear the accumulated gradients.
+    pub fn step_dense(&mut self, lr: f64, params: &mut [Vec<f32>]) {
+        let c = self.next_coeffs(lr);
+        for (i, theta) in params.iter_mut().enumerate() {
+            if std::mem::take(&mut self.touched[i]) {
+                update(c, theta, &mut self.m[i], &mut self.v[i], &mut self.acc[i]);
+            }
+        }
     }
 }
 
@@ -685,6 +923,29 @@ struct Coeffs {
     decay: f32,
     lr: f32,
     eps: f32,
+}
+
+/// One AdamW update of `theta` with gradient `acc` (then zeroed) and moments `m`, `v`.
+/// Element-wise, so chunks on several threads give the same bytes as one thread.
+fn update(c: Coeffs, theta: &mut [f32], m: &mut [f32], v: &mut [f32], acc: &mut [f32]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    theta
+        .par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(acc.par_chunks_mut(CHUNK))
+        .for_each(|(((th, m), v), g)| {
+            for (((th, m), v), g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                let gr = *g;
+                *m = *m * c.beta1 + gr * (1.0 - c.beta1);
+                *v = *v * c.beta2 + gr * gr * (1.0 - c.beta2);
+                let m_hat = *m * c.scale_m;
+                let v_hat = *v * c.scale_v;
+                *th = *th * c.decay - c.lr * (m_hat / (v_hat.sqrt() + c.eps));
+                *g = 0.0;
+            }
+        });
 }
 
 type SlotRefs<'a> = (&'a mut Vec<f32>, &'a mut Vec<f32>, &'a mut Vec<f32>);
@@ -706,28 +967,9 @@ impl InplaceOp1 for Update<'_> {
         let Some((a, b)) = layout.contiguous_offsets() else {
             candle_core::bail!("AdamW: parameter is not contiguous")
         };
-        use rayon::prelude::*;
-        let c = self.c;
         let mut refs = self.slot.borrow_mut();
         let (m, v, acc) = &mut *refs;
-        // Element-wise, so chunks on several threads give the same bytes as one thread.
-        const CHUNK: usize = 1 << 16;
-        theta[a..b]
-            .par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(acc.par_chunks_mut(CHUNK))
-            .for_each(|(((th, m), v), g)| {
-                for (((th, m), v), g) in th.iter_mut().zip(m).zip(v).zip(g) {
-                    let gr = *g;
-                    *m = *m * c.beta1 + gr * (1.0 - c.beta1);
-                    *v = *v * c.beta2 + gr * gr * (1.0 - c.beta2);
-                    let m_hat = *m * c.scale_m;
-                    let v_hat = *v * c.scale_v;
-                    *th = *th * c.decay - c.lr * (m_hat / (v_hat.sqrt() + c.eps));
-                    *g = 0.0;
-                }
-            });
+        update(self.c, &mut theta[a..b], m, v, acc);
         Ok(())
     }
 }
@@ -790,6 +1032,68 @@ mod tests {
         let e = "model.embed_tokens.weight";
         let d: f32 = max_abs_diff(ours.params[e].as_tensor(), w.get(e).unwrap());
         assert!(d > 1e-3);
+    }
+
+    /// Full fine-tuning on the dense model takes the same steps as candle's autograd over
+    /// [`Llama`] with every tensor trained (DPO with accumulation, then SFT).
+    #[test]
+    fn dense_training_matches_candle_autograd() {
+        let (cfg, w) = tiny(26);
+        let ex = |ids: &[u32]| Encoded {
+            ids: ids.to_vec(),
+            start: 3,
+        };
+        let pairs = vec![
+            (ex(&[1, 7, 8, 30, 31, 2]), ex(&[1, 7, 8, 50, 2])),
+            (
+                ex(&[1, 9, 4, 12, 13, 14, 2]),
+                ex(&[1, 9, 4, 40, 41, 42, 43, 2]),
+            ),
+        ];
+        let refs = reference_logprobs(&cfg, &w, &pairs).unwrap();
+        let p = TrainParams {
+            lr: 1e-2,
+            grad_accum: 2,
+            epochs: 3,
+            weight_decay: 0.1,
+            ..TrainParams::default()
+        };
+        let dpo = |i: usize| Objective::Dpo {
+            chosen: &pairs[i].0,
+            rejected: &pairs[i].1,
+            reference: refs[i],
+            beta: 0.5,
+        };
+        let sft = |i: usize| Objective::Sft(&pairs[i].0);
+        let compare = |dense: Weights, graph: Weights| {
+            for (name, t) in &graph.0 {
+                let d = max_abs_diff(dense.get(name).unwrap(), t);
+                assert!(d < 1e-4, "{name} differs by {d}");
+            }
+            let e = "model.embed_tokens.weight";
+            assert!(max_abs_diff(graph.get(e).unwrap(), w.get(e).unwrap()) > 1e-3);
+        };
+        let (losses_d, losses_g) = (
+            std::cell::RefCell::new(vec![]),
+            std::cell::RefCell::new(vec![]),
+        );
+        let (dense, _) = fit(&cfg, &w, &p, 2, dpo, &mut |r| {
+            losses_d.borrow_mut().push(r.loss)
+        })
+        .unwrap();
+        let model = Llama::new(&cfg, &w, &Trainable::All).unwrap();
+        run_loop(&mut GraphLearner::new(&model, &p, dpo), 2, &p, &mut |r| {
+            losses_g.borrow_mut().push(r.loss)
+        })
+        .unwrap();
+        compare(dense.merged().unwrap(), model.merged_weights().unwrap());
+        for (a, b) in losses_d.borrow().iter().zip(losses_g.borrow().iter()) {
+            assert!((a - b).abs() < 1e-5, "losses {a} vs {b}");
+        }
+        let (dense, _) = fit(&cfg, &w, &p, 2, sft, &mut quiet()).unwrap();
+        let model = Llama::new(&cfg, &w, &Trainable::All).unwrap();
+        run_loop(&mut GraphLearner::new(&model, &p, sft), 2, &p, &mut quiet()).unwrap();
+        compare(dense.merged().unwrap(), model.merged_weights().unwrap());
     }
 
     #[test]
@@ -902,7 +1206,10 @@ mod tests {
         });
         let (t, m) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
         assert_eq!(m.steps, 1);
-        assert_eq!(t.model.params.len(), 2 * 2 * cfg.num_hidden_layers);
+        assert_eq!(
+            t.graph().unwrap().params.len(),
+            2 * 2 * cfg.num_hidden_layers
+        );
         let merged = t.merged().unwrap();
         let diff = |n: &str| -> f32 { max_abs_diff(merged.get(n).unwrap(), w.get(n).unwrap()) };
         assert!(diff("model.layers.0.self_attn.v_proj.weight") > 0.0);

@@ -10,8 +10,8 @@ use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepRepor
 
 /// Stage names and versions (the version changes when the stage's output for the same inputs
 /// and parameters would change).
-pub const SFT: (&str, &str) = ("sft", "2");
-pub const DPO: (&str, &str) = ("dpo", "2");
+pub const SFT: (&str, &str) = ("sft", "3");
+pub const DPO: (&str, &str) = ("dpo", "3");
 
 /// A row of an IFT or EFT file: `prompt`/`instruction` + `response`/`completion`/`output`.
 #[derive(Debug, Deserialize)]

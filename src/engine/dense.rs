@@ -1,0 +1,1110 @@
+//! Full fine-tuning without an autograd graph: the llama's forward pass keeping exactly the
+//! activations its backward pass needs, and the backward pass written out by hand.
+//!
+//! Why: for full fine-tuning the graph is the same every step, and candle's autograd pays
+//! for building it anyway — every node's gradient gets a fresh zeroed tensor plus an add,
+//! weight gradients go through a gradient store before the optimizer copies them, element-
+//! wise ops run on candle's own thread pool beside rayon's matmul workers, and the main
+//! thread does the graph bookkeeping while both wait. Here the matrix products go straight to
+//! `gemm` (the kernel candle's CPU matmul calls), weight gradients are summed by that gemm
+//! into the optimizer's accumulators, and the row-wise ops run on rayon.
+//!
+//! Sequences are packed one after another (no padding); attention is per sequence.
+//! Every reduction runs in a fixed order, so results are identical at any thread count.
+//! [`super::llama::Llama`] with candle's autograd stays the reference: the tests check that
+//! both give the same log-probs and gradients. LoRA training still uses that path.
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use super::config::{ConfigError, LlamaConfig};
+use super::logprob::{Encoded, LogprobError};
+use super::weights::Weights;
+
+/// Errors building or running the dense model.
+#[derive(Debug, thiserror::Error)]
+pub enum DenseError {
+    #[error("missing tensor {0}")]
+    Missing(String),
+    #[error("tensor {name} has shape {got:?}, the config needs {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+    #[error("sequence {seq}: {source}")]
+    Sequence { seq: usize, source: LogprobError },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Positions in [`Dense::params`] of one layer's tensors.
+#[derive(Debug, Clone, Copy)]
+struct LayerIdx {
+    q: usize,
+    k: usize,
+    v: usize,
+    o: usize,
+    gate: usize,
+    up: usize,
+    down: usize,
+    ln1: usize,
+    ln2: usize,
+}
+
+/// A llama's parameters as plain f32 vectors (Hugging Face names, sorted), trainable by hand.
+pub struct Dense {
+    pub cfg: LlamaConfig,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    params: Vec<Vec<f32>>,
+    embed: usize,
+    norm: usize,
+    /// Equal to `embed` when the embeddings are tied.
+    lm_head: usize,
+    layers: Vec<LayerIdx>,
+    /// Rope tables, `(max_positions, head_dim / 2)` row-major.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// One layer's saved activations (rows = packed tokens).
+struct LayerTape {
+    /// Input of the layer (residual stream).
+    x: Vec<f32>,
+    inv1: Vec<f32>,
+    h1: Vec<f32>,
+    /// Queries and keys after rope; values.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention probabilities, per sequence `(heads, t, t)`.
+    p: Vec<f32>,
+    /// Attention output before `o_proj`.
+    y: Vec<f32>,
+    /// Residual stream after attention.
+    xm: Vec<f32>,
+    inv2: Vec<f32>,
+    h2: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// `silu(gate) * up`.
+    act: Vec<f32>,
+}
+
+/// The packed token rows of a batch of sequences and the rows whose next token is scored.
+struct Packed {
+    ids: Vec<u32>,
+    /// Sequence `s` is rows `offs[s]..offs[s + 1]`.
+    offs: Vec<usize>,
+    /// Position of each row within its sequence (for rope).
+    pos: Vec<usize>,
+    /// Rows whose hidden state scores a response token, and those tokens.
+    rows: Vec<usize>,
+    targets: Vec<u32>,
+    /// Response tokens per sequence.
+    counts: Vec<usize>,
+}
+
+/// What [`Dense::forward`] keeps for [`Dense::backward`].
+pub struct Tape {
+    packed: Packed,
+    layers: Vec<LayerTape>,
+    /// Last residual stream and its final-norm factors.
+    xf: Vec<f32>,
+    invf: Vec<f32>,
+    /// Final hidden states of the scored rows, and their softmax over the vocabulary.
+    hs: Vec<f32>,
+    probs: Vec<f32>,
+}
+
+impl Dense {
+    /// Copy the weights (Hugging Face names) into plain vectors, checking every shape.
+    pub fn new(cfg: &LlamaConfig, w: &Weights) -> Result<Self, DenseError> {
+        cfg.validate()?;
+        let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (qw, kw) = (
+            cfg.num_attention_heads * cfg.head_dim(),
+            cfg.kv_heads() * cfg.head_dim(),
+        );
+        let mut want: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![v, d]),
+            ("model.norm.weight".into(), vec![d]),
+        ];
+        if !cfg.tie_word_embeddings {
+            want.push(("lm_head.weight".into(), vec![v, d]));
+        }
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            for (n, s) in [
+                ("self_attn.q_proj.weight", vec![qw, d]),
+                ("self_attn.k_proj.weight", vec![kw, d]),
+                ("self_attn.v_proj.weight", vec![kw, d]),
+                ("self_attn.o_proj.weight", vec![d, qw]),
+                ("mlp.gate_proj.weight", vec![ff, d]),
+                ("mlp.up_proj.weight", vec![ff, d]),
+                ("mlp.down_proj.weight", vec![d, ff]),
+                ("input_layernorm.weight", vec![d]),
+                ("post_attention_layernorm.weight", vec![d]),
+            ] {
+                want.push((format!("{p}.{n}"), s));
+            }
+        }
+        // Sorted like `Llama::params`, so both list parameters in one order.
+        want.sort();
+        let mut names = Vec::with_capacity(want.len());
+        let mut shapes = Vec::with_capacity(want.len());
+        let mut params = Vec::with_capacity(want.len());
+        for (name, shape) in want {
+            let t = w
+                .get(&name)
+                .ok_or_else(|| DenseError::Missing(name.clone()))?;
+            if t.dims() != shape.as_slice() {
+                return Err(DenseError::Shape {
+                    name,
+                    got: t.dims().to_vec(),
+                    want: shape,
+                });
+            }
+            params.push(
+                t.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+            names.push(name);
+            shapes.push(shape);
+        }
+        let at = |n: &str| {
+            names
+                .binary_search_by(|x| x.as_str().cmp(n))
+                .expect("listed")
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = |n: &str| at(&format!("model.layers.{l}.{n}.weight"));
+                LayerIdx {
+                    q: p("self_attn.q_proj"),
+                    k: p("self_attn.k_proj"),
+                    v: p("self_attn.v_proj"),
+                    o: p("self_attn.o_proj"),
+                    gate: p("mlp.gate_proj"),
+                    up: p("mlp.up_proj"),
+                    down: p("mlp.down_proj"),
+                    ln1: p("input_layernorm"),
+                    ln2: p("post_attention_layernorm"),
+                }
+            })
+            .collect();
+        let embed = at("model.embed_tokens.weight");
+        let lm_head = if cfg.tie_word_embeddings {
+            embed
+        } else {
+            at("lm_head.weight")
+        };
+        let (cos, sin) = super::llama::rope_tables(cfg, &Device::Cpu)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            norm: at("model.norm.weight"),
+            lm_head,
+            layers,
+            names,
+            shapes,
+            params,
+            cos: cos.flatten_all()?.to_vec1()?,
+            sin: sin.flatten_all()?.to_vec1()?,
+        })
+    }
+
+    /// Element count of each parameter, in order.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.params.iter().map(Vec::len).collect()
+    }
+
+    /// Parameter names (Hugging Face), in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The parameters, mutable (the optimizer updates them in place).
+    pub fn params_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.params
+    }
+
+    /// The current weights as candle tensors (Hugging Face names): what a checkpoint stores.
+    pub fn weights(&self) -> candle_core::Result<Weights> {
+        let mut out = std::collections::BTreeMap::new();
+        for ((n, s), p) in self.names.iter().zip(&self.shapes).zip(&self.params) {
+            out.insert(
+                n.clone(),
+                Tensor::from_slice(p, s.as_slice(), &Device::Cpu)?,
+            );
+        }
+        Ok(Weights(out))
+    }
+
+    /// The response tokens of `ex` (`ids[start..]`), or why they cannot be scored.
+    pub fn check(&self, ex: &Encoded) -> Result<usize, LogprobError> {
+        let t = ex.ids.len();
+        if ex.start == 0 {
+            return Err(LogprobError::EmptyPrompt);
+        }
+        if ex.start >= t {
+            return Err(LogprobError::EmptyResponse);
+        }
+        let max = self.cfg.max_position_embeddings;
+        if t > max {
+            return Err(LogprobError::TooLong { len: t, max });
+        }
+        let vocab = self.cfg.vocab_size;
+        if let Some(&id) = ex.ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(LogprobError::Tokenizer(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        Ok(t - ex.start)
+    }
+
+    fn pack(&self, seqs: &[&Encoded]) -> Result<Packed, DenseError> {
+        let mut p = Packed {
+            ids: vec![],
+            offs: vec![0],
+            pos: vec![],
+            rows: vec![],
+            targets: vec![],
+            counts: vec![],
+        };
+        for (seq, e) in seqs.iter().enumerate() {
+            let n = self
+                .check(e)
+                .map_err(|source| DenseError::Sequence { seq, source })?;
+            let off = p.ids.len();
+            p.ids.extend_from_slice(&e.ids);
+            p.pos.extend(0..e.ids.len());
+            p.rows
+                .extend((e.start - 1..e.ids.len() - 1).map(|r| off + r));
+            p.targets.extend_from_slice(&e.ids[e.start..]);
+            p.counts.push(n);
+            p.offs.push(p.ids.len());
+        }
+        Ok(p)
+    }
+
+    /// Log-probabilities of each sequence's response tokens (`ids[start..]`), one vector per
+    /// sequence, and the tape for [`Dense::backward`] when `keep` is set.
+    pub fn forward(
+        &self,
+        seqs: &[&Encoded],
+        keep: bool,
+    ) -> Result<(Vec<Vec<f32>>, Option<Tape>), DenseError> {
+        let cfg = &self.cfg;
+        let packed = self.pack(seqs)?;
+        let (n, d, ff) = (packed.ids.len(), cfg.hidden_size, cfg.intermediate_size);
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (qw, kw) = (nh * hd, nkv * hd);
+        let eps = cfg.rms_norm_eps as f32;
+        let embed = &self.params[self.embed];
+        let mut x = vec![0f32; n * d];
+        x.par_chunks_mut(d)
+            .zip(&packed.ids)
+            .for_each(|(row, &id)| row.copy_from_slice(&embed[id as usize * d..][..d]));
+        let mut tapes = Vec::with_capacity(if keep { self.layers.len() } else { 0 });
+        for li in &self.layers {
+            let w = |i: usize| self.params[i].as_slice();
+            let (inv1, h1) = rms_norm(&x, w(li.ln1), eps);
+            let mut q = linear(&h1, w(li.q), qw);
+            let mut k = linear(&h1, w(li.k), kw);
+            let v = linear(&h1, w(li.v), kw);
+            self.rope(&mut q, nh, &packed.pos, 1.0);
+            self.rope(&mut k, nkv, &packed.pos, 1.0);
+            let (p, y) = self.attention(&packed, &q, &k, &v);
+            let mut xm = x.clone();
+            linear_into(&mut xm, &y, w(li.o), n, true);
+            let (inv2, h2) = rms_norm(&xm, w(li.ln2), eps);
+            let gate = linear(&h2, w(li.gate), ff);
+            let up = linear(&h2, w(li.up), ff);
+            let act = swiglu(&gate, &up);
+            let mut next = xm.clone();
+            linear_into(&mut next, &act, w(li.down), n, true);
+            if keep {
+                tapes.push(LayerTape {
+                    x,
+                    inv1,
+                    h1,
+                    q,
+                    k,
+                    v,
+                    p,
+                    y,
+                    xm,
+                    inv2,
+                    h2,
+                    gate,
+                    up,
+                    act,
+                });
+            }
+            x = next;
+        }
+        let (invf, hf) = rms_norm(&x, &self.params[self.norm], eps);
+        let mut hs = vec![0f32; packed.rows.len() * d];
+        hs.par_chunks_mut(d)
+            .zip(&packed.rows)
+            .for_each(|(dst, &r)| dst.copy_from_slice(&hf[r * d..][..d]));
+        let vocab = cfg.vocab_size;
+        let mut probs = linear(&hs, &self.params[self.lm_head], vocab);
+        let mut lp = vec![0f32; packed.targets.len()];
+        probs
+            .par_chunks_mut(vocab)
+            .zip(&packed.targets)
+            .zip(&mut lp)
+            .for_each(|((row, &t), lp)| *lp = log_softmax_in_place(row, t as usize));
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for &c in &packed.counts {
+            out.push(lp[at..at + c].to_vec());
+            at += c;
+        }
+        let tape = keep.then(|| Tape {
+            packed,
+            layers: tapes,
+            xf: x,
+            invf,
+            hs,
+            probs,
+        });
+        Ok((out, tape))
+    }
+
+    /// Add the gradient of a loss to `grads`, given the loss's derivative with respect to
+    /// each response token's log-probability (`dlp[s][i]`, shaped like the forward's output).
+    pub fn backward(&self, tape: Tape, dlp: &[Vec<f32>], grads: &mut [Vec<f32>]) {
+        let cfg = &self.cfg;
+        let Tape {
+            packed,
+            layers,
+            xf,
+            invf,
+            hs,
+            mut probs,
+        } = tape;
+        let (n, d, ff, vocab) = (
+            packed.ids.len(),
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.vocab_size,
+        );
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let qw = nh * hd;
+        let g: Vec<f32> = dlp.iter().flatten().copied().collect();
+        assert_eq!(
+            g.len(),
+            packed.targets.len(),
+            "one derivative per scored token"
+        );
+        let r = g.len();
+        // d logits = g (onehot(t) - p), in place over the probabilities.
+        probs
+            .par_chunks_mut(vocab)
+            .zip(&packed.targets)
+            .zip(&g)
+            .for_each(|((row, &t), &gi)| {
+                row.iter_mut().for_each(|v| *v *= -gi);
+                row[t as usize] += gi;
+            });
+        let g = grads;
+        let head = &self.params[self.lm_head];
+        let mut dhs = vec![0f32; r * d];
+        matmul(
+            Out::rows(&mut dhs, r, d),
+            View::rows(&probs, r, vocab),
+            View::rows(head, vocab, d),
+            false,
+        );
+        weight_grad(&mut g[self.lm_head], &probs, &hs, r);
+        drop(probs);
+        let mut dh = vec![0f32; n * d];
+        for (src, &row) in dhs.chunks_exact(d).zip(&packed.rows) {
+            dh[row * d..][..d].copy_from_slice(src);
+        }
+        let mut dx = vec![0f32; n * d];
+        rms_norm_backward(
+            &xf,
+            &invf,
+            &self.params[self.norm],
+            &dh,
+            &mut dx,
+            &mut g[self.norm],
+        );
+        for (li, t) in self.layers.iter().zip(&layers).rev() {
+            let w = |i: usize| self.params[i].as_slice();
+            // MLP: x' = xm + act W_down^T.
+            let mut dgate = vec![0f32; n * ff];
+            linear_backward_input(&mut dgate, &dx, w(li.down), n, false);
+            weight_grad(&mut g[li.down], &dx, &t.act, n);
+            let dup = swiglu_backward(&t.gate, &t.up, &mut dgate);
+            let mut dh2 = vec![0f32; n * d];
+            linear_backward_input(&mut dh2, &dgate, w(li.gate), n, false);
+            linear_backward_input(&mut dh2, &dup, w(li.up), n, true);
+            weight_grad(&mut g[li.gate], &dgate, &t.h2, n);
+            weight_grad(&mut g[li.up], &dup, &t.h2, n);
+            let mut dxm = dx;
+            rms_norm_backward(&t.xm, &t.inv2, w(li.ln2), &dh2, &mut dxm, &mut g[li.ln2]);
+            // Attention: xm = x + y W_o^T.
+            let mut dy = vec![0f32; n * qw];
+            linear_backward_input(&mut dy, &dxm, w(li.o), n, false);
+            weight_grad(&mut g[li.o], &dxm, &t.y, n);
+            let (mut dq, mut dk, dv) = self.attention_backward(&packed, t, &dy);
+            self.rope(&mut dq, nh, &packed.pos, -1.0);
+            self.rope(&mut dk, nkv, &packed.pos, -1.0);
+            let mut dh1 = vec![0f32; n * d];
+            linear_backward_input(&mut dh1, &dq, w(li.q), n, false);
+            linear_backward_input(&mut dh1, &dk, w(li.k), n, true);
+            linear_backward_input(&mut dh1, &dv, w(li.v), n, true);
+            weight_grad(&mut g[li.q], &dq, &t.h1, n);
+            weight_grad(&mut g[li.k], &dk, &t.h1, n);
+            weight_grad(&mut g[li.v], &dv, &t.h1, n);
+            dx = dxm;
+            rms_norm_backward(&t.x, &t.inv1, w(li.ln1), &dh1, &mut dx, &mut g[li.ln1]);
+        }
+        // Embedding rows, in row order (a token may repeat).
+        let ge = &mut g[self.embed];
+        for (row, &id) in dx.chunks_exact(d).zip(&packed.ids) {
+            for (a, b) in ge[id as usize * d..][..d].iter_mut().zip(row) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Rotate each head of each row by its position's angles (`sign` -1: the inverse, which is
+    /// the rotation's backward pass). Hugging Face's rotate-half layout.
+    fn rope(&self, x: &mut [f32], heads: usize, pos: &[usize], sign: f32) {
+        let hd = self.cfg.head_dim();
+        let half = hd / 2;
+        x.par_chunks_mut(heads * hd).zip(pos).for_each(|(row, &p)| {
+            let (c, s) = (&self.cos[p * half..][..half], &self.sin[p * half..][..half]);
+            for head in row.chunks_exact_mut(hd) {
+                let (x1, x2) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b, s) = (x1[i], x2[i], sign * s[i]);
+                    x1[i] = a * c[i] - b * s;
+                    x2[i] = b * c[i] + a * s;
+                }
+            }
+        });
+    }
+
+    /// Causal grouped-query attention per sequence: probabilities `(heads, t, t)` per
+    /// sequence, and the output `(rows, heads * hd)`.
+    fn attention(&self, pk: &Packed, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (qw, kw, rep) = (nh * hd, nkv * hd, nh / nkv);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut p = vec![0f32; probs_len(pk, nh)];
+        let mut y = vec![0f32; q.len()];
+        let ys = SharedOut::new(&mut y);
+        units(pk, &mut p, nkv, rep)
+            .into_par_iter()
+            .for_each(|(s, grp, ps)| {
+                let (off, t) = (pk.offs[s], pk.offs[s + 1] - pk.offs[s]);
+                let kg = View::new(&k[off * kw + grp * hd..], t, hd, kw, 1);
+                let vg = View::new(&v[off * kw + grp * hd..], t, hd, kw, 1);
+                for (j, pm) in ps.chunks_exact_mut(t * t).enumerate() {
+                    let h = grp * rep + j;
+                    let qh = View::new(&q[off * qw + h * hd..], t, hd, qw, 1);
+                    matmul_seq(Out::rows(pm, t, t), qh, kg.t(), false);
+                    for (i, row) in pm.chunks_exact_mut(t).enumerate() {
+                        causal_softmax_row(row, i + 1, scale);
+                    }
+                    // SAFETY: head `h` of sequence `s` is written by this unit only.
+                    let yh = unsafe { ys.block(off * qw + h * hd, t, hd, qw) };
+                    matmul_seq(yh, View::rows(pm, t, t), vg, false);
+                }
+            });
+        (p, y)
+    }
+
+    /// Gradients of q (after rope), k (after rope) and v from the attention output's.
+    fn attention_backward(
+        &self,
+        pk: &Packed,
+        t: &LayerTape,
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (qw, kw, rep) = (nh * hd, nkv * hd, nh / nkv);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; t.q.len()],
+            vec![0f32; t.k.len()],
+            vec![0f32; t.v.len()],
+        );
+        let (dqs, dks, dvs) = (
+            SharedOut::new(&mut dq),
+            SharedOut::new(&mut dk),
+            SharedOut::new(&mut dv),
+        );
+        unit_ranges(pk, nkv, rep)
+            .into_par_iter()
+            .for_each(|(s, grp, range)| {
+                let (off, tl) = (pk.offs[s], pk.offs[s + 1] - pk.offs[s]);
+                let ps = &t.p[range];
+                let kg = View::new(&t.k[off * kw + grp * hd..], tl, hd, kw, 1);
+                let vg = View::new(&t.v[off * kw + grp * hd..], tl, hd, kw, 1);
+                let mut ds = vec![0f32; tl * tl];
+                for (j, pm) in ps.chunks_exact(tl * tl).enumerate() {
+                    let h = grp * rep + j;
+                    let qh = View::new(&t.q[off * qw + h * hd..], tl, hd, qw, 1);
+                    let dyh = View::new(&dy[off * qw + h * hd..], tl, hd, qw, 1);
+                    let pmv = View::rows(pm, tl, tl);
+                    matmul_seq(Out::rows(&mut ds, tl, tl), dyh, vg.t(), false);
+                    // SAFETY: the k/v columns of group `grp` and the q columns of head `h`, rows of
+                    // sequence `s`, are written by this unit only.
+                    unsafe {
+                        matmul_seq(
+                            dvs.block(off * kw + grp * hd, tl, hd, kw),
+                            pmv.t(),
+                            dyh,
+                            j > 0,
+                        );
+                    }
+                    for (i, (drow, prow)) in
+                        ds.chunks_exact_mut(tl).zip(pm.chunks_exact(tl)).enumerate()
+                    {
+                        causal_softmax_backward_row(drow, prow, i + 1, scale);
+                    }
+                    let dsv = View::rows(&ds, tl, tl);
+                    unsafe {
+                        matmul_seq(dqs.block(off * qw + h * hd, tl, hd, qw), dsv, kg, false);
+                        matmul_seq(
+                            dks.block(off * kw + grp * hd, tl, hd, kw),
+                            dsv.t(),
+                            qh,
+                            j > 0,
+                        );
+                    }
+                }
+            });
+        (dq, dk, dv)
+    }
+}
+
+/// Length of the per-sequence attention probabilities of a batch.
+fn probs_len(pk: &Packed, heads: usize) -> usize {
+    pk.offs
+        .windows(2)
+        .map(|w| heads * (w[1] - w[0]).pow(2))
+        .sum()
+}
+
+/// The work units of attention: (sequence, kv group, range of that group's heads'
+/// probabilities). Query heads sharing a key/value head are adjacent, so each unit's
+/// probabilities are one contiguous range, and units write disjoint outputs.
+fn unit_ranges(pk: &Packed, nkv: usize, rep: usize) -> Vec<(usize, usize, std::ops::Range<usize>)> {
+    let mut out = vec![];
+    let mut at = 0;
+    for s in 0..pk.offs.len() - 1 {
+        let t = pk.offs[s + 1] - pk.offs[s];
+        for grp in 0..nkv {
+            let len = rep * t * t;
+            out.push((s, grp, at..at + len));
+            at += len;
+        }
+    }
+    out
+}
+
+/// [`unit_ranges`] as disjoint mutable slices of `p`.
+fn units<'a>(
+    pk: &Packed,
+    p: &'a mut [f32],
+    nkv: usize,
+    rep: usize,
+) -> Vec<(usize, usize, &'a mut [f32])> {
+    let mut rest = p;
+    let mut out = vec![];
+    for (s, grp, range) in unit_ranges(pk, nkv, rep) {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+        out.push((s, grp, head));
+        rest = tail;
+    }
+    out
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` per row: the factors `1 / sqrt(..)` and the output.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let mut inv = vec![0f32; x.len() / d];
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .zip(&mut inv)
+        .for_each(|((yr, xr), inv)| {
+            *inv = rms_inv(xr, eps);
+            for ((y, x), w) in yr.iter_mut().zip(xr).zip(w) {
+                *y = x * *inv * w;
+            }
+        });
+    (inv, y)
+}
+
+/// `1 / sqrt(mean(x²) + eps)` of one row.
+pub(crate) fn rms_inv(row: &[f32], eps: f32) -> f32 {
+    let ss: f32 = row.iter().map(|v| v * v).sum();
+    1.0 / (ss / row.len() as f32 + eps).sqrt()
+}
+
+/// Backward of [`rms_norm`]: adds the input's gradient to `dx` and the weight's to `dw`.
+fn rms_norm_backward(x: &[f32], inv: &[f32], w: &[f32], g: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+    let d = w.len();
+    dx.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .zip(g.par_chunks(d))
+        .zip(inv)
+        .for_each(|(((o, xr), gr), &inv)| rms_norm_backward_row(xr, inv, w, gr, o));
+    // The weight's gradient sums over rows: columns in parallel, rows in order.
+    const COLS: usize = 64;
+    dw.par_chunks_mut(COLS).enumerate().for_each(|(c, dwc)| {
+        let c0 = c * COLS;
+        for ((xr, gr), &inv) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(inv) {
+            for (j, dw) in dwc.iter_mut().enumerate() {
+                *dw += gr[c0 + j] * xr[c0 + j] * inv;
+            }
+        }
+    });
+}
+
+/// One row of the rms-norm input gradient, added to `out`: d/dx_j of x_j·inv·w_j summed
+/// against g is inv·g_j·w_j minus x_j·inv³/d·Σ g_k w_k x_k (inv depends on every x_k).
+pub(crate) fn rms_norm_backward_row(x: &[f32], inv: f32, w: &[f32], g: &[f32], out: &mut [f32]) {
+    let dot: f32 = g.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
+    let c = dot * inv * inv * inv / w.len() as f32;
+    for (((o, x), g), w) in out.iter_mut().zip(x).zip(g).zip(w) {
+        *o += inv * g * w - x * c;
+    }
+}
+
+/// Softmax of `scale · row[..n]` in place; the positions after `n` (future keys) become 0.
+pub(crate) fn causal_softmax_row(row: &mut [f32], n: usize, scale: f32) {
+    let (head, tail) = row.split_at_mut(n);
+    let m = head
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+    let mut sum = 0f32;
+    for y in head.iter_mut() {
+        *y = (*y * scale - m).exp();
+        sum += *y;
+    }
+    for y in head.iter_mut() {
+        *y /= sum;
+    }
+    tail.fill(0.0);
+}
+
+/// Backward of [`causal_softmax_row`] in place: `g` (the output's gradient) becomes the
+/// scores' gradient, `scale · y · (g - Σ y g)` over the first `n` positions, 0 after.
+pub(crate) fn causal_softmax_backward_row(g: &mut [f32], y: &[f32], n: usize, scale: f32) {
+    let dot: f32 = y[..n].iter().zip(&g[..n]).map(|(y, g)| y * g).sum();
+    for (g, y) in g[..n].iter_mut().zip(&y[..n]) {
+        *g = scale * y * (*g - dot);
+    }
+    g[n..].fill(0.0);
+}
+
+/// Log-softmax of a logits row at `target`; the row becomes the softmax probabilities.
+pub(crate) fn log_softmax_in_place(row: &mut [f32], target: usize) -> f32 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let shifted = row[target] - m;
+    // One exp per logit: the shifted exponentials become the probabilities.
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    shifted - sum.ln()
+}
+
+/// `silu(gate) * up` (candle's silu: `v / (1 + e^-v)`).
+fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; gate.len()];
+    out.par_chunks_mut(4096)
+        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
+        .for_each(|(o, (a, u))| {
+            for ((o, a), u) in o.iter_mut().zip(a).zip(u) {
+                *o = silu(*a) * u;
+            }
+        });
+    out
+}
+
+pub(crate) fn silu(a: f32) -> f32 {
+    a / (1.0 + (-a).exp())
+}
+
+/// Derivatives of `silu(a) * u` with respect to `a` and `u` given the output's gradient `g`.
+pub(crate) fn swiglu_grad(a: f32, u: f32, g: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + (-a).exp());
+    (g * u * s * (1.0 + a * (1.0 - s)), g * a * s)
+}
+
+/// Backward of [`swiglu`]: `g` (the output's gradient) becomes the gate's gradient; returns
+/// the up projection's.
+fn swiglu_backward(gate: &[f32], up: &[f32], g: &mut [f32]) -> Vec<f32> {
+    let mut du = vec![0f32; g.len()];
+    g.par_chunks_mut(4096)
+        .zip(du.par_chunks_mut(4096))
+        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
+        .for_each(|((g, du), (a, u))| {
+            for (((g, du), a), u) in g.iter_mut().zip(du).zip(a).zip(u) {
+                (*g, *du) = swiglu_grad(*a, *u, *g);
+            }
+        });
+    du
+}
+
+/// `x W^T` for row-major `x` `(n, in)` and `W` `(out, in)`.
+fn linear(x: &[f32], w: &[f32], out: usize) -> Vec<f32> {
+    let n = x.len() / (w.len() / out);
+    let mut y = vec![0f32; n * out];
+    linear_into(&mut y, x, w, n, false);
+    y
+}
+
+/// `y (+)= x W^T` for `x` `(n, in)`, `W` `(out, in)`, `y` `(n, out)`.
+fn linear_into(y: &mut [f32], x: &[f32], w: &[f32], n: usize, accumulate: bool) {
+    let (inp, out) = (x.len() / n, y.len() / n);
+    matmul(
+        Out::rows(y, n, out),
+        View::rows(x, n, inp),
+        View::rows(w, out, inp).t(),
+        accumulate,
+    );
+}
+
+/// `dx (+)= dy W` for `dy` `(n, out)`, `W` `(out, in)`, `dx` `(n, in)`.
+fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, accumulate: bool) {
+    let (inp, out) = (dx.len() / n, dy.len() / n);
+    matmul(
+        Out::rows(dx, n, inp),
+        View::rows(dy, n, out),
+        View::rows(w, out, inp),
+        accumulate,
+    );
+}
+
+/// `dW += dy^T x` for `dy` `(n, out)`, `x` `(n, in)`, `dW` `(out, in)`.
+fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], n: usize) {
+    let (out, inp) = (dy.len() / n, x.len() / n);
+    matmul(
+        Out::rows(dw, out, inp),
+        View::rows(dy, n, out).t(),
+        View::rows(x, n, inp),
+        true,
+    );
+}
+
+/// A read-only strided f32 matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(
+            rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(),
+            "matrix view out of bounds"
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// A writable strided f32 matrix (as [`View`]), bounds checked when made.
+struct Out<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+    _life: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Out<'a> {
+    fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(rows * cols <= data.len(), "output matrix out of bounds");
+        Self {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+            _life: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A buffer several threads write disjoint blocks of (attention heads).
+struct SharedOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _life: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: writers promise disjoint blocks (see `block`).
+unsafe impl Send for SharedOut<'_> {}
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    fn new(data: &'a mut [f32]) -> Self {
+        Self {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _life: std::marker::PhantomData,
+        }
+    }
+
+    /// The `(rows, cols)` block at `offset` with row stride `rs`.
+    ///
+    /// # Safety
+    /// No other thread may read or write these elements while the block is in use.
+    unsafe fn block(&self, offset: usize, rows: usize, cols: usize, rs: usize) -> Out<'a> {
+        assert!(
+            rows == 0 || cols == 0 || offset + (rows - 1) * rs + cols <= self.len,
+            "block out of bounds"
+        );
+        Out {
+            ptr: self.ptr.add(offset),
+            rows,
+            cols,
+            rs,
+            cs: 1,
+            _life: std::marker::PhantomData,
+        }
+    }
+}
+
+/// `out (+)= a b` on rayon's threads (large products).
+fn matmul(out: Out, a: View, b: View, accumulate: bool) {
+    gemm_call(out, a, b, accumulate, gemm::Parallelism::Rayon(0));
+}
+
+/// `out (+)= a b` on this thread (the per-head products, already run in parallel).
+fn matmul_seq(out: Out, a: View, b: View, accumulate: bool) {
+    gemm_call(out, a, b, accumulate, gemm::Parallelism::None);
+}
+
+fn gemm_call(out: Out, a: View, b: View, accumulate: bool, par: gemm::Parallelism) {
+    assert!(
+        a.cols == b.rows && out.rows == a.rows && out.cols == b.cols,
+        "matmul shapes: ({}, {}) x ({}, {}) into ({}, {})",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        out.rows,
+        out.cols
+    );
+    if out.rows == 0 || out.cols == 0 {
+        return;
+    }
+    // SAFETY: every view was bounds-checked when made, and `out` is exclusively borrowed.
+    // gemm computes dst = alpha·dst + beta·a·b, reading dst only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            out.rows,
+            out.cols,
+            a.cols,
+            out.ptr,
+            out.cs as isize,
+            out.rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::llama::tests::tiny;
+    use crate::engine::llama::{Llama, Trainable};
+    use crate::engine::logprob::batch_response_logprobs;
+
+    /// A pair of different lengths with a repeated token (the embedding gradient sums rows).
+    fn pair() -> (Encoded, Encoded) {
+        (
+            Encoded {
+                ids: vec![1, 7, 8, 9, 30, 31, 7, 32, 2],
+                start: 4,
+            },
+            Encoded {
+                ids: vec![1, 7, 8, 9, 50, 51, 2],
+                start: 4,
+            },
+        )
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+            / scale
+    }
+
+    /// Log-probs and every parameter's gradient of `Σ coef · log-prob` agree with candle's
+    /// autograd over the reference model.
+    fn check_against_graph(cfg: &LlamaConfig, w: &Weights) {
+        let (c, r) = pair();
+        let dense = Dense::new(cfg, w).unwrap();
+        let (lp, tape) = dense.forward(&[&c, &r], true).unwrap();
+        let graph = Llama::new(cfg, w, &Trainable::All).unwrap();
+        let want = batch_response_logprobs(&graph, &[&c, &r]).unwrap();
+        let coef: Vec<Vec<f32>> = lp
+            .iter()
+            .enumerate()
+            .map(|(s, v)| {
+                (0..v.len())
+                    .map(|i| 0.3 + 0.1 * i as f32 - 0.7 * s as f32)
+                    .collect()
+            })
+            .collect();
+        let mut loss = Tensor::new(0f32, &Device::Cpu).unwrap();
+        for (s, t) in want.iter().enumerate() {
+            let got: Vec<f32> = t.to_vec1().unwrap();
+            let d = max_rel_diff(&lp[s], &got);
+            assert!(d < 1e-5, "sequence {s}: log-probs differ by {d}");
+            let k = Tensor::new(coef[s].as_slice(), &Device::Cpu).unwrap();
+            loss = (loss + (t * k).unwrap().sum_all().unwrap()).unwrap();
+        }
+        let grads = loss.backward().unwrap();
+        let mut ours: Vec<Vec<f32>> = dense.sizes().iter().map(|&n| vec![0.0; n]).collect();
+        dense.backward(tape.unwrap(), &coef, &mut ours);
+        assert_eq!(dense.names().len(), graph.params.len());
+        for (name, g) in dense.names().iter().zip(&ours) {
+            let want: Vec<f32> = grads
+                .get(graph.params[name].as_tensor())
+                .unwrap_or_else(|| panic!("candle gives {name} no gradient"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let d = max_rel_diff(g, &want);
+            assert!(d < 1e-4, "{name}: gradients differ by {d} (relative)");
+            assert!(g.iter().any(|&v| v != 0.0), "{name}: zero gradient");
+        }
+    }
+
+    #[test]
+    fn logprobs_and_gradients_match_candle_autograd() {
+        let (cfg, w) = tiny(31);
+        check_against_graph(&cfg, &w);
+    }
+
+    #[test]
+    fn untied_lm_head_matches_candle_autograd() {
+        let (mut cfg, mut w) = tiny(32);
+        cfg.tie_word_embeddings = false;
+        let head = (w.get("model.embed_tokens.weight").unwrap() * 0.7).unwrap();
+        w.0.insert(
+            "lm_head.weight".into(),
+            head.flip(&[0]).unwrap().contiguous().unwrap(),
+        );
+        check_against_graph(&cfg, &w);
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_thread_count() {
+        let (cfg, w) = tiny(33);
+        let dense = Dense::new(&cfg, &w).unwrap();
+        let (c, r) = pair();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let (lp, tape) = dense.forward(&[&c, &r], true).unwrap();
+                let coef: Vec<Vec<f32>> = lp.iter().map(|v| vec![0.5; v.len()]).collect();
+                let mut g: Vec<Vec<f32>> = dense.sizes().iter().map(|&n| vec![0.0; n]).collect();
+                dense.backward(tape.unwrap(), &coef, &mut g);
+                (lp, g)
+            })
+        };
+        let (a, b) = (run(1), run(3));
+        assert_eq!(a.0, b.0);
+        assert!(a.1 == b.1, "gradients differ between 1 and 3 threads");
+    }
+
+    #[test]
+    fn bad_sequences_are_refused_by_index() {
+        let (cfg, w) = tiny(34);
+        let dense = Dense::new(&cfg, &w).unwrap();
+        let (c, _) = pair();
+        let outside = Encoded {
+            ids: vec![1, 2, 64],
+            start: 2,
+        };
+        let err = dense.forward(&[&c, &outside], false).err().unwrap();
+        assert!(matches!(err, DenseError::Sequence { seq: 1, .. }), "{err}");
+        assert!(err.to_string().contains("token id 64"), "{err}");
+        let no_response = Encoded {
+            ids: vec![1, 2],
+            start: 2,
+        };
+        assert!(matches!(
+            dense.check(&no_response),
+            Err(LogprobError::EmptyResponse)
+        ));
+        let mut short = w.clone();
+        short.0.remove("model.layers.1.mlp.up_proj.weight");
+        assert!(matches!(
+            Dense::new(&cfg, &short),
+            Err(DenseError::Missing(n)) if n == "model.layers.1.mlp.up_proj.weight"
+        ));
+    }
+}
