@@ -366,7 +366,7 @@ impl Dense {
             out.push(lp[at..at + c].to_vec());
             at += c;
         }
-        let tape = keep.then(|| Tape {
+        let tape = keep.then_some(Tape {
             packed,
             layers: tapes,
             xf: x,
