@@ -8,6 +8,11 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
+
+use super::dense::{
+    causal_softmax_backward_row, causal_softmax_row, log_softmax_in_place, rms_inv,
+    rms_norm_backward_row, silu, swiglu_grad,
+};
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Storage, Tensor,
 };
@@ -109,14 +114,6 @@ struct RmsNorm {
     eps: f32,
 }
 
-impl RmsNorm {
-    /// `sqrt(mean(x²) + eps)` of one row.
-    fn denom(&self, row: &[f32]) -> f32 {
-        let ss: f32 = row.iter().map(|v| v * v).sum();
-        (ss / row.len() as f32 + self.eps).sqrt()
-    }
-}
-
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "rms-norm-grad"
@@ -137,9 +134,9 @@ impl CustomOp2 for RmsNorm {
         }
         let mut y = vec![0f32; x.len()];
         for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let s = self.denom(xr);
+            let inv = rms_inv(xr, self.eps);
             for ((y, x), w) in yr.iter_mut().zip(xr).zip(w) {
-                *y = x / s * w;
+                *y = x * inv * w;
             }
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -160,22 +157,14 @@ impl CustomOp2 for RmsNorm {
                     let mut gx = vec![0f32; if want_x { x.len() } else { 0 }];
                     let mut gw = vec![0f32; d];
                     for (r, (xr, gr)) in x.chunks_exact(d).zip(g.chunks_exact(d)).enumerate() {
-                        let inv = 1.0 / self.denom(xr);
+                        let inv = rms_inv(xr, self.eps);
                         if want_w {
                             for ((gw, x), g) in gw.iter_mut().zip(xr).zip(gr) {
                                 *gw += g * x * inv;
                             }
                         }
                         if want_x {
-                            // d/dx_j of x_j·inv·w_j summed against g: inv·g_j·w_j minus
-                            // x_j·inv³/d·Σ g_k w_k x_k (inv depends on every x_k).
-                            let dot: f32 =
-                                gr.iter().zip(w).zip(xr).map(|((g, w), x)| g * w * x).sum();
-                            let c = dot * inv * inv * inv / d as f32;
-                            let out = &mut gx[r * d..(r + 1) * d];
-                            for (((o, x), g), w) in out.iter_mut().zip(xr).zip(gr).zip(w) {
-                                *o = inv * g * w - x * c;
-                            }
+                            rms_norm_backward_row(xr, inv, w, gr, &mut gx[r * d..(r + 1) * d]);
                         }
                     }
                     (gx, gw)
@@ -292,21 +281,9 @@ impl CustomOp1 for CausalSoftmax {
         if l.shape().dims().last() != Some(&t) {
             bail!("causal-softmax: {:?} for {t} positions", l.shape())
         }
-        let mut y = vec![0f32; x.len()];
-        for (r, (xr, yr)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
-            let n = r % t + 1;
-            let (xr, yr) = (&xr[..n], &mut yr[..n]);
-            let m = xr
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
-            let mut sum = 0f32;
-            for (y, x) in yr.iter_mut().zip(xr) {
-                *y = (x * self.scale - m).exp();
-                sum += *y;
-            }
-            for y in yr.iter_mut() {
-                *y /= sum;
-            }
+        let mut y = x.to_vec();
+        for (r, yr) in y.chunks_exact_mut(t).enumerate() {
+            causal_softmax_row(yr, r % t + 1, self.scale);
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -315,18 +292,9 @@ impl CustomOp1 for CausalSoftmax {
         let t = self.t;
         let gs = with_data(res, |y| {
             with_data(g, |g| {
-                let mut gs = vec![0f32; y.len()];
-                for (r, ((yr, gr), out)) in y
-                    .chunks_exact(t)
-                    .zip(g.chunks_exact(t))
-                    .zip(gs.chunks_exact_mut(t))
-                    .enumerate()
-                {
-                    let n = r % t + 1;
-                    let dot: f32 = yr[..n].iter().zip(&gr[..n]).map(|(y, g)| y * g).sum();
-                    for ((o, y), g) in out[..n].iter_mut().zip(&yr[..n]).zip(&gr[..n]) {
-                        *o = self.scale * y * (g - dot);
-                    }
+                let mut gs = g.to_vec();
+                for (r, (yr, out)) in y.chunks_exact(t).zip(gs.chunks_exact_mut(t)).enumerate() {
+                    causal_softmax_backward_row(out, yr, r % t + 1, self.scale);
                 }
                 gs
             })
@@ -341,10 +309,6 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 struct SwiGlu;
-
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
-}
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
@@ -362,12 +326,7 @@ impl CustomOp2 for SwiGlu {
         if l1.shape() != l2.shape() {
             bail!("swiglu: {:?} vs {:?}", l1.shape(), l2.shape())
         }
-        // candle's silu: v / (1 + e^-v).
-        let y = a
-            .iter()
-            .zip(u)
-            .map(|(a, u)| a / (1.0 + (-a).exp()) * u)
-            .collect();
+        let y = a.iter().zip(u).map(|(a, u)| silu(*a) * u).collect();
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -384,9 +343,7 @@ impl CustomOp2 for SwiGlu {
                     let mut ga = vec![0f32; a.len()];
                     let mut gu = vec![0f32; a.len()];
                     for i in 0..a.len() {
-                        let s = sigmoid(a[i]);
-                        gu[i] = g[i] * a[i] * s;
-                        ga[i] = g[i] * u[i] * s * (1.0 + a[i] * (1.0 - s));
+                        (ga[i], gu[i]) = swiglu_grad(a[i], u[i], g[i]);
                     }
                     (ga, gu)
                 })
@@ -444,19 +401,7 @@ impl CustomOp2 for LmHeadLogprobs {
         };
         let mut out = Vec::with_capacity(n);
         for (row, &t) in p.chunks_exact_mut(vocab).zip(&self.targets) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let target = row[t as usize] - m;
-            // One exp per logit: the shifted exponentials become the probabilities.
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                sum += *v;
-            }
-            out.push(target - sum.ln());
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
+            out.push(log_softmax_in_place(row, t as usize));
         }
         *self.probs.lock().expect("not poisoned") = Some(p);
         Ok((CpuStorage::F32(out), Shape::from(n)))
@@ -481,14 +426,8 @@ impl CustomOp2 for LmHeadLogprobs {
                     .matmul(&w.detach().t()?)?
                     .flatten_all()?
                     .to_vec1()?;
-                for row in p.chunks_exact_mut(vocab) {
-                    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0f32;
-                    for v in row.iter_mut() {
-                        *v = (*v - m).exp();
-                        sum += *v;
-                    }
-                    row.iter_mut().for_each(|v| *v /= sum);
+                for (row, &t) in p.chunks_exact_mut(vocab).zip(&self.targets) {
+                    log_softmax_in_place(row, t as usize);
                 }
                 p
             }
