@@ -7,9 +7,8 @@ use anyhow::Context;
 
 use super::Ctx;
 use crate::engine::dense::Dense;
-use crate::engine::llama::{Llama, Trainable};
 use crate::engine::lora::{LoraConfig, LoraInit};
-use crate::engine::train::{self, DenseLearner, GraphLearner, Learner, Objective, TrainParams};
+use crate::engine::train::{self, DenseLearner, Learner, Objective, TrainParams};
 
 /// SFT and DPO seconds per example and peak memory on the default model, with ~200-token
 /// sequences. The DPO step is split into forward, backward and AdamW; figures are medians
@@ -224,21 +223,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             (Some(Only::Full), false) | (Some(Only::Lora), true) => continue,
             _ => {}
         }
-        // Full fine-tuning runs on the dense model; LoRA through candle's autograd.
-        let graph = if full {
-            None
-        } else {
-            let t = Trainable::Lora(lora.clone(), LoraInit { seed: 0 });
-            Some(Llama::new(&loaded.cfg, &loaded.weights, &t)?)
-        };
-        let mut learner: Box<dyn Learner> = match &graph {
-            Some(model) => Box::new(GraphLearner::new(model, &p, dpo)),
-            None => Box::new(DenseLearner::new(
-                Dense::new(&loaded.cfg, &loaded.weights)?,
-                &p,
-                dpo,
-            )),
-        };
+        let init = LoraInit { seed: 0 };
+        let adapters = (!full).then_some((&lora, init));
+        let model = || Dense::new(&loaded.cfg, &loaded.weights, adapters);
+        let mut learner = DenseLearner::new(model()?, &p, dpo);
         let kind = if full { "full" } else { "LoRA" };
         // Gradient accumulation amortises AdamW, which only full fine-tuning pays for.
         let accums = if full && args.accum > 1 {
@@ -247,7 +235,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             vec![1]
         };
         for accum in accums {
-            let dpo = time_steps(learner.as_mut(), p.lr, (n, args.steps, accum))?;
+            let dpo = time_steps(&mut learner, p.lr, (n, args.steps, accum))?;
             rows.push(Row {
                 name: format!("DPO {kind}, {accum} pair/step"),
                 peak_mb: peak_mb(),
@@ -256,15 +244,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         drop(learner);
         // SFT on the chosen sequences, one example per step.
-        let mut learner: Box<dyn Learner> = match &graph {
-            Some(model) => Box::new(GraphLearner::new(model, &p, sft)),
-            None => Box::new(DenseLearner::new(
-                Dense::new(&loaded.cfg, &loaded.weights)?,
-                &p,
-                sft,
-            )),
-        };
-        let sft = time_steps(learner.as_mut(), p.lr, (n, args.steps, 1))?;
+        let mut learner = DenseLearner::new(model()?, &p, sft);
+        let sft = time_steps(&mut learner, p.lr, (n, args.steps, 1))?;
         rows.push(Row {
             name: format!("SFT {kind}, 1 example/step"),
             peak_mb: peak_mb(),

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::config::{ConfigError, LlamaConfig};
 use super::logprob::{Encoded, LogprobError};
+use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
 
 /// Errors building or running the dense model.
@@ -33,32 +34,60 @@ pub enum DenseError {
     },
     #[error("sequence {seq}: {source}")]
     Sequence { seq: usize, source: LogprobError },
+    #[error("not supported by the dense trainer: {0}")]
+    Unsupported(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
+/// A projection: its weight's position in [`Dense::params`] and, with LoRA, its adapter's
+/// A `(rank, in)` and B `(out, rank)`.
+#[derive(Debug, Clone, Copy)]
+struct Proj {
+    w: usize,
+    lora: Option<(usize, usize)>,
+}
+
+/// The projections of a layer in [`LayerIdx::projs`] (and LoRA's initialisation) order.
+const PROJS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
+
 /// Positions in [`Dense::params`] of one layer's tensors.
 #[derive(Debug, Clone, Copy)]
 struct LayerIdx {
-    q: usize,
-    k: usize,
-    v: usize,
-    o: usize,
-    gate: usize,
-    up: usize,
-    down: usize,
+    projs: [Proj; 7],
     ln1: usize,
     ln2: usize,
 }
 
-/// A llama's parameters as plain f32 vectors (Hugging Face names, sorted), trainable by hand.
+/// A llama's parameters as plain f32 vectors (Hugging Face names; the base's sorted, then
+/// LoRA adapters in initialisation order), trainable by hand: every tensor, or with LoRA only
+/// the adapters.
 pub struct Dense {
     pub cfg: LlamaConfig,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     params: Vec<Vec<f32>>,
+    /// Which parameters get gradients.
+    trained: Vec<bool>,
+    /// LoRA's configuration (`alpha / rank` scales the adapters' output); `None`: full.
+    lora: Option<LoraConfig>,
     embed: usize,
     norm: usize,
     /// Equal to `embed` when the embeddings are tied.
@@ -83,6 +112,8 @@ struct LayerTape {
     p: Vec<f32>,
     /// Attention output before `o_proj`.
     y: Vec<f32>,
+    /// Per projection (in [`PROJS`] order), with LoRA: its input times A^T.
+    low: [Option<Vec<f32>>; 7],
     /// Residual stream after attention.
     xm: Vec<f32>,
     inv2: Vec<f32>,
@@ -120,8 +151,27 @@ pub struct Tape {
 }
 
 impl Dense {
-    /// Copy the weights (Hugging Face names) into plain vectors, checking every shape.
-    pub fn new(cfg: &LlamaConfig, w: &Weights) -> Result<Self, DenseError> {
+    /// Whether LoRA with `lc` can train on the dense model (adapters on the lm-head cannot:
+    /// its fused log-softmax has no adapter path; the candle model trains those).
+    pub fn supports(lc: &LoraConfig) -> bool {
+        !lc.targets("lm_head")
+    }
+
+    /// Copy the weights (Hugging Face names) into plain vectors, checking every shape; with
+    /// `lora`, add adapters (drawn from its seeded RNG in the order [`super::llama::Llama`]
+    /// draws them) and train only those.
+    pub fn new(
+        cfg: &LlamaConfig,
+        w: &Weights,
+        lora: Option<(&LoraConfig, LoraInit)>,
+    ) -> Result<Self, DenseError> {
+        if let Some((lc, _)) = lora {
+            if !Self::supports(lc) {
+                return Err(DenseError::Unsupported(
+                    "LoRA on lm_head (trained through candle instead)".into(),
+                ));
+            }
+        }
         cfg.validate()?;
         let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (qw, kw) = (
@@ -180,17 +230,14 @@ impl Dense {
                 .binary_search_by(|x| x.as_str().cmp(n))
                 .expect("listed")
         };
-        let layers = (0..cfg.num_hidden_layers)
+        let mut layers: Vec<LayerIdx> = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let p = |n: &str| at(&format!("model.layers.{l}.{n}.weight"));
                 LayerIdx {
-                    q: p("self_attn.q_proj"),
-                    k: p("self_attn.k_proj"),
-                    v: p("self_attn.v_proj"),
-                    o: p("self_attn.o_proj"),
-                    gate: p("mlp.gate_proj"),
-                    up: p("mlp.up_proj"),
-                    down: p("mlp.down_proj"),
+                    projs: PROJS.map(|n| Proj {
+                        w: p(n),
+                        lora: None,
+                    }),
                     ln1: p("input_layernorm"),
                     ln2: p("post_attention_layernorm"),
                 }
@@ -202,24 +249,53 @@ impl Dense {
         } else {
             at("lm_head.weight")
         };
+        let norm = at("model.norm.weight");
+        let mut trained = vec![lora.is_none(); params.len()];
+        if let Some((lc, init)) = lora {
+            let mut rng = init.rng();
+            for (l, layer) in layers.iter_mut().enumerate() {
+                for (proj, pname) in layer.projs.iter_mut().zip(PROJS) {
+                    let name = format!("model.layers.{l}.{pname}");
+                    if !lc.targets(&name) {
+                        continue;
+                    }
+                    let (out, inp) = (shapes[proj.w][0], shapes[proj.w][1]);
+                    let (a, b) = super::lora::init_pair(lc, inp, out, &mut rng)?;
+                    let mut add = |suffix: &str, t: Tensor| -> candle_core::Result<usize> {
+                        names.push(format!("{name}.{suffix}"));
+                        shapes.push(t.dims().to_vec());
+                        params.push(t.flatten_all()?.to_vec1()?);
+                        trained.push(true);
+                        Ok(params.len() - 1)
+                    };
+                    proj.lora = Some((add("lora_A.weight", a)?, add("lora_B.weight", b)?));
+                }
+            }
+        }
         let (cos, sin) = super::llama::rope_tables(cfg, &Device::Cpu)?;
         Ok(Self {
             cfg: cfg.clone(),
             embed,
-            norm: at("model.norm.weight"),
+            norm,
             lm_head,
             layers,
             names,
             shapes,
             params,
+            trained,
+            lora: lora.map(|(lc, _)| lc.clone()),
             cos: cos.flatten_all()?.to_vec1()?,
             sin: sin.flatten_all()?.to_vec1()?,
         })
     }
 
-    /// Element count of each parameter, in order.
+    /// Element count of each parameter that gets a gradient, in order (0 for frozen ones).
     pub fn sizes(&self) -> Vec<usize> {
-        self.params.iter().map(Vec::len).collect()
+        self.params
+            .iter()
+            .zip(&self.trained)
+            .map(|(p, &t)| if t { p.len() } else { 0 })
+            .collect()
     }
 
     /// Parameter names (Hugging Face), in order.
@@ -232,14 +308,28 @@ impl Dense {
         &mut self.params
     }
 
-    /// The current weights as candle tensors (Hugging Face names): what a checkpoint stores.
+    /// The current weights as candle tensors (Hugging Face names), adapters merged: what a
+    /// full checkpoint stores.
     pub fn weights(&self) -> candle_core::Result<Weights> {
+        let base = self.tensors(|n| !n.contains(".lora_"))?;
+        match &self.lora {
+            None => Ok(base),
+            Some(lc) => super::lora::merge(&base, &self.adapter()?, lc),
+        }
+    }
+
+    /// The LoRA adapter matrices (empty without LoRA): what an adapter checkpoint stores.
+    pub fn adapter(&self) -> candle_core::Result<Weights> {
+        self.tensors(|n| n.contains(".lora_"))
+    }
+
+    fn tensors(&self, keep: impl Fn(&str) -> bool) -> candle_core::Result<Weights> {
         let mut out = std::collections::BTreeMap::new();
         for ((n, s), p) in self.names.iter().zip(&self.shapes).zip(&self.params) {
-            out.insert(
-                n.clone(),
-                Tensor::from_slice(p, s.as_slice(), &Device::Cpu)?,
-            );
+            if keep(n) {
+                let t = Tensor::from_slice(p, s.as_slice(), &Device::Cpu)?;
+                out.insert(n.clone(), t);
+            }
         }
         Ok(Weights(out))
     }
@@ -312,21 +402,25 @@ impl Dense {
         let mut tapes = Vec::with_capacity(if keep { self.layers.len() } else { 0 });
         for li in &self.layers {
             let w = |i: usize| self.params[i].as_slice();
+            let mut low: [Option<Vec<f32>>; 7] = Default::default();
             let (inv1, h1) = rms_norm(&x, w(li.ln1), eps);
-            let mut q = linear(&h1, w(li.q), qw);
-            let mut k = linear(&h1, w(li.k), kw);
-            let v = linear(&h1, w(li.v), kw);
+            let (mut q, mut k, mut v) =
+                (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
+            low[Q] = self.project(&mut q, &h1, li.projs[Q], n, false);
+            low[K] = self.project(&mut k, &h1, li.projs[K], n, false);
+            low[V] = self.project(&mut v, &h1, li.projs[V], n, false);
             self.rope(&mut q, nh, &packed.pos, 1.0);
             self.rope(&mut k, nkv, &packed.pos, 1.0);
             let (p, y) = self.attention(&packed, &q, &k, &v);
             let mut xm = x.clone();
-            linear_into(&mut xm, &y, w(li.o), n, true);
+            low[O] = self.project(&mut xm, &y, li.projs[O], n, true);
             let (inv2, h2) = rms_norm(&xm, w(li.ln2), eps);
-            let gate = linear(&h2, w(li.gate), ff);
-            let up = linear(&h2, w(li.up), ff);
+            let (mut gate, mut up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
+            low[GATE] = self.project(&mut gate, &h2, li.projs[GATE], n, false);
+            low[UP] = self.project(&mut up, &h2, li.projs[UP], n, false);
             let act = swiglu(&gate, &up);
             let mut next = xm.clone();
-            linear_into(&mut next, &act, w(li.down), n, true);
+            low[DOWN] = self.project(&mut next, &act, li.projs[DOWN], n, true);
             if keep {
                 tapes.push(LayerTape {
                     x,
@@ -337,6 +431,7 @@ impl Dense {
                     v,
                     p,
                     y,
+                    low,
                     xm,
                     inv2,
                     h2,
@@ -422,7 +517,9 @@ impl Dense {
             View::rows(head, vocab, d),
             false,
         );
-        weight_grad(&mut g[self.lm_head], &probs, &hs, r);
+        if !g[self.lm_head].is_empty() {
+            weight_grad(&mut g[self.lm_head], &probs, &hs, r);
+        }
         drop(probs);
         let mut dh = vec![0f32; n * d];
         for (src, &row) in dhs.chunks_exact(d).zip(&packed.rows) {
@@ -441,40 +538,104 @@ impl Dense {
             let w = |i: usize| self.params[i].as_slice();
             // MLP: x' = xm + act W_down^T.
             let mut dgate = vec![0f32; n * ff];
-            linear_backward_input(&mut dgate, &dx, w(li.down), n, false);
-            weight_grad(&mut g[li.down], &dx, &t.act, n);
+            self.project_backward(&mut dgate, &dx, &t.act, li.projs[DOWN], &t.low[DOWN], n, g);
             let dup = swiglu_backward(&t.gate, &t.up, &mut dgate);
             let mut dh2 = vec![0f32; n * d];
-            linear_backward_input(&mut dh2, &dgate, w(li.gate), n, false);
-            linear_backward_input(&mut dh2, &dup, w(li.up), n, true);
-            weight_grad(&mut g[li.gate], &dgate, &t.h2, n);
-            weight_grad(&mut g[li.up], &dup, &t.h2, n);
+            self.project_backward(&mut dh2, &dgate, &t.h2, li.projs[GATE], &t.low[GATE], n, g);
+            self.project_backward(&mut dh2, &dup, &t.h2, li.projs[UP], &t.low[UP], n, g);
             let mut dxm = dx;
             rms_norm_backward(&t.xm, &t.inv2, w(li.ln2), &dh2, &mut dxm, &mut g[li.ln2]);
             // Attention: xm = x + y W_o^T.
             let mut dy = vec![0f32; n * qw];
-            linear_backward_input(&mut dy, &dxm, w(li.o), n, false);
-            weight_grad(&mut g[li.o], &dxm, &t.y, n);
+            self.project_backward(&mut dy, &dxm, &t.y, li.projs[O], &t.low[O], n, g);
             let (mut dq, mut dk, dv) = self.attention_backward(&packed, t, &dy);
             self.rope(&mut dq, nh, &packed.pos, -1.0);
             self.rope(&mut dk, nkv, &packed.pos, -1.0);
             let mut dh1 = vec![0f32; n * d];
-            linear_backward_input(&mut dh1, &dq, w(li.q), n, false);
-            linear_backward_input(&mut dh1, &dk, w(li.k), n, true);
-            linear_backward_input(&mut dh1, &dv, w(li.v), n, true);
-            weight_grad(&mut g[li.q], &dq, &t.h1, n);
-            weight_grad(&mut g[li.k], &dk, &t.h1, n);
-            weight_grad(&mut g[li.v], &dv, &t.h1, n);
+            self.project_backward(&mut dh1, &dq, &t.h1, li.projs[Q], &t.low[Q], n, g);
+            self.project_backward(&mut dh1, &dk, &t.h1, li.projs[K], &t.low[K], n, g);
+            self.project_backward(&mut dh1, &dv, &t.h1, li.projs[V], &t.low[V], n, g);
             dx = dxm;
             rms_norm_backward(&t.x, &t.inv1, w(li.ln1), &dh1, &mut dx, &mut g[li.ln1]);
         }
         // Embedding rows, in row order (a token may repeat).
         let ge = &mut g[self.embed];
+        if ge.is_empty() {
+            return;
+        }
         for (row, &id) in dx.chunks_exact(d).zip(&packed.ids) {
             for (a, b) in ge[id as usize * d..][..d].iter_mut().zip(row) {
                 *a += b;
             }
         }
+    }
+
+    /// `dst (+)= x W^T`, plus with an adapter `scale · (x A^T) B^T`; returns `x A^T` for
+    /// the backward pass.
+    fn project(
+        &self,
+        dst: &mut [f32],
+        x: &[f32],
+        p: Proj,
+        n: usize,
+        accumulate: bool,
+    ) -> Option<Vec<f32>> {
+        linear_into(dst, x, &self.params[p.w], n, accumulate);
+        let (a, b) = p.lora?;
+        let scale = self.lora_scale();
+        let (a, b) = (&self.params[a], &self.params[b]);
+        let rank = self.shape_rows(p.lora?.0);
+        let low = linear(x, a, rank);
+        let out = dst.len() / n;
+        gemm_call(
+            Out::rows(dst, n, out),
+            View::rows(&low, n, rank),
+            View::rows(b, out, rank).t(),
+            (true, scale),
+            gemm::Parallelism::Rayon(0),
+        );
+        Some(low)
+    }
+
+    /// Backward of [`Dense::project`]: adds the input's gradient to `dx` and the trained
+    /// weights' gradients to `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_backward(
+        &self,
+        dx: &mut [f32],
+        dy: &[f32],
+        x: &[f32],
+        p: Proj,
+        low: &Option<Vec<f32>>,
+        n: usize,
+        g: &mut [Vec<f32>],
+    ) {
+        linear_backward_input(dx, dy, &self.params[p.w], n, true);
+        if !g[p.w].is_empty() {
+            weight_grad(&mut g[p.w], dy, x, n);
+        }
+        let (Some((a, b)), Some(low)) = (p.lora, low) else {
+            return;
+        };
+        let scale = self.lora_scale();
+        let rank = self.shape_rows(a);
+        // y += s·t B^T with t = x A^T: dB += s·dy^T t, dt = s·dy B, dA += dt^T x, dx += dt A.
+        let scaled: Vec<f32> = low.iter().map(|v| v * scale).collect();
+        weight_grad(&mut g[b], dy, &scaled, n);
+        let mut dt = vec![0f32; n * rank];
+        linear_backward_input(&mut dt, dy, &self.params[b], n, false);
+        dt.iter_mut().for_each(|v| *v *= scale);
+        weight_grad(&mut g[a], &dt, x, n);
+        linear_backward_input(dx, &dt, &self.params[a], n, true);
+    }
+
+    fn lora_scale(&self) -> f32 {
+        self.lora.as_ref().map_or(1.0, |l| l.scale() as f32)
+    }
+
+    /// Rows of parameter `i` (its first dimension).
+    fn shape_rows(&self, i: usize) -> usize {
+        self.shapes[i][0]
     }
 
     /// Rotate each head of each row by its position's angles (`sign` -1: the inverse, which is
@@ -665,6 +826,9 @@ fn rms_norm_backward(x: &[f32], inv: &[f32], w: &[f32], g: &[f32], dx: &mut [f32
         .zip(g.par_chunks(d))
         .zip(inv)
         .for_each(|(((o, xr), gr), &inv)| rms_norm_backward_row(xr, inv, w, gr, o));
+    if dw.is_empty() {
+        return; // frozen (LoRA)
+    }
     // The weight's gradient sums over rows: columns in parallel, rows in order.
     const COLS: usize = 64;
     dw.par_chunks_mut(COLS).enumerate().for_each(|(c, dwc)| {
@@ -916,15 +1080,16 @@ impl<'a> SharedOut<'a> {
 
 /// `out (+)= a b` on rayon's threads (large products).
 fn matmul(out: Out, a: View, b: View, accumulate: bool) {
-    gemm_call(out, a, b, accumulate, gemm::Parallelism::Rayon(0));
+    gemm_call(out, a, b, (accumulate, 1.0), gemm::Parallelism::Rayon(0));
 }
 
 /// `out (+)= a b` on this thread (the per-head products, already run in parallel).
 fn matmul_seq(out: Out, a: View, b: View, accumulate: bool) {
-    gemm_call(out, a, b, accumulate, gemm::Parallelism::None);
+    gemm_call(out, a, b, (accumulate, 1.0), gemm::Parallelism::None);
 }
 
-fn gemm_call(out: Out, a: View, b: View, accumulate: bool, par: gemm::Parallelism) {
+/// `out = k·a b`, or `out += k·a b` when accumulating.
+fn gemm_call(out: Out, a: View, b: View, (accumulate, k): (bool, f32), par: gemm::Parallelism) {
     assert!(
         a.cols == b.rows && out.rows == a.rows && out.cols == b.cols,
         "matmul shapes: ({}, {}) x ({}, {}) into ({}, {})",
@@ -939,7 +1104,7 @@ fn gemm_call(out: Out, a: View, b: View, accumulate: bool, par: gemm::Parallelis
         return;
     }
     // SAFETY: every view was bounds-checked when made, and `out` is exclusively borrowed.
-    // gemm computes dst = alpha·dst + beta·a·b, reading dst only when `accumulate`.
+    // gemm computes dst = alpha·dst + beta·a·b (beta = k), reading dst only when `accumulate`.
     unsafe {
         gemm::gemm(
             out.rows,
@@ -956,7 +1121,7 @@ fn gemm_call(out: Out, a: View, b: View, accumulate: bool, par: gemm::Parallelis
             b.cs as isize,
             b.rs as isize,
             1.0f32,
-            1.0f32,
+            k,
             false,
             false,
             false,
@@ -998,11 +1163,17 @@ mod tests {
 
     /// Log-probs and every parameter's gradient of `Σ coef · log-prob` agree with candle's
     /// autograd over the reference model.
-    fn check_against_graph(cfg: &LlamaConfig, w: &Weights) {
+    /// With `lora`, only the adapters are trained, on both sides.
+    fn check_against_graph(cfg: &LlamaConfig, w: &Weights, lora: Option<LoraConfig>) {
         let (c, r) = pair();
-        let dense = Dense::new(cfg, w).unwrap();
+        let init = LoraInit { seed: 5 };
+        let dense = Dense::new(cfg, w, lora.as_ref().map(|l| (l, init))).unwrap();
         let (lp, tape) = dense.forward(&[&c, &r], true).unwrap();
-        let graph = Llama::new(cfg, w, &Trainable::All).unwrap();
+        let trainable = match lora {
+            Some(l) => Trainable::Lora(l, init),
+            None => Trainable::All,
+        };
+        let graph = Llama::new(cfg, w, &trainable).unwrap();
         let want = batch_response_logprobs(&graph, &[&c, &r]).unwrap();
         let coef: Vec<Vec<f32>> = lp
             .iter()
@@ -1024,8 +1195,14 @@ mod tests {
         let grads = loss.backward().unwrap();
         let mut ours: Vec<Vec<f32>> = dense.sizes().iter().map(|&n| vec![0.0; n]).collect();
         dense.backward(tape.unwrap(), &coef, &mut ours);
-        assert_eq!(dense.names().len(), graph.params.len());
-        for (name, g) in dense.names().iter().zip(&ours) {
+        let trained: Vec<_> = dense
+            .names()
+            .iter()
+            .zip(&ours)
+            .filter(|(_, g)| !g.is_empty())
+            .collect();
+        assert_eq!(trained.len(), graph.params.len());
+        for (name, g) in trained {
             let want: Vec<f32> = grads
                 .get(graph.params[name].as_tensor())
                 .unwrap_or_else(|| panic!("candle gives {name} no gradient"))
@@ -1035,14 +1212,17 @@ mod tests {
                 .unwrap();
             let d = max_rel_diff(g, &want);
             assert!(d < 1e-4, "{name}: gradients differ by {d} (relative)");
-            assert!(g.iter().any(|&v| v != 0.0), "{name}: zero gradient");
+            // LoRA's A starts with a zero gradient (B is zero); everything else moves.
+            if !name.contains("lora_A") {
+                assert!(g.iter().any(|&v| v != 0.0), "{name}: zero gradient");
+            }
         }
     }
 
     #[test]
     fn logprobs_and_gradients_match_candle_autograd() {
         let (cfg, w) = tiny(31);
-        check_against_graph(&cfg, &w);
+        check_against_graph(&cfg, &w, None);
     }
 
     #[test]
@@ -1054,13 +1234,46 @@ mod tests {
             "lm_head.weight".into(),
             head.flip(&[0]).unwrap().contiguous().unwrap(),
         );
-        check_against_graph(&cfg, &w);
+        check_against_graph(&cfg, &w, None);
+    }
+
+    #[test]
+    fn lora_gradients_match_candle_autograd() {
+        let (cfg, w) = tiny(35);
+        let lora = LoraConfig {
+            rank: 2,
+            alpha: 3.0,
+            targets: ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+        };
+        check_against_graph(&cfg, &w, Some(lora.clone()));
+        // The adapters start at B = 0: the merged weights are the base's.
+        let dense = Dense::new(&cfg, &w, Some((&lora, LoraInit { seed: 1 }))).unwrap();
+        assert_eq!(
+            dense.adapter().unwrap().0.len(),
+            2 * 5 * cfg.num_hidden_layers
+        );
+        let merged = dense.weights().unwrap();
+        for (name, t) in &w.0 {
+            let d = crate::engine::llama::tests::max_abs_diff(merged.get(name).unwrap(), t);
+            assert_eq!(d, 0.0, "{name}");
+        }
+        let head = LoraConfig {
+            targets: vec!["lm_head".into()],
+            ..lora
+        };
+        assert!(!Dense::supports(&head));
+        assert!(matches!(
+            Dense::new(&cfg, &w, Some((&head, LoraInit { seed: 1 }))),
+            Err(DenseError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn gradients_do_not_depend_on_thread_count() {
         let (cfg, w) = tiny(33);
-        let dense = Dense::new(&cfg, &w).unwrap();
+        let dense = Dense::new(&cfg, &w, None).unwrap();
         let (c, r) = pair();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -1083,7 +1296,7 @@ mod tests {
     #[test]
     fn bad_sequences_are_refused_by_index() {
         let (cfg, w) = tiny(34);
-        let dense = Dense::new(&cfg, &w).unwrap();
+        let dense = Dense::new(&cfg, &w, None).unwrap();
         let (c, _) = pair();
         let outside = Encoded {
             ids: vec![1, 2, 64],
@@ -1103,7 +1316,7 @@ mod tests {
         let mut short = w.clone();
         short.0.remove("model.layers.1.mlp.up_proj.weight");
         assert!(matches!(
-            Dense::new(&cfg, &short),
+            Dense::new(&cfg, &short, None),
             Err(DenseError::Missing(n)) if n == "model.layers.1.mlp.up_proj.weight"
         ));
     }

@@ -176,11 +176,11 @@ impl Trained {
         }
     }
 
-    /// The candle model, for LoRA training (`None` after full fine-tuning).
-    pub fn graph(&self) -> Option<&Llama> {
+    /// The trained LoRA matrices (empty after full fine-tuning).
+    pub fn adapter(&self) -> candle_core::Result<Weights> {
         match &self.model {
-            TrainedModel::Graph(m) => Some(m),
-            TrainedModel::Dense(_) => None,
+            TrainedModel::Dense(d) => d.adapter(),
+            TrainedModel::Graph(m) => Ok(m.lora_weights()),
         }
     }
 
@@ -197,9 +197,9 @@ impl Trained {
             .as_ref()
             .ok_or_else(|| TrainError::Param("the base model's tokenizer is not loaded".into()))?;
         let template = base.chat_template.as_deref();
-        match (&self.lora, self.graph()) {
-            (Some(lora), Some(model)) => {
-                let adapter = model.lora_weights();
+        match &self.lora {
+            Some(lora) => {
+                let adapter = self.adapter()?;
                 let contents = checkpoint::Contents::Lora {
                     adapter: &adapter,
                     lora,
@@ -207,7 +207,7 @@ impl Trained {
                 };
                 checkpoint::save(dir, self.cfg(), contents, tokenizer, template)?
             }
-            _ => {
+            None => {
                 let w = self.merged()?;
                 checkpoint::save(
                     dir,
@@ -425,7 +425,7 @@ pub fn reference_logprobs(
     weights: &Weights,
     pairs: &[(Encoded, Encoded)],
 ) -> Result<Vec<(f64, f64)>, TrainError> {
-    let model = Dense::new(cfg, weights)?;
+    let model = Dense::new(cfg, weights, None)?;
     pairs
         .iter()
         .enumerate()
@@ -490,9 +490,17 @@ fn fit<'a>(
     objective: impl Fn(usize) -> Objective<'a>,
     progress: &mut dyn FnMut(&StepReport),
 ) -> Result<(Trained, TrainMetrics), TrainError> {
-    let (model, metrics) = match &p.lora {
-        None => {
-            let model = Dense::new(cfg, weights)?;
+    let lora = p.lora.as_ref().map(|lc| (lc, LoraInit { seed: p.seed }));
+    let (model, metrics) = match lora {
+        // LoRA on the lm-head needs candle's autograd; everything else trains on `Dense`.
+        Some((lc, _)) if !Dense::supports(lc) => {
+            let model = build_lora(cfg, weights, lc, p)?;
+            let mut learner = GraphLearner::new(&model, p, objective);
+            let m = run_loop(&mut learner, n, p, progress)?;
+            (TrainedModel::Graph(model), m)
+        }
+        _ => {
+            let model = Dense::new(cfg, weights, lora)?;
             for row in 0..n {
                 for ex in objective(row).seqs() {
                     model
@@ -503,12 +511,6 @@ fn fit<'a>(
             let mut learner = DenseLearner::new(model, p, objective);
             let m = run_loop(&mut learner, n, p, progress)?;
             (TrainedModel::Dense(learner.into_model()), m)
-        }
-        Some(lc) => {
-            let model = build_lora(cfg, weights, lc, p)?;
-            let mut learner = GraphLearner::new(&model, p, objective);
-            let m = run_loop(&mut learner, n, p, progress)?;
-            (TrainedModel::Graph(model), m)
         }
     };
     let trained = Trained {
@@ -560,14 +562,14 @@ pub trait Learner {
 }
 
 /// Training through candle's autograd (LoRA): `objective(i)` says what example `i` is.
-pub struct GraphLearner<'m, F> {
+struct GraphLearner<'m, F> {
     model: &'m Llama,
     opt: AdamW,
     objective: F,
 }
 
 impl<'m, F> GraphLearner<'m, F> {
-    pub fn new(model: &'m Llama, p: &TrainParams, objective: F) -> Self {
+    fn new(model: &'m Llama, p: &TrainParams, objective: F) -> Self {
         Self {
             model,
             opt: AdamW::new(&model.params, p),
@@ -1034,10 +1036,21 @@ mod tests {
         assert!(d > 1e-3);
     }
 
-    /// Full fine-tuning on the dense model takes the same steps as candle's autograd over
-    /// [`Llama`] with every tensor trained (DPO with accumulation, then SFT).
+    /// Training on the dense model takes the same steps as candle's autograd over [`Llama`]
+    /// (DPO with accumulation, then SFT), full and LoRA.
     #[test]
     fn dense_training_matches_candle_autograd() {
+        dense_matches_graph(None);
+        dense_matches_graph(Some(LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: ["k_proj", "o_proj", "gate_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+        }));
+    }
+
+    fn dense_matches_graph(lora: Option<LoraConfig>) {
         let (cfg, w) = tiny(26);
         let ex = |ids: &[u32]| Encoded {
             ids: ids.to_vec(),
@@ -1056,7 +1069,12 @@ mod tests {
             grad_accum: 2,
             epochs: 3,
             weight_decay: 0.1,
+            lora: lora.clone(),
             ..TrainParams::default()
+        };
+        let trainable = match &lora {
+            Some(lc) => Trainable::Lora(lc.clone(), LoraInit { seed: p.seed }),
+            None => Trainable::All,
         };
         let dpo = |i: usize| Objective::Dpo {
             chosen: &pairs[i].0,
@@ -1070,8 +1088,12 @@ mod tests {
                 let d = max_abs_diff(dense.get(name).unwrap(), t);
                 assert!(d < 1e-4, "{name} differs by {d}");
             }
-            let e = "model.embed_tokens.weight";
-            assert!(max_abs_diff(graph.get(e).unwrap(), w.get(e).unwrap()) > 1e-3);
+            let moved = if lora.is_some() {
+                "model.layers.1.self_attn.o_proj.weight"
+            } else {
+                "model.embed_tokens.weight"
+            };
+            assert!(max_abs_diff(graph.get(moved).unwrap(), w.get(moved).unwrap()) > 1e-4);
         };
         let (losses_d, losses_g) = (
             std::cell::RefCell::new(vec![]),
@@ -1081,7 +1103,7 @@ mod tests {
             losses_d.borrow_mut().push(r.loss)
         })
         .unwrap();
-        let model = Llama::new(&cfg, &w, &Trainable::All).unwrap();
+        let model = Llama::new(&cfg, &w, &trainable).unwrap();
         run_loop(&mut GraphLearner::new(&model, &p, dpo), 2, &p, &mut |r| {
             losses_g.borrow_mut().push(r.loss)
         })
@@ -1091,7 +1113,7 @@ mod tests {
             assert!((a - b).abs() < 1e-5, "losses {a} vs {b}");
         }
         let (dense, _) = fit(&cfg, &w, &p, 2, sft, &mut quiet()).unwrap();
-        let model = Llama::new(&cfg, &w, &Trainable::All).unwrap();
+        let model = Llama::new(&cfg, &w, &trainable).unwrap();
         run_loop(&mut GraphLearner::new(&model, &p, sft), 2, &p, &mut quiet()).unwrap();
         compare(dense.merged().unwrap(), model.merged_weights().unwrap());
     }
@@ -1206,10 +1228,7 @@ mod tests {
         });
         let (t, m) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
         assert_eq!(m.steps, 1);
-        assert_eq!(
-            t.graph().unwrap().params.len(),
-            2 * 2 * cfg.num_hidden_layers
-        );
+        assert_eq!(t.adapter().unwrap().0.len(), 2 * 2 * cfg.num_hidden_layers);
         let merged = t.merged().unwrap();
         let diff = |n: &str| -> f32 { max_abs_diff(merged.get(n).unwrap(), w.get(n).unwrap()) };
         assert!(diff("model.layers.0.self_attn.v_proj.weight") > 0.0);
