@@ -34,8 +34,9 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Logprob(#[from] LogprobError),
+    /// Boxed: a checkpoint error carries paths and would make every `Result` here large.
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(Box<CheckpointError>),
     #[error(transparent)]
     Dense(#[from] DenseError),
     #[error(transparent)]
@@ -45,6 +46,12 @@ pub enum TrainError {
         path: std::path::PathBuf,
         source: super::chat::ChatError,
     },
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(Box::new(e))
+    }
 }
 
 /// Optimisation parameters shared by SFT and DPO (serde: the run record stores them).

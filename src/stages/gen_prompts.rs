@@ -169,7 +169,7 @@ impl<'a> PromptFilter<'a> {
 }
 
 /// Draws the few-shot examples for request number `i` (seeded, so replays draw the same).
-pub fn draw_examples<'s>(seeds: &'s [String], shots: usize, seed: u64, i: usize) -> Vec<&'s str> {
+pub fn draw_examples(seeds: &[String], shots: usize, seed: u64, i: usize) -> Vec<&str> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
         seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );

@@ -339,6 +339,9 @@ fn human_value(a: &Answer) -> Option<f64> {
     a.quality.or(a.rank.map(|r| -(r as f64)))
 }
 
+/// A model's judgement of (instruction, response): its text and parsed score.
+pub type JudgeFn<'a> = dyn FnMut(&str, &str) -> (String, Option<f64>) + 'a;
+
 /// Builds the seed sets. `judge_prompt(instruction, response)` renders the LLM-as-a-Judge
 /// prompt; `judge(instruction, response)` (needed for `EftFrom::Model`) returns the model's
 /// judgement text and parsed score.
@@ -347,7 +350,7 @@ pub fn build(
     eft_threads: &[Thread],
     params: &ImportParams,
     judge_prompt: &dyn Fn(&str, &str) -> String,
-    mut judge: Option<&mut dyn FnMut(&str, &str) -> (String, Option<f64>)>,
+    mut judge: Option<&mut JudgeFn>,
 ) -> Result<Imported, ImportError> {
     let mut m = ImportMetrics::default();
     // EFT threads: those with at least two answers that have a human value.

@@ -124,7 +124,7 @@ pub fn run_one(
     stage.outputs = outputs;
     stage.reuse = true;
     stage.message = Some(match iteration {
-        0 => format!("{name}"),
+        0 => name.to_string(),
         t => format!("{name} (iteration {t})"),
     });
     let t0 = Instant::now();

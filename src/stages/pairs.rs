@@ -84,7 +84,7 @@ pub fn build_pairs(judged: &[Judged]) -> (Vec<Pair>, PairsMetrics) {
             m.too_few_scored += 1;
             continue;
         }
-        cands.sort_by(|a, b| a.0.index.cmp(&b.0.index));
+        cands.sort_by_key(|a| a.0.index);
         let best = cands
             .iter()
             .fold(None::<&(&Judged, f64)>, |acc, c| match acc {
@@ -135,6 +135,20 @@ pub fn run(judgements: &Path, out: &Path) -> Result<PairsMetrics, JsonlError> {
     let (pairs, metrics) = build_pairs(&judged);
     super::jsonl::write(out, &pairs)?;
     Ok(metrics)
+}
+
+/// Stage name and version.
+pub const PAIRS: (&str, &str) = ("pairs", "2");
+
+/// `pairs` as a stage: input `judgements`, output `pairs`.
+pub fn stage(
+    io: &mut super::record::StageIo,
+) -> Result<super::record::Metrics, super::record::StageFailure> {
+    let m = run(
+        super::model_io::input(io, "judgements")?,
+        super::model_io::output(io, "pairs")?,
+    )?;
+    Ok(super::model_io::metrics_of(&m))
 }
 
 #[cfg(test)]
@@ -209,18 +223,4 @@ mod tests {
         assert!(e.contains("j.jsonl:2:"), "{e}");
         assert!(e.contains("prompt"), "{e}");
     }
-}
-
-/// Stage name and version.
-pub const PAIRS: (&str, &str) = ("pairs", "2");
-
-/// `pairs` as a stage: input `judgements`, output `pairs`.
-pub fn stage(
-    io: &mut super::record::StageIo,
-) -> Result<super::record::Metrics, super::record::StageFailure> {
-    let m = run(
-        super::model_io::input(io, "judgements")?,
-        super::model_io::output(io, "pairs")?,
-    )?;
-    Ok(super::model_io::metrics_of(&m))
 }

@@ -429,7 +429,7 @@ impl PackWriter {
             return Ok(None);
         }
         self.file.sync_all().at(self.tmp.path().to_path_buf())?;
-        self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+        self.entries.sort_by_key(|a| a.id);
         let mut idx = Vec::with_capacity(16 + self.entries.len() * ENTRY + 32);
         idx.extend_from_slice(IDX_MAGIC);
         idx.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
