@@ -1,7 +1,9 @@
 //! Training: SFT (next-token loss on response tokens only) and DPO (sigmoid loss against a
 //! frozen reference whose log-probs are computed once per dataset), full or LoRA, with AdamW,
 //! linear warm-up then linear decay, gradient accumulation and a seeded shuffle. Same data,
-//! seed and thread count give byte-identical weights.
+//! seed and thread count give byte-identical weights. Training runs on
+//! [`super::dense::Dense`] (hand-written backward pass); only LoRA on the lm-head goes
+//! through candle's autograd over [`Llama`].
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -161,7 +163,7 @@ pub struct Trained {
     pub lora: Option<LoraConfig>,
 }
 
-/// Full fine-tuning trains a [`Dense`] model; LoRA a [`Llama`] through candle's autograd.
+/// Training runs on a [`Dense`] model; LoRA on the lm-head on a [`Llama`] (candle's autograd).
 enum TrainedModel {
     Dense(Dense),
     Graph(Llama),
@@ -488,7 +490,8 @@ pub fn dpo_encoded(
 }
 
 /// Train on `n` examples, `objective(i)` being example `i`: full fine-tuning on a [`Dense`]
-/// model (every example checked first, naming the bad row), LoRA through candle's autograd.
+/// model (every example checked first, naming the bad row), LoRA on the lm-head through
+/// candle's autograd.
 fn fit<'a>(
     cfg: &LlamaConfig,
     weights: &Weights,
@@ -568,7 +571,8 @@ pub trait Learner {
     fn step(&mut self, lr: f64) -> Result<(), TrainError>;
 }
 
-/// Training through candle's autograd (LoRA): `objective(i)` says what example `i` is.
+/// Training through candle's autograd (LoRA on the lm-head): `objective(i)` says what
+/// example `i` is.
 struct GraphLearner<'m, F> {
     model: &'m Llama,
     opt: AdamW,
