@@ -456,6 +456,54 @@ fn real_model_one_dpo_step_lowers_the_loss() {
     );
 }
 
+/// Full DPO on the real model (matrices large enough for gemm to split them across threads)
+/// gives the same weights on one thread and on two: what lets `reproduce` check bytes.
+#[test]
+fn real_model_dpo_is_thread_count_independent() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let (loaded, enc) = train::load_for_training(&path).unwrap();
+    let pairs = vec![(
+        enc.encode("Name a colour.", "Blue is a colour of the sky.")
+            .unwrap(),
+        enc.encode("Name a colour.", "Seven.").unwrap(),
+    )];
+    let refs = train::reference_logprobs(&loaded.cfg, &loaded.weights, &pairs).unwrap();
+    let params = DpoParams {
+        train: TrainParams {
+            lr: 1e-5,
+            grad_accum: 1,
+            ..TrainParams::default()
+        },
+        beta: 0.1,
+    };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (t, _) = train::dpo_encoded(
+                &loaded.cfg,
+                &loaded.weights,
+                &pairs,
+                &refs,
+                &params,
+                &mut |_| {},
+            )
+            .unwrap();
+            t.merged()
+                .unwrap()
+                .safetensors_bytes(Path::new("mem"))
+                .unwrap()
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one == two, "1 and 2 threads gave different weights");
+    assert!(one != loaded.weights.safetensors_bytes(Path::new("mem")).unwrap());
+}
+
 #[test]
 fn real_model_logprob_cli() {
     let Some(path) = common::default_model() else {
