@@ -84,7 +84,8 @@ fn logprob_cli_reports_the_dpo_quantity() {
     let sum: f64 = tokens.iter().map(|t| t["logprob"].as_f64().unwrap()).sum();
     assert!((sum - v["logprob"].as_f64().unwrap()).abs() < 1e-3);
     assert!(tokens.iter().all(|t| t["logprob"].as_f64().unwrap() <= 0.0));
-    // The same number as the library's DPO log-prob of that response.
+    // The same number as the candle model's log-prob of that response (the CLI computes it
+    // on the dense trainer's model: two implementations agree).
     let (loaded, enc) = train::load_for_training(&model).unwrap();
     let m = Llama::new(&loaded.cfg, &loaded.weights, &Trainable::None).unwrap();
     let ex = enc

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::Ctx;
-use crate::engine::llama::{Llama, Trainable};
+use crate::engine::dense::Dense;
 use crate::engine::logprob;
 
 /// Summed log-probability of a response given a chat-formatted prompt: exactly the quantity
@@ -31,7 +31,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let (loaded, enc) = crate::engine::train::load_for_training(&path)
         .with_context(|| format!("loading model {}", path.display()))?;
-    let model = Llama::new(&loaded.cfg, &loaded.weights, &Trainable::None)?;
+    let model = Dense::new(&loaded.cfg, &loaded.weights, None)?;
     let r = logprob::score(&model, &enc, &args.prompt, &args.response)?;
     if args.json {
         let v = serde_json::json!({

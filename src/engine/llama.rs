@@ -7,9 +7,9 @@
 //! hand-written backward passes ([`super::grad_ops`]); frozen matrices (the base of a LoRA
 //! model, a reference model) are detached, so their weight gradients are never computed.
 //!
-//! Training itself runs on [`super::dense`] (no graph); this model scores responses for
-//! `srlm logprob`, trains LoRA adapters on the lm-head, and is the reference the dense
-//! trainer's log-probs and gradients are tested against.
+//! Training itself runs on [`super::dense`] (no graph); this model trains LoRA adapters on
+//! the lm-head and is the reference the dense trainer's log-probs and gradients are tested
+//! against.
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};

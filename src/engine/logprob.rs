@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::chat::ChatTemplate;
+use super::dense::{Dense, DenseError};
 use super::llama::Llama;
 use super::tokenizer;
 
@@ -166,15 +167,20 @@ pub struct ResponseLogprob {
     pub tokens: Vec<TokenLogprob>,
 }
 
-/// Score a response (no gradient kept): what `srlm logprob` prints.
+/// Score a response (no gradient kept): what `srlm logprob` prints, computed by the model
+/// training uses, so it is exactly DPO's quantity.
 pub fn score(
-    model: &Llama,
+    model: &Dense,
     enc: &Encoder,
     prompt: &str,
     response: &str,
 ) -> Result<ResponseLogprob, LogprobError> {
     let ex = enc.encode(prompt, response)?;
-    let lp: Vec<f32> = response_token_logprobs(model, &ex)?.detach().to_vec1()?;
+    let (mut lp, _) = model.forward(&[&ex], false).map_err(|e| match e {
+        DenseError::Sequence { source, .. } => source,
+        e => LogprobError::Candle(candle_core::Error::wrap(e)),
+    })?;
+    let lp = lp.swap_remove(0);
     let tokens: Vec<TokenLogprob> = ex.ids[ex.start..]
         .iter()
         .zip(&lp)
