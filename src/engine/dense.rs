@@ -336,24 +336,7 @@ impl Dense {
 
     /// The response tokens of `ex` (`ids[start..]`), or why they cannot be scored.
     pub fn check(&self, ex: &Encoded) -> Result<usize, LogprobError> {
-        let t = ex.ids.len();
-        if ex.start == 0 {
-            return Err(LogprobError::EmptyPrompt);
-        }
-        if ex.start >= t {
-            return Err(LogprobError::EmptyResponse);
-        }
-        let max = self.cfg.max_position_embeddings;
-        if t > max {
-            return Err(LogprobError::TooLong { len: t, max });
-        }
-        let vocab = self.cfg.vocab_size;
-        if let Some(&id) = ex.ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(LogprobError::Tokenizer(format!(
-                "token id {id} is outside the model's vocabulary of {vocab}"
-            )));
-        }
-        Ok(t - ex.start)
+        super::logprob::check_sequence(&self.cfg, &ex.ids, ex.start)
     }
 
     fn pack(&self, seqs: &[&Encoded]) -> Result<Packed, DenseError> {

@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::chat::ChatTemplate;
+use super::config::LlamaConfig;
 use super::dense::{Dense, DenseError};
 use super::llama::Llama;
 use super::tokenizer;
@@ -100,8 +101,17 @@ pub fn token_logprobs(
     Ok(model.logprobs_from_hidden(&hidden, targets)?)
 }
 
-/// The number of response tokens of `ids[start..]`, or why they cannot be scored.
 fn check(model: &Llama, ids: &[u32], start: usize) -> Result<usize, LogprobError> {
+    check_sequence(&model.cfg, ids, start)
+}
+
+/// The number of response tokens of `ids[start..]`, or why a model with `cfg` cannot
+/// score them.
+pub(crate) fn check_sequence(
+    cfg: &LlamaConfig,
+    ids: &[u32],
+    start: usize,
+) -> Result<usize, LogprobError> {
     let t = ids.len();
     if start == 0 {
         return Err(LogprobError::EmptyPrompt);
@@ -109,9 +119,15 @@ fn check(model: &Llama, ids: &[u32], start: usize) -> Result<usize, LogprobError
     if start >= t {
         return Err(LogprobError::EmptyResponse);
     }
-    let max = model.cfg.max_position_embeddings;
+    let max = cfg.max_position_embeddings;
     if t > max {
         return Err(LogprobError::TooLong { len: t, max });
+    }
+    let vocab = cfg.vocab_size;
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(LogprobError::Tokenizer(format!(
+            "token id {id} is outside the model's vocabulary of {vocab}"
+        )));
     }
     Ok(t - start)
 }
