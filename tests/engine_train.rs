@@ -6,8 +6,9 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use srlm::engine::checkpoint::{self, CheckpointError, Contents};
+use srlm::engine::checkpoint::{self, CheckpointError, Contents, Loaded};
 use srlm::engine::llama::{Llama, Trainable};
+use srlm::engine::logprob::Encoded;
 use srlm::engine::lora::LoraConfig;
 use srlm::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, TrainParams};
 use srlm::engine::weights::Weights;
@@ -406,22 +407,16 @@ fn real_model_f32_logits_match_quantized() {
     assert_eq!(argmax(&want), argmax(&last));
 }
 
-#[test]
-fn real_model_one_dpo_step_lowers_the_loss() {
-    let Some(path) = common::default_model() else {
-        return;
-    };
-    let (loaded, enc) = train::load_for_training(&path).unwrap();
-    let pair = (
-        enc.encode(
-            "What is the capital of France?",
-            "The capital of France is Paris.",
-        )
-        .unwrap(),
-        enc.encode("What is the capital of France?", "I like turtles.")
-            .unwrap(),
-    );
-    let pairs = vec![pair];
+/// One DPO pair on the real model: the model loaded for training, the encoded pair, its
+/// reference log-probs, and parameters for one full-fine-tuning step.
+type RealDpo = (Loaded, Vec<(Encoded, Encoded)>, Vec<(f64, f64)>, DpoParams);
+
+fn real_dpo(path: &Path, prompt: &str, chosen: &str, rejected: &str) -> RealDpo {
+    let (loaded, enc) = train::load_for_training(path).unwrap();
+    let pairs = vec![(
+        enc.encode(prompt, chosen).unwrap(),
+        enc.encode(prompt, rejected).unwrap(),
+    )];
     let refs = train::reference_logprobs(&loaded.cfg, &loaded.weights, &pairs).unwrap();
     let params = DpoParams {
         train: TrainParams {
@@ -431,6 +426,20 @@ fn real_model_one_dpo_step_lowers_the_loss() {
         },
         beta: 0.1,
     };
+    (loaded, pairs, refs, params)
+}
+
+#[test]
+fn real_model_one_dpo_step_lowers_the_loss() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let (loaded, pairs, refs, params) = real_dpo(
+        &path,
+        "What is the capital of France?",
+        "The capital of France is Paris.",
+        "I like turtles.",
+    );
     let (t, m) = train::dpo_encoded(
         &loaded.cfg,
         &loaded.weights,
@@ -464,21 +473,12 @@ fn real_model_dpo_is_thread_count_independent() {
     let Some(path) = common::default_model() else {
         return;
     };
-    let (loaded, enc) = train::load_for_training(&path).unwrap();
-    let pairs = vec![(
-        enc.encode("Name a colour.", "Blue is a colour of the sky.")
-            .unwrap(),
-        enc.encode("Name a colour.", "Seven.").unwrap(),
-    )];
-    let refs = train::reference_logprobs(&loaded.cfg, &loaded.weights, &pairs).unwrap();
-    let params = DpoParams {
-        train: TrainParams {
-            lr: 1e-5,
-            grad_accum: 1,
-            ..TrainParams::default()
-        },
-        beta: 0.1,
-    };
+    let (loaded, pairs, refs, params) = real_dpo(
+        &path,
+        "Name a colour.",
+        "Blue is a colour of the sky.",
+        "Seven.",
+    );
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

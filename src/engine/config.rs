@@ -68,6 +68,38 @@ impl LlamaConfig {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// Every tensor a llama with this config has (Hugging Face names) and its shape.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, ff, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (qw, kw) = (
+            self.num_attention_heads * self.head_dim(),
+            self.kv_heads() * self.head_dim(),
+        );
+        let mut out: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![v, d]),
+            ("model.norm.weight".into(), vec![d]),
+        ];
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), vec![v, d]));
+        }
+        for l in 0..self.num_hidden_layers {
+            for (n, s) in [
+                ("self_attn.q_proj", vec![qw, d]),
+                ("self_attn.k_proj", vec![kw, d]),
+                ("self_attn.v_proj", vec![kw, d]),
+                ("self_attn.o_proj", vec![d, qw]),
+                ("mlp.gate_proj", vec![ff, d]),
+                ("mlp.up_proj", vec![ff, d]),
+                ("mlp.down_proj", vec![d, ff]),
+                ("input_layernorm", vec![d]),
+                ("post_attention_layernorm", vec![d]),
+            ] {
+                out.push((format!("model.layers.{l}.{n}.weight"), s));
+            }
+        }
+        out
+    }
+
     /// Reject shapes the forward pass cannot run (and rope scalings it does not implement).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));

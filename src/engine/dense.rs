@@ -173,34 +173,7 @@ impl Dense {
             }
         }
         cfg.validate()?;
-        let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let (qw, kw) = (
-            cfg.num_attention_heads * cfg.head_dim(),
-            cfg.kv_heads() * cfg.head_dim(),
-        );
-        let mut want: Vec<(String, Vec<usize>)> = vec![
-            ("model.embed_tokens.weight".into(), vec![v, d]),
-            ("model.norm.weight".into(), vec![d]),
-        ];
-        if !cfg.tie_word_embeddings {
-            want.push(("lm_head.weight".into(), vec![v, d]));
-        }
-        for l in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            for (n, s) in [
-                ("self_attn.q_proj.weight", vec![qw, d]),
-                ("self_attn.k_proj.weight", vec![kw, d]),
-                ("self_attn.v_proj.weight", vec![kw, d]),
-                ("self_attn.o_proj.weight", vec![d, qw]),
-                ("mlp.gate_proj.weight", vec![ff, d]),
-                ("mlp.up_proj.weight", vec![ff, d]),
-                ("mlp.down_proj.weight", vec![d, ff]),
-                ("input_layernorm.weight", vec![d]),
-                ("post_attention_layernorm.weight", vec![d]),
-            ] {
-                want.push((format!("{p}.{n}"), s));
-            }
-        }
+        let mut want = cfg.tensor_shapes();
         // Sorted like `Llama::params`, so both list parameters in one order.
         want.sort();
         let mut names = Vec::with_capacity(want.len());

@@ -112,32 +112,7 @@ impl Weights {
 
     /// Check that every tensor the config needs is present with the right shape.
     pub fn check(&self, cfg: &LlamaConfig, path: &Path) -> Result<(), WeightsError> {
-        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let kv = cfg.kv_heads() * cfg.head_dim();
-        let mut want: Vec<(String, Vec<usize>)> = vec![
-            ("model.embed_tokens.weight".into(), vec![v, h]),
-            ("model.norm.weight".into(), vec![h]),
-        ];
-        if !cfg.tie_word_embeddings {
-            want.push(("lm_head.weight".into(), vec![v, h]));
-        }
-        for l in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            for (n, s) in [
-                ("self_attn.q_proj", vec![h, h]),
-                ("self_attn.k_proj", vec![kv, h]),
-                ("self_attn.v_proj", vec![kv, h]),
-                ("self_attn.o_proj", vec![h, h]),
-                ("mlp.gate_proj", vec![i, h]),
-                ("mlp.up_proj", vec![i, h]),
-                ("mlp.down_proj", vec![h, i]),
-                ("input_layernorm", vec![h]),
-                ("post_attention_layernorm", vec![h]),
-            ] {
-                want.push((format!("{p}.{n}.weight"), s));
-            }
-        }
-        for (name, shape) in want {
+        for (name, shape) in cfg.tensor_shapes() {
             match self.0.get(&name) {
                 None => {
                     return Err(WeightsError::Tensor {
