@@ -631,13 +631,20 @@ impl Dense {
                 for (j, pm) in ps.chunks_exact_mut(t * t).enumerate() {
                     let h = grp * rep + j;
                     let qh = View::new(&q[off * qw + h * hd..], t, hd, qw, 1);
-                    matmul_seq(Out::rows(pm, t, t), qh, kg.t(), false);
+                    // Scores of each block of query rows against the keys up to its last row.
+                    for (i0, i1) in row_blocks(t) {
+                        let sb = Out::strided(&mut pm[i0 * t..], i1 - i0, i1, t);
+                        matmul_seq(sb, qh.row_range(i0, i1), kg.row_range(0, i1).t(), false);
+                    }
                     for (i, row) in pm.chunks_exact_mut(t).enumerate() {
                         causal_softmax_row(row, i + 1, scale);
                     }
-                    // SAFETY: head `h` of sequence `s` is written by this unit only.
-                    let yh = unsafe { ys.block(off * qw + h * hd, t, hd, qw) };
-                    matmul_seq(yh, View::rows(pm, t, t), vg, false);
+                    for (i0, i1) in row_blocks(t) {
+                        let pb = View::new(&pm[i0 * t..], i1 - i0, i1, t, 1);
+                        // SAFETY: head `h` of sequence `s` is written by this unit only.
+                        let yb = unsafe { ys.block(off * qw + h * hd + i0 * qw, i1 - i0, hd, qw) };
+                        matmul_seq(yb, pb, vg.row_range(0, i1), false);
+                    }
                 }
             });
         (p, y)
@@ -676,37 +683,47 @@ impl Dense {
                     let h = grp * rep + j;
                     let qh = View::new(&t.q[off * qw + h * hd..], tl, hd, qw, 1);
                     let dyh = View::new(&dy[off * qw + h * hd..], tl, hd, qw, 1);
-                    let pmv = View::rows(pm, tl, tl);
-                    matmul_seq(Out::rows(&mut ds, tl, tl), dyh, vg.t(), false);
-                    // SAFETY: the k/v columns of group `grp` and the q columns of head `h`, rows of
-                    // sequence `s`, are written by this unit only.
-                    unsafe {
-                        matmul_seq(
-                            dvs.block(off * kw + grp * hd, tl, hd, kw),
-                            pmv.t(),
-                            dyh,
-                            j > 0,
-                        );
-                    }
-                    for (i, (drow, prow)) in
-                        ds.chunks_exact_mut(tl).zip(pm.chunks_exact(tl)).enumerate()
-                    {
-                        causal_softmax_backward_row(drow, prow, i + 1, scale);
-                    }
-                    let dsv = View::rows(&ds, tl, tl);
-                    unsafe {
-                        matmul_seq(dqs.block(off * qw + h * hd, tl, hd, qw), dsv, kg, false);
-                        matmul_seq(
-                            dks.block(off * kw + grp * hd, tl, hd, kw),
-                            dsv.t(),
-                            qh,
-                            j > 0,
-                        );
+                    for (i0, i1) in row_blocks(tl) {
+                        let rows = i1 - i0;
+                        let dyb = dyh.row_range(i0, i1);
+                        let pb = View::new(&pm[i0 * tl..], rows, i1, tl, 1);
+                        let dsb = Out::strided(&mut ds[i0 * tl..], rows, i1, tl);
+                        matmul_seq(dsb, dyb, vg.row_range(0, i1).t(), false);
+                        // SAFETY: the k/v columns of group `grp` and the q columns of head `h`,
+                        // rows of sequence `s`, are written by this unit only; dk and dv start
+                        // at zero, so every product adds.
+                        unsafe {
+                            let dvb = dvs.block(off * kw + grp * hd, i1, hd, kw);
+                            matmul_seq(dvb, pb.t(), dyb, true);
+                        }
+                        for i in i0..i1 {
+                            let (drow, prow) = (&mut ds[i * tl..][..tl], &pm[i * tl..][..tl]);
+                            causal_softmax_backward_row(drow, prow, i + 1, scale);
+                        }
+                        let dsv = View::new(&ds[i0 * tl..], rows, i1, tl, 1);
+                        unsafe {
+                            let dqb = dqs.block(off * qw + h * hd + i0 * qw, rows, hd, qw);
+                            matmul_seq(dqb, dsv, kg.row_range(0, i1), false);
+                            let dkb = dks.block(off * kw + grp * hd, i1, hd, kw);
+                            matmul_seq(dkb, dsv.t(), qh.row_range(i0, i1), true);
+                        }
                     }
                 }
             });
         (dq, dk, dv)
     }
+}
+
+/// Query rows per block of causal attention: a block's products stop at the keys up to its
+/// last row, skipping the masked upper triangle (about half the work on long sequences).
+/// (Unit tests use 3, so their short sequences span several blocks and a partial last one.)
+const ATT_BLOCK: usize = if cfg!(test) { 3 } else { 64 };
+
+/// `(first, end)` rows of each block of a `t`-row sequence.
+fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t)
+        .step_by(ATT_BLOCK)
+        .map(move |i0| (i0, (i0 + ATT_BLOCK).min(t)))
 }
 
 /// Length of the per-sequence attention probabilities of a batch.
@@ -959,6 +976,17 @@ impl<'a> View<'a> {
         Self::new(data, rows, cols, cols, 1)
     }
 
+    /// Rows `r0..r1`.
+    fn row_range(self, r0: usize, r1: usize) -> Self {
+        Self::new(
+            &self.data[r0 * self.rs..],
+            r1 - r0,
+            self.cols,
+            self.rs,
+            self.cs,
+        )
+    }
+
     fn t(self) -> Self {
         Self {
             rows: self.cols,
@@ -982,12 +1010,20 @@ struct Out<'a> {
 
 impl<'a> Out<'a> {
     fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        assert!(rows * cols <= data.len(), "output matrix out of bounds");
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// `(rows, cols)` with row stride `rs`.
+    fn strided(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> Self {
+        assert!(
+            rows == 0 || cols == 0 || (rows - 1) * rs + cols <= data.len(),
+            "output matrix out of bounds"
+        );
         Self {
             ptr: data.as_mut_ptr(),
             rows,
             cols,
-            rs: cols,
+            rs,
             cs: 1,
             _life: std::marker::PhantomData,
         }
