@@ -676,7 +676,7 @@ impl Objective<'_> {
     }
 }
 
-/// Full fine-tuning on a [`Dense`] model: `objective(i)` says what example `i` is.
+/// Training (full or LoRA) on a [`Dense`] model: `objective(i)` says what example `i` is.
 pub struct DenseLearner<F> {
     model: Dense,
     opt: AdamW,
