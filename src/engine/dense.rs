@@ -537,10 +537,10 @@ impl Dense {
         accumulate: bool,
     ) -> Option<Vec<f32>> {
         linear_into(dst, x, &self.params[p.w], n, accumulate);
-        let (a, b) = p.lora?;
+        let (ia, ib) = p.lora?;
         let scale = self.lora_scale();
-        let (a, b) = (&self.params[a], &self.params[b]);
-        let rank = self.shape_rows(p.lora?.0);
+        let (a, b) = (&self.params[ia], &self.params[ib]);
+        let rank = self.shape_rows(ia);
         let low = linear(x, a, rank);
         let out = dst.len() / n;
         gemm_call(

@@ -175,6 +175,11 @@ pub struct TokenLogprob {
     pub logprob: f32,
 }
 
+/// Sum of f32 log-probs in f64, in order (what DPO and `srlm logprob` report).
+pub(crate) fn sum_f64(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64).sum()
+}
+
 /// The summed log-probability of a response and its per-token values.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponseLogprob {
@@ -207,7 +212,7 @@ pub fn score(
         })
         .collect();
     Ok(ResponseLogprob {
-        sum: lp.iter().map(|&x| x as f64).sum(),
+        sum: sum_f64(&lp),
         prompt_tokens: ex.start,
         tokens,
     })

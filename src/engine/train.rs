@@ -19,7 +19,9 @@ use super::config::LlamaConfig;
 use super::dense::{Dense, DenseError};
 use super::gguf::GgufFile;
 use super::llama::{Llama, Trainable};
-use super::logprob::{batch_response_logprobs, token_logprobs, Encoded, Encoder, LogprobError};
+use super::logprob::{
+    batch_response_logprobs, sum_f64, token_logprobs, Encoded, Encoder, LogprobError,
+};
 use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
 
@@ -632,11 +634,6 @@ pub enum Objective<'a> {
         reference: (f64, f64),
         beta: f64,
     },
-}
-
-/// Sum of f32 log-probs in f64, in order.
-fn sum_f64(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64).sum()
 }
 
 impl Objective<'_> {
