@@ -16,12 +16,13 @@
 //! | `SRLM_STAGED_DIR` | (pre-commit) a scratch directory holding the *staged* bytes of each changed dataset at its relative path — validate these, not the working copies, which may have changed since `srlm add` |
 //! | `SRLM_COMMIT` | (post-commit) the new commit's id |
 //! | `SRLM_RUN` | the commit's run record id, when it has one |
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use srlm_store::{CommitId, CommitOptions, EntryKind, Store, Tree};
+use srlm_store::{CommitId, CommitOptions, EntryKind, Store, Tree, TreeEntry};
 
 /// The hook scripts srlm ships (`hooks/` in the err tree), installed by `srlm init`.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -55,10 +56,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HookError + '_ {
     }
 }
 
-/// Install the shipped hooks into `<store_dir>/hooks/` (executable). A hook that is already
-/// there is left alone: it may be the user's own. Returns the paths written.
-pub fn install(store_dir: &Path) -> Result<Vec<PathBuf>, HookError> {
-    let dir = store_dir.join("hooks");
+/// Install the shipped hooks into a store's hooks folder (`Store::hooks_dir`), executable. A
+/// hook that is already there is left alone: it may be the user's own. Returns the paths
+/// written.
+pub fn install(hooks_dir: &Path) -> Result<Vec<PathBuf>, HookError> {
+    let dir = hooks_dir.to_path_buf();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut written = Vec::new();
     for (name, text) in SHIPPED {
@@ -178,6 +180,8 @@ pub fn run_hook(name: &str, env: &HookEnv) -> Result<HookRun, HookError> {
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub id: CommitId,
+    /// The branch it was made on (`None`: detached HEAD).
+    pub branch: Option<String>,
     /// Output of the post-commit hook, and whether it failed (the commit stands either way).
     pub post_commit: Option<Result<String, String>>,
 }
@@ -189,7 +193,10 @@ pub enum CommitError {
     Hook(#[from] HookError),
     #[error(transparent)]
     Store(#[from] srlm_store::StoreError),
-    #[error("the staging area changed while the pre-commit hook ran; nothing was committed (commit again)")]
+    #[error(
+        "the staging area changed while the pre-commit hook ran (another process staged files); \
+         nothing was committed: commit again, or stage and commit your own paths in one step"
+    )]
     StagingChanged,
 }
 
@@ -208,14 +215,32 @@ pub fn commit_with_hooks_verify(
     opts: &CommitOptions,
     verify: bool,
 ) -> Result<Committed, CommitError> {
-    let staged = tempfile::Builder::new()
-        .prefix("srlm-staged-")
-        .tempdir()
-        .map_err(|e| HookError::Io {
-            path: std::env::temp_dir(),
-            err: e,
-        })?;
-    let store = Store::discover(dir)?;
+    commit_hooked(dir, opts, verify, None)
+}
+
+/// Stage `paths` (relative to `dir`) and commit exactly them on top of HEAD, in one step under
+/// the store lock, running the hooks as [`commit_with_hooks`] does. Concurrent committers of
+/// their own paths each get a commit holding what they staged: if HEAD moved while the hook
+/// ran, the same entries are committed on top of the new HEAD.
+pub fn commit_paths_with_hooks(
+    dir: &Path,
+    paths: &[PathBuf],
+    opts: &CommitOptions,
+    verify: bool,
+) -> Result<Committed, CommitError> {
+    commit_hooked(dir, opts, verify, Some(paths))
+}
+
+/// Staged copies of changed datasets for the pre-commit hook (a folder under `.srlm/tmp`,
+/// removed when dropped; a killed commit's is removed by the next writer).
+fn commit_hooked(
+    dir: &Path,
+    opts: &CommitOptions,
+    verify: bool,
+    only: Option<&[PathBuf]>,
+) -> Result<Committed, CommitError> {
+    let mut store = Store::discover(dir)?;
+    let staged = store.scratch_dir("hook")?;
     let mut env = HookEnv {
         store_dir: store.store_dir().to_path_buf(),
         workdir: store.workdir().to_path_buf(),
@@ -223,17 +248,48 @@ pub fn commit_with_hooks_verify(
         run: opts.run.map(|r| r.to_string()),
         ..Default::default()
     };
-    let stage = store.staged()?;
     let head_tree = match store.head()?.commit() {
         Some(c) => store.commit_tree(&c)?,
         None => Tree::default(),
     };
-    let wants_data = verify && is_executable(&env.store_dir.join("hooks/pre-commit"));
-    for (path, entry) in &stage.entries {
-        if head_tree.entries.get(path) == Some(entry) {
-            continue;
+    // The changes this commit makes: everything staged (plain commit), or exactly the paths
+    // given, staged now.
+    let changes: BTreeMap<String, Option<TreeEntry>> = match only {
+        None => {
+            let stage = store.staged()?;
+            let mut c: BTreeMap<String, Option<TreeEntry>> = stage
+                .entries
+                .iter()
+                .filter(|(p, e)| head_tree.entries.get(*p) != Some(*e))
+                .map(|(p, e)| (p.clone(), Some(e.clone())))
+                .collect();
+            for p in head_tree.entries.keys() {
+                if !stage.entries.contains_key(p) {
+                    c.insert(p.clone(), None);
+                }
+            }
+            c
         }
+        Some(paths) => {
+            let rep = store.add(dir, paths)?;
+            let mut c: BTreeMap<String, Option<TreeEntry>> = rep
+                .added
+                .into_iter()
+                .filter(|f| head_tree.entries.get(&f.path) != Some(&f.entry))
+                .map(|f| (f.path, Some(f.entry)))
+                .collect();
+            for r in rep.removed {
+                if head_tree.entries.contains_key(&r) {
+                    c.insert(r, None);
+                }
+            }
+            c
+        }
+    };
+    let wants_data = verify && is_executable(&env.store_dir.join("hooks/pre-commit"));
+    for (path, entry) in &changes {
         env.changed_paths.push(path.clone());
+        let Some(entry) = entry else { continue };
         if entry.kind == EntryKind::Dataset && wants_data {
             let dest = staged.path().join(path);
             if let Some(parent) = dest.parent() {
@@ -245,31 +301,49 @@ pub fn commit_with_hooks_verify(
             env.changed_datasets.push(path.clone());
         }
     }
-    env.changed_paths.extend(
-        head_tree
-            .entries
-            .keys()
-            .filter(|p| !stage.entries.contains_key(*p))
-            .cloned(),
-    );
-    env.changed_paths.sort();
+    let stage_before = store.staged()?;
     let workdir = env.workdir.clone();
     drop(store);
     if verify {
         run_hook("pre-commit", &env)?;
     }
     let mut store = Store::open(&workdir)?;
-    if store.staged()? != stage {
-        return Err(CommitError::StagingChanged);
-    }
-    let id = store.commit(opts)?;
+    let id = match only {
+        None => {
+            if store.staged()? != stage_before {
+                return Err(CommitError::StagingChanged);
+            }
+            store.commit(opts)?
+        }
+        Some(_) => {
+            if changes.is_empty() && !opts.allow_empty {
+                return Err(srlm_store::StoreError::NothingToCommit.into());
+            }
+            store.commit_entries(&changes, opts)?
+        }
+    };
+    let parent_tree = match store.read_commit(&id)?.parents.first() {
+        Some(p) => store.commit_tree(p)?,
+        None => Tree::default(),
+    };
     // Build the diff record cache of the datasets this commit changed, so the next `srlm diff`
     // against the parent parses no row. The commit is already durable: a cache failure only
     // costs that diff its head start, so it is not an error.
     if let Ok(tree) = store.commit_tree(&id) {
-        let _ = crate::dataset::committed::warm_cache(&store, &tree, Some(&head_tree));
+        let _ = crate::dataset::committed::warm_cache(&store, &tree, Some(&parent_tree));
     }
+    // A run left pending by a stage's no-commit mode is attached now: forget it.
+    if let Some(run) = opts.run {
+        if store.pin(crate::stages::record::PENDING_PIN)? == Some(run.0) {
+            store.set_pin(crate::stages::record::PENDING_PIN, None)?;
+        }
+    }
+    let branch = match store.head()? {
+        srlm_store::Head::Branch { name, .. } => Some(name),
+        srlm_store::Head::Detached { .. } => None,
+    };
     drop(store);
+    drop(staged);
     env.staged_dir = None;
     env.commit = Some(id.to_string());
     let post_commit = match run_hook("post-commit", &env) {
@@ -277,7 +351,11 @@ pub fn commit_with_hooks_verify(
         Ok(_) => None,
         Err(e) => Some(Err(e.to_string())),
     };
-    Ok(Committed { id, post_commit })
+    Ok(Committed {
+        id,
+        branch,
+        post_commit,
+    })
 }
 
 /// One problem found in a dataset: file, 1-based line, the field concerned (if any), message.
@@ -354,9 +432,11 @@ pub fn validate_jsonl(r: impl Read, file: &str) -> Result<Vec<Problem>, HookErro
             );
             continue;
         };
-        let is_pairs = *pairs
-            .get_or_insert_with(|| obj.contains_key("chosen") || obj.contains_key("rejected"));
-        if !is_pairs {
+        // A pair dataset is one whose first row is a pair; a row with `chosen` or `rejected`
+        // is checked as a pair wherever it stands.
+        let row_is_pair = obj.contains_key("chosen") || obj.contains_key("rejected");
+        let file_is_pairs = *pairs.get_or_insert(row_is_pair);
+        if !file_is_pairs && !row_is_pair {
             continue;
         }
         for field in PAIR_FIELDS {
@@ -371,7 +451,22 @@ pub fn validate_jsonl(r: impl Read, file: &str) -> Result<Vec<Problem>, HookErro
                 Some(Value::Array(a)) if a.is_empty() => {
                     problem(Some(field), "is an empty list".into())
                 }
-                Some(Value::String(_)) | Some(Value::Array(_)) => {}
+                Some(Value::Array(a)) => {
+                    // TRL conversational form: messages with a role and non-empty content
+                    for (i, m) in a.iter().enumerate() {
+                        match m.get("content") {
+                            Some(Value::String(c)) if !c.trim().is_empty() => {}
+                            Some(Value::String(_)) => {
+                                problem(Some(field), format!("message {i} has empty `content`"))
+                            }
+                            Some(Value::Array(parts)) if !parts.is_empty() => {}
+                            _ => {
+                                problem(Some(field), format!("message {i} has no `content` string"))
+                            }
+                        }
+                    }
+                }
+                Some(Value::String(_)) => {}
                 Some(other) => problem(
                     Some(field),
                     format!(

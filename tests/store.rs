@@ -7,42 +7,7 @@ use std::process::{Command, Output};
 
 use rand::{Rng, RngCore, SeedableRng};
 
-fn srlm(dir: &Path) -> Command {
-    let mut c = common::srlm();
-    c.current_dir(dir)
-        .env("SRLM_AUTHOR", "test")
-        .env("SRLM_LOCK_TIMEOUT", "120");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    srlm(dir).args(args).output().expect("srlm runs")
-}
-
-/// Run and require success; returns stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(
-        o.status.success(),
-        "srlm {args:?} failed ({:?}):\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Run and require failure with `code`; returns stderr.
-fn fails(dir: &Path, args: &[&str], code: i32) -> String {
-    let o = run(dir, args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "srlm {args:?}: expected exit {code}; stderr:\n{err}"
-    );
-    err
-}
+use common::{fails, ok, run, srlm_in as srlm};
 
 fn new_store() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();

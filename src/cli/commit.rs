@@ -3,12 +3,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use srlm_store::{CommitOptions, Head, Store};
+use srlm_store::{CommitOptions, Store};
 
 use super::{CheckFailed, Ctx};
-use crate::hooks::{commit_with_hooks_verify, CommitError, HookError};
+use crate::hooks::{commit_paths_with_hooks, commit_with_hooks_verify, CommitError, HookError};
 use crate::provenance::{record_code, ObjectRef, RunRecord, StageInfo};
-use crate::stages::record::{clear_pending_run, pending_run, resolve_object, tracked_paths};
+use crate::stages::record::{pending_run, resolve_object, tracked_paths};
 
 /// Record the staged files as a commit. The pre-commit hook (`.srlm/hooks/pre-commit`; the
 /// shipped one validates every staged dataset) runs first and can abort it; post-commit after.
@@ -20,9 +20,17 @@ use crate::stages::record::{clear_pending_run, pending_run, resolve_object, trac
 /// and the machine are recorded; its outputs are the files this commit adds or changes. Without
 /// --stage, a run left pending by `--no-commit` is attached.
 ///
+/// With PATH…, those paths are staged and committed in one step under the store lock, on top of
+/// HEAD, whatever else is staged: concurrent committers of their own files each get a commit
+/// holding exactly what they named. Without PATH…, the staging area is shared by every process
+/// working in the store: a commit takes what is staged when it runs.
+///
 /// Example: `srlm commit -m "AIFT(M1) from the cluster" --stage trl-pairs --input responses=M1:responses.jsonl --param seed=7 --metric pairs=583`
+/// Example: `srlm commit -m "judged by worker 3" judgements/worker3.jsonl`
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Stage and commit exactly these paths (files or folders), in one step.
+    pub paths: Vec<std::path::PathBuf>,
     /// The commit message.
     #[arg(short, long)]
     pub message: String,
@@ -88,7 +96,15 @@ fn manual_run(
             bail!("--input {role} is given twice");
         }
     }
-    // outputs: what this commit adds or changes
+    // outputs: what this commit adds or changes (only under the named paths, when given)
+    if !args.paths.is_empty() {
+        store.add(&ctx.cwd, &args.paths)?;
+    }
+    let only: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| store.tree_path(&ctx.cwd, p))
+        .collect::<Result<_, _>>()?;
     let staged = store.staged()?;
     let head_tree = match store.head()?.commit() {
         Some(c) => store.commit_tree(&c)?,
@@ -98,6 +114,12 @@ fn manual_run(
         .entries
         .iter()
         .filter(|(p, e)| head_tree.entries.get(*p) != Some(*e))
+        .filter(|(p, _)| {
+            only.is_empty()
+                || only
+                    .iter()
+                    .any(|o| o.is_empty() || *p == o || p.starts_with(&format!("{o}/")))
+        })
         .map(|(p, e)| {
             (
                 p.clone(),
@@ -135,14 +157,10 @@ fn manual_run(
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut store = Store::discover(&ctx.cwd)?;
-    let (run, from_pending) = match &args.stage {
-        Some(stage) => (Some(manual_run(&mut store, &args, stage, ctx)?), false),
-        None => {
-            let p = pending_run(&store)?;
-            (p, p.is_some())
-        }
+    let run = match &args.stage {
+        Some(stage) => Some(manual_run(&mut store, &args, stage, ctx)?),
+        None => pending_run(&store)?,
     };
-    let store_dir = store.store_dir().to_path_buf();
     drop(store);
     let opts = CommitOptions {
         message: args.message.clone(),
@@ -150,23 +168,27 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         run,
         allow_empty: args.allow_empty,
     };
-    let done = match commit_with_hooks_verify(&ctx.cwd, &opts, !args.no_verify) {
+    let committed = if args.paths.is_empty() {
+        commit_with_hooks_verify(&ctx.cwd, &opts, !args.no_verify)
+    } else {
+        commit_paths_with_hooks(&ctx.cwd, &args.paths, &opts, !args.no_verify)
+    };
+    let done = match committed {
         Ok(d) => d,
         Err(CommitError::Hook(e @ HookError::Rejected { .. })) => {
             return Err(CheckFailed(format!("{e}\nnothing was committed")).into())
         }
         Err(e) => return Err(e.into()),
     };
-    if from_pending {
-        clear_pending_run(&store_dir)?;
-    }
     if let Some(Err(e)) = &done.post_commit {
         writeln!(ctx.err, "warning: {e} (the commit stands)")?;
     }
-    let branch = match Store::discover(&ctx.cwd)?.head()? {
-        Head::Branch { name, .. } => name,
-        Head::Detached { .. } => "detached HEAD".into(),
-    };
+    // from the commit itself: reopening the store here could fail on a busy lock after the
+    // commit was made
+    let branch = done
+        .branch
+        .clone()
+        .unwrap_or_else(|| "detached HEAD".into());
     if args.json {
         let v = serde_json::json!({"commit": done.id, "branch": branch, "run": run});
         writeln!(ctx.out, "{v}")?;

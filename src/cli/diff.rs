@@ -153,7 +153,7 @@ fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()>
     if args.args.len() < 2 {
         usage("srlm diff needs two revisions (or --files A B)");
     }
-    let store = srlm_store::Store::discover(&ctx.cwd)?;
+    let store = srlm_store::Store::discover_read(&ctx.cwd)?;
     if let Some(path) = &args.path {
         let tp = store.tree_path(&ctx.cwd, std::path::Path::new(path))?;
         if args.args.len() > 2 {

@@ -6,7 +6,7 @@ use super::{CheckFailed, Ctx};
 
 /// Verify the whole store: re-hash every object and every chunk and row, and check every
 /// reference (refs, commits, trees, manifests, run records, staged files). Exits with status 3
-/// when it finds a problem. Never changes the store.
+/// when it finds a problem. Never changes the store (but with --repair).
 ///
 /// Example: `srlm fsck`
 #[derive(Debug, clap::Args)]
@@ -14,10 +14,23 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// First rebuild unreadable pack indexes from their packs' frame headers (the only change
+    /// fsck ever makes, and only with this flag).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let store = Store::discover(&ctx.cwd)?;
+    if args.repair {
+        let (fixed, failed) = Store::discover(&ctx.cwd)?.repair_pack_indexes()?;
+        for n in &fixed {
+            writeln!(ctx.err, "repaired: the index of pack {n}")?;
+        }
+        for (n, why) in &failed {
+            writeln!(ctx.err, "not repaired: pack {n}: {why}")?;
+        }
+    }
+    let store = Store::discover_read(&ctx.cwd)?;
     let rep = store.fsck()?;
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;

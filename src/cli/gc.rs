@@ -15,6 +15,10 @@ pub struct Args {
     /// Only report what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run even when commits look lost (once a ref's value, now reachable from none): they
+    /// are deleted too.
+    #[arg(long)]
+    pub force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -22,7 +26,12 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut store = Store::discover(&ctx.cwd)?;
-    let rep = store.gc(args.dry_run)?;
+    let rep = match store.gc_forced(args.dry_run, args.force) {
+        Err(e @ srlm_store::StoreError::GcUnreferencedCommits(_)) => {
+            anyhow::bail!("{e} (srlm gc --force)")
+        }
+        r => r?,
+    };
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;
         return Ok(());

@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let dir = ctx.cwd.join(args.dir.unwrap_or_else(|| PathBuf::from(".")));
     let store = Store::init(&dir)?;
-    crate::hooks::install(store.store_dir())?;
+    crate::hooks::install(&store.hooks_dir())?;
     if args.json {
         let v = serde_json::json!({"store": store.store_dir(), "workdir": store.workdir()});
         writeln!(ctx.out, "{v}")?;

@@ -35,7 +35,7 @@ pub enum Format {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let store = Store::discover(&ctx.cwd)?;
+    let store = Store::discover_read(&ctx.cwd)?;
     let start = start_objects(&store, &ctx.cwd, &args.target)?;
     let dir = if args.down {
         Direction::Down

@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let store = Store::discover(&ctx.cwd)?;
+    let store = Store::discover_read(&ctx.cwd)?;
     let from = store.resolve(&args.rev)?;
     let mut log = store.log(&from)?;
     log.truncate(args.max_count.unwrap_or(usize::MAX));

@@ -1,5 +1,6 @@
 //! `srlm show`.
 
+use anyhow::Context;
 use srlm_store::Store;
 
 use super::add::human_bytes;
@@ -20,13 +21,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let store = Store::discover(&ctx.cwd)?;
+    let store = Store::discover_read(&ctx.cwd)?;
     if args.rev.contains(':') {
         let (commit, path, entry) = store.resolve_path(&args.rev)?;
         if args.json {
             let v = serde_json::json!({"commit": commit, "path": path, "entry": entry});
             writeln!(ctx.out, "{v}")?;
         } else {
+            // Every piece is checked before the first byte goes out: a damaged file writes
+            // nothing (a `> file` redirect must not leave a plausible truncated copy).
+            store
+                .verify_entry(&entry)
+                .with_context(|| format!("{}: nothing was written", args.rev))?;
             let mut r = store.open_entry(&entry)?;
             std::io::copy(&mut r, &mut *ctx.out)?;
         }

@@ -24,7 +24,7 @@ fn label(c: &Change) -> &'static str {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let store = Store::discover(&ctx.cwd)?;
+    let store = Store::discover_read(&ctx.cwd)?;
     let st = store.status()?;
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&st)?)?;

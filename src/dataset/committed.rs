@@ -29,7 +29,7 @@ fn store_err(file: &str) -> impl FnOnce(srlm_store::StoreError) -> DatasetError 
 
 /// The record cache directory of a store.
 pub fn cache_dir(store: &Store) -> PathBuf {
-    store.store_dir().join("cache").join("diff")
+    store.cache_dir("diff")
 }
 
 /// One committed version of a dataset.
@@ -82,11 +82,12 @@ impl CommittedDataset {
                 if !is_blank(bytes) {
                     let pos = start * 16 + k;
                     let row = parse_row(&self.label, pos as u64 + 1, bytes)?;
-                    cache::save_bytes(
+                    // derived data: a store that cannot be written (read-only, full) goes without
+                    let _ = cache::save_bytes(
                         &cache_dir(store),
                         &kept,
                         &[format!("{pos}\n").as_bytes(), bytes].concat(),
-                    )?;
+                    );
                     return Ok(Some(row));
                 }
             }
@@ -148,7 +149,8 @@ impl CommittedDataset {
         // Blank rows have no record: cache only when every row has one, so the cache's ids
         // always equal the manifest's.
         if side.records.len() == self.ids.len() {
-            cache::save(&dir, &self.manifest.0 .0, spec, &side)?;
+            // derived data: a store that cannot be written (read-only, full) goes without
+            let _ = cache::save(&dir, &self.manifest.0 .0, spec, &side);
         }
         Ok(side)
     }

@@ -19,8 +19,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
     }
 }
 
-/// Call `f(line_number, line_bytes)` for each non-blank line (newline and `\r` stripped);
-/// `f` returns `false` to stop early.
+/// Call `f(line_number, line_bytes)` for each non-blank line (the `\n` stripped, a `\r` kept,
+/// exactly as the store splits rows: a CRLF row and an LF row are different bytes, so they
+/// have different ids and diff as changed); `f` returns `false` to stop early.
 pub fn for_each_line(
     path: &Path,
     mut f: impl FnMut(u32, &[u8]) -> Result<bool, DatasetError>,
@@ -34,8 +35,7 @@ pub fn for_each_line(
             return Ok(());
         }
         line += 1;
-        let mut bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
         if is_blank(bytes) {
             continue;
         }

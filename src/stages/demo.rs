@@ -92,7 +92,7 @@ pub fn demo(
         Ok(s) if s.workdir() == std::fs::canonicalize(dir).map_err(io(dir))? => s,
         _ => {
             let s = Store::init(dir)?;
-            crate::hooks::install(s.store_dir())?;
+            crate::hooks::install(&s.hooks_dir())?;
             s
         }
     };

@@ -184,14 +184,8 @@ pub fn run_stage(
     progress: &mut dyn FnMut(Progress),
     f: impl FnOnce(&mut StageIo) -> Result<Metrics, StageFailure>,
 ) -> Result<Outcome, RecordError> {
-    let scratch = tempfile::Builder::new()
-        .prefix("srlm-stage-")
-        .tempdir()
-        .map_err(|err| RecordError::Io {
-            path: std::env::temp_dir(),
-            err,
-        })?;
     let mut store = Store::discover(dir)?;
+    let scratch = store.scratch_dir("stage")?;
     let workdir = store.workdir().to_path_buf();
     let inputs = resolve_inputs(&mut store, stage, scratch.path())?;
     let stage_info = StageInfo {
@@ -477,47 +471,18 @@ pub fn find_committed(
     Ok(None)
 }
 
-const PENDING: &str = "pending-run";
+/// The pin (see `Store::set_pin`) naming a run whose outputs are staged but not committed
+/// (`--no-commit`): the next `srlm commit` attaches it, and until then gc keeps it.
+pub const PENDING_PIN: &str = "pending-run";
 
-/// Remember a run whose outputs are staged but not committed (`--no-commit`): the next
-/// `srlm commit` attaches it.
+/// Remember a run whose outputs are staged but not committed.
 pub fn set_pending_run(store: &Store, run: RunId) -> Result<(), RecordError> {
-    let path = store.store_dir().join(PENDING);
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(store.store_dir()).map_err(|err| RecordError::Io {
-            path: path.clone(),
-            err,
-        })?;
-    std::io::Write::write_all(&mut tmp, run.to_string().as_bytes())
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|err| RecordError::Io {
-            path: path.clone(),
-            err,
-        })?;
-    tmp.persist(&path).map_err(|e| RecordError::Io {
-        path: path.clone(),
-        err: e.error,
-    })?;
-    Ok(())
+    Ok(store.set_pin(PENDING_PIN, Some(&run.0))?)
 }
 
 /// The pending run, if any.
 pub fn pending_run(store: &Store) -> Result<Option<RunId>, RecordError> {
-    let path = store.store_dir().join(PENDING);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(Some(s.trim().parse()?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(RecordError::Io { path, err }),
-    }
-}
-
-/// Forget the pending run (after a commit attached it).
-pub fn clear_pending_run(store_dir: &Path) -> Result<(), RecordError> {
-    let path = store_dir.join(PENDING);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RecordError::Io { path, err: e }),
-        _ => Ok(()),
-    }
+    Ok(store.pin(PENDING_PIN)?.map(RunId))
 }
 
 #[cfg(test)]

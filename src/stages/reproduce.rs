@@ -224,6 +224,11 @@ fn replay_one(
     let mut inputs = BTreeMap::new();
     let mut placed: BTreeMap<String, ObjectId> = BTreeMap::new();
     for (role, o) in &record.inputs {
+        // a recorded path is placed under the scratch folder: never absolute, `..` or `.git`
+        if let Err(e) = srlm_store::check_tree_path(&o.path) {
+            check.refused = Some(format!("input {role}: recorded path refused: {e}"));
+            return Ok(check);
+        }
         // inputs go to their recorded paths (commands name them so); two different objects
         // recorded at one path go under a per-role directory instead
         let rel = match placed.get(&o.path) {

@@ -24,10 +24,34 @@ pub enum StoreError {
     #[error("{path}: unreadable store format file ({detail})")]
     BadFormat { path: PathBuf, detail: String },
     #[error(
-        "the store is locked by another srlm process ({holder}); gave up after {waited_s}s \
+        "the store is locked by another process ({holder}); gave up after {waited_s:.1}s \
          (set SRLM_LOCK_TIMEOUT=SECONDS to wait longer)"
     )]
-    Locked { holder: String, waited_s: u64 },
+    Locked { holder: String, waited_s: f64 },
+    #[error("SRLM_LOCK_TIMEOUT must be a number of seconds >= 0 (or inf), not {0:?}")]
+    BadLockTimeout(String),
+    #[error("the store is open for reading only; {0} needs it opened for writing")]
+    ReadOnly(&'static str),
+    #[error(
+        "the store at {0} has format version 1 and needs a one-time upgrade of its refs, \
+         which needs write access: open it once as a user who may write to it"
+    )]
+    UpgradeNeeded(PathBuf),
+    #[error("ref {name} changed while it was being updated (expected {expected}, found {found})")]
+    RefConflict {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "gc refused: {} commit(s) that no branch or tag reaches and that no recorded ref change \
+         left behind ({}); refs or the index may have been lost. Tag or branch what you want to \
+         keep; gc's force option deletes them",
+        .0.len(), .0.iter().map(|c| c.to_string()[..12].to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    GcUnreferencedCommits(Vec<ObjectId>),
+    #[error("{path}: not a regular file (a {what}); srlm only reads and writes regular files")]
+    NotRegular { path: PathBuf, what: &'static str },
     #[error("index database {path}: {detail}")]
     Index { path: PathBuf, detail: String },
     #[error("{path}: {reason}")]

@@ -1,11 +1,14 @@
 //! `fsck`: re-hash every object and piece, and check every reference (refs → commits → trees →
-//! manifests → pieces, run records, the staging area).
+//! manifests → pieces, run records, the staging area, pins); report what gc would refuse over
+//! (commits that look lost), unreadable pack indexes (and whether repair can rebuild them), an
+//! index that cannot be opened (rebuilt by the next write), and unknown files in `.srlm/`.
 use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::objects::{tag_of, Manifest, RunObject};
 use crate::pack::{PackIndex, Packs};
+use crate::refs::RefStore;
 use crate::{Commit, ObjectId, Result, Store, Tree};
 
 /// What `fsck` checked and found. `problems` are corruption or dangling references; `notes` are
@@ -38,7 +41,17 @@ impl Store {
             let ix = match PackIndex::load(&packs_dir.join(format!("{name}.idx"))) {
                 Ok(ix) => ix,
                 Err(e) => {
-                    rep.problems.push(e.to_string());
+                    let fix =
+                        match crate::pack::rebuild_index(&packs_dir.join(format!("{name}.pack"))) {
+                            Ok((_, n)) if n == name => {
+                                "repair rebuilds it from the pack's frame headers".to_string()
+                            }
+                            Ok(_) => {
+                                "the pack does not match its name; it cannot be rebuilt".into()
+                            }
+                            Err(e) => format!("it cannot be rebuilt: {e}"),
+                        };
+                    rep.problems.push(format!("{e} ({fix})"));
                     continue;
                 }
             };
@@ -60,7 +73,7 @@ impl Store {
         let mut manifests: HashMap<ObjectId, (bool, u64, u64)> = HashMap::new();
         let mut wants: Vec<(ObjectId, ObjectId, &'static str)> = Vec::new();
         let mut trees: Vec<(ObjectId, Tree)> = Vec::new();
-        for id in crate::loose::list(&self.objects_dir())? {
+        for id in crate::odb::ObjectDb::list_objects(&self.odb)? {
             rep.loose_objects += 1;
             let raw = match self.get_object(&id) {
                 Ok(r) => r,
@@ -142,34 +155,84 @@ impl Store {
             }
         }
         // 3. refs and the staging area
-        let mut refs = self.index()?.refs_with_prefix("refs/")?;
-        if let Some(h) = self.index()?.get_ref("HEAD")? {
-            if !h.starts_with("ref: ") {
-                refs.push(("HEAD".into(), h));
-            }
+        let mut refs: Vec<(String, String)> = self
+            .refs
+            .list("refs/")?
+            .into_iter()
+            .map(|(n, v)| (format!("refs/{n}"), v))
+            .collect();
+        match self.refs.read("HEAD")? {
+            Some(h) if !h.starts_with("ref: refs/heads/") => refs.push(("HEAD".into(), h)),
+            Some(_) => {}
+            None => rep.problems.push("HEAD is missing (.srlm/HEAD)".into()),
+        }
+        for (name, id) in self.pins()? {
+            refs.push((format!("pin {name}"), id.to_hex()));
         }
         for (name, v) in refs {
             rep.refs += 1;
             match v.parse::<ObjectId>() {
                 Ok(id) if kinds.get(&id) == Some(&"commit") => {}
+                Ok(id) if name.starts_with("pin ") && kinds.contains_key(&id) => {}
                 _ => rep
                     .problems
                     .push(format!("ref {name} points at a missing commit {v}")),
             }
         }
-        for (path, e) in self.index()?.stage_entries()? {
+        for (path, e) in self.staged()?.entries {
             if !manifests.contains_key(&e.id.0) {
                 rep.problems
                     .push(format!("staged '{path}': manifest {} is missing", e.id));
             }
         }
-        // 4. leftovers of interrupted writes
+        // 4. what gc would refuse over, the index, unknown files
+        let (reachable, _) = self.reachable()?;
+        let lost = self.lost_commits(&reachable)?;
+        if !lost.is_empty() {
+            rep.problems.push(format!(
+                "{} commit(s) that were a ref's value are no longer reachable from any ref \
+                 (refs lost?): {}; tag or branch them to keep them",
+                lost.len(),
+                lost.iter()
+                    .map(|c| c.to_hex())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let unreferenced = kinds
+            .iter()
+            .filter(|(id, k)| **k == "commit" && !reachable.contains(id))
+            .count();
+        if unreferenced > 0 {
+            rep.notes.push(format!(
+                "{unreferenced} commit(s) no branch, tag or HEAD reaches (gc removes them)"
+            ));
+        }
+        if self.store_dir().join("index").exists() && self.index_if_available().is_none() {
+            rep.notes.push(
+                "the index (.srlm/index, derived data only) cannot be opened now; the next \
+                 command that writes rebuilds it"
+                    .into(),
+            );
+        }
+        if let Ok(rd) = std::fs::read_dir(self.store_dir()) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !crate::store::KNOWN_ENTRIES.contains(&n.as_str()) {
+                    rep.notes.push(format!(
+                        ".srlm/{n} is not a file srlm knows (gc neither keeps nor reads it)"
+                    ));
+                }
+            }
+        }
+        // 5. leftovers of interrupted writes
         let tmp = std::fs::read_dir(self.tmp_dir())
             .map(|d| d.count())
             .unwrap_or(0);
         if tmp > 0 {
             rep.notes.push(format!(
-                "{tmp} temp file(s) of interrupted writes in .srlm/tmp (gc removes them)"
+                "{tmp} temp file(s) of interrupted writes in .srlm/tmp (the next command that \
+                 writes removes them)"
             ));
         }
         let orphans = orphan_packs(&packs_dir)?;

@@ -1,13 +1,18 @@
-//! `gc`: remove what no ref, no staged file and no reachable run record can reach. Loose objects
-//! go first (top-down), then packs are dropped or rewritten with their reachable pieces only, so
-//! an interrupted gc leaves only more garbage, never a dangling reference.
+//! `gc`: remove what no ref, no staged file, no pin and no reachable run record can reach. Loose
+//! objects go first (top-down), then packs are dropped or rewritten with their reachable pieces
+//! only, so an interrupted gc leaves only more garbage, never a dangling reference.
+//!
+//! gc refuses (unless forced) when a commit that the op log shows was once a ref's value, and
+//! never shows being moved away from, is no longer reachable: refs were lost, not moved, and
+//! deleting would make the loss permanent. A pack whose index cannot be read is left alone.
 use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, Result, StoreError};
 use crate::objects::{tag_of, Manifest, RunObject};
 use crate::pack::{PackIndex, PackWriter, Packs};
+use crate::refs::RefStore;
 use crate::{Commit, ObjectId, Store, Tree};
 
 /// What `gc` removed (or, with `dry_run`, would remove).
@@ -39,27 +44,23 @@ fn hex_ids(v: &serde_json::Value, out: &mut Vec<ObjectId>) {
 }
 
 impl Store {
-    /// Objects reachable from refs, HEAD and the staging area: (loose, pieces).
-    fn reachable(&self) -> Result<(HashSet<ObjectId>, HashSet<ObjectId>)> {
+    /// Objects reachable from refs, HEAD, the staging area and pins: (loose, pieces).
+    pub(crate) fn reachable(&self) -> Result<(HashSet<ObjectId>, HashSet<ObjectId>)> {
         let mut queue: Vec<ObjectId> = Vec::new();
-        for (_, v) in self.index()?.refs_with_prefix("refs/")? {
+        for (_, v) in self.refs.list("refs/")? {
             queue.extend(v.parse::<ObjectId>().ok());
         }
-        if let Some(h) = self.index()?.get_ref("HEAD")? {
+        if let Some(h) = self.refs.read("HEAD")? {
             queue.extend(h.parse::<ObjectId>().ok());
         }
-        queue.extend(
-            self.index()?
-                .stage_entries()?
-                .into_iter()
-                .map(|(_, e)| e.id.0),
-        );
+        queue.extend(self.staged()?.entries.into_values().map(|e| e.id.0));
+        queue.extend(self.pins()?.into_iter().map(|(_, id)| id));
         let (mut loose, mut pieces) = (HashSet::new(), HashSet::new());
         while let Some(id) = queue.pop() {
             if !loose.insert(id) {
                 continue;
             }
-            let raw = match crate::loose::get(&self.objects_dir(), &id)? {
+            let raw = match crate::loose::get(self.odb.objects_dir(), &id)? {
                 Some(r) => r,
                 None => {
                     loose.remove(&id);
@@ -100,14 +101,56 @@ impl Store {
         Ok((loose, pieces))
     }
 
-    /// Remove unreachable objects (or only count them, with `dry_run`).
+    /// Commits no ref reaches that the op log shows were set as a ref's value and never moved
+    /// away from: signs that refs were lost (see the module docs).
+    pub(crate) fn lost_commits(&self, reachable: &HashSet<ObjectId>) -> Result<Vec<ObjectId>> {
+        let (mut set, mut left) = (HashSet::new(), HashSet::new());
+        for op in self.oplog()? {
+            let d = &op["detail"];
+            for (key, into) in [("new", &mut set), ("old", &mut left)] {
+                if let Some(id) = d[key].as_str().and_then(|s| s.parse::<ObjectId>().ok()) {
+                    into.insert(id);
+                }
+            }
+        }
+        let mut lost: Vec<ObjectId> = set
+            .into_iter()
+            .filter(|id| !reachable.contains(id) && !left.contains(id))
+            .filter(|id| crate::loose::path_of(self.odb.objects_dir(), id).exists())
+            .collect();
+        // of a lost chain, the parents are no news: name the tips
+        let mut parents = HashSet::new();
+        for id in &lost {
+            if let Ok(c) = self.read_commit(&crate::CommitId(*id)) {
+                parents.extend(c.parents.iter().map(|p| p.0));
+            }
+        }
+        lost.retain(|id| !parents.contains(id));
+        lost.sort();
+        Ok(lost)
+    }
+
+    /// Remove unreachable objects (or only count them, with `dry_run`). Refuses when refs look
+    /// lost ([`StoreError::GcUnreferencedCommits`]); see [`Store::gc_forced`].
     pub fn gc(&mut self, dry_run: bool) -> Result<GcReport> {
+        self.gc_forced(dry_run, false)
+    }
+
+    /// [`Store::gc`]; with `force`, also when commits look lost (they are deleted).
+    pub fn gc_forced(&mut self, dry_run: bool, force: bool) -> Result<GcReport> {
+        self.writable("gc")?;
         let (loose, pieces) = self.reachable()?;
+        if !force {
+            let lost = self.lost_commits(&loose)?;
+            if !lost.is_empty() {
+                return Err(StoreError::GcUnreferencedCommits(lost));
+            }
+        }
         let mut rep = GcReport {
             dry_run,
             ..Default::default()
         };
-        let objects = self.objects_dir();
+        let objects = self.odb.objects_dir().to_path_buf();
         let mut removed_loose = HashSet::new();
         for id in crate::loose::list(&objects)? {
             if loose.contains(&id) {
@@ -124,7 +167,11 @@ impl Store {
         let packs_dir = self.store_dir().join("packs");
         let mut reader = Packs::new(packs_dir.clone());
         for name in Packs::names(&packs_dir)? {
-            let ix = PackIndex::load(&packs_dir.join(format!("{name}.idx")))?;
+            // unreadable index: what the pack holds is unknown, so it is kept (fsck says how
+            // to repair it)
+            let Ok(ix) = PackIndex::load(&packs_dir.join(format!("{name}.idx"))) else {
+                continue;
+            };
             let keep: Vec<_> = ix.entries().filter(|e| pieces.contains(&e.id)).collect();
             if keep.len() == ix.len() {
                 continue;
@@ -180,7 +227,7 @@ impl Store {
             }
         }
         if !dry_run {
-            self.packs().reload();
+            self.odb.packs().reload();
             // Drop index entries that name removed objects.
             let ix = self.index()?;
             ix.mark_dirty();

@@ -1,4 +1,5 @@
-//! The sled index: refs, the staging area, the stat cache and the reverse lineage index. Every
+//! The sled index: derived data only, the stat cache and the reverse lineage index (refs and the
+//! staging area are files: see `refs` and `stage`), rebuilt from the objects when lost. Every
 //! mutation is followed by `flush` (fsync) before the command reports success.
 use std::path::{Path, PathBuf};
 
@@ -61,11 +62,10 @@ pub(crate) struct Index {
     dirty: AtomicBool,
     /// The fast-add snapshot (see [`FastAdd`]).
     fast_path: PathBuf,
-    pub refs: sled::Tree,
-    pub stage: sled::Tree,
     pub stat: sled::Tree,
     pub produced: sled::Tree,
     pub consumed: sled::Tree,
+    meta: sled::Tree,
 }
 
 pub(crate) fn sled_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -75,40 +75,114 @@ pub(crate) fn sled_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-impl Index {
-    pub fn open(path: &Path, fast_path: &Path) -> Result<Index> {
-        let e = |err: sled::Error| sled_err(path, err);
-        let config = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .cache_capacity(32 << 20);
-        // sled releases its file lock only when its last background reference is dropped, a
-        // moment after the previous `Db` of this process (or a process that just exited) went
-        // away: retry briefly instead of failing. The store lock already serialises writers.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(err) => return Err(e(err)),
+/// What format 1 kept in sled beside the derived data: refs and the staging area.
+pub(crate) struct LegacyIndex {
+    pub refs: Vec<(String, String)>,
+    pub stage: Vec<(String, TreeEntry)>,
+}
+
+fn open_db(path: &Path, wait: bool) -> std::result::Result<sled::Db, sled::Error> {
+    let config = sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .cache_capacity(32 << 20);
+    // sled releases its file lock only when its last background reference is dropped, a
+    // moment after the previous `Db` of this process (or a process that just exited) went
+    // away: a writer retries briefly instead of failing. The store lock already serialises
+    // writers; a reader does not wait (it can do without the index).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if wait
+                    && io.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            other => return other,
+        }
+    }
+}
+
+impl Index {
+    /// Open the index. It holds only derived data, so when it is missing or unreadable (a
+    /// crash on a full disk can leave sled unable to open) a writer (`rebuild` given) deletes
+    /// it and builds it again with `rebuild`; a reader gets the error and does without.
+    pub fn open(
+        path: &Path,
+        fast_path: &Path,
+        rebuild: Option<&dyn Fn(&Index) -> Result<()>>,
+    ) -> Result<Index> {
+        let fresh = !path.exists();
+        let db = match open_db(path, rebuild.is_some()) {
+            Ok(db) => db,
+            Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(sled_err(path, io))
+            }
+            Err(err) if rebuild.is_some() => {
+                let _ = std::fs::remove_file(fast_path);
+                std::fs::remove_dir_all(path).map_err(|e| {
+                    sled_err(path, format!("{err}; removing it to rebuild failed: {e}"))
+                })?;
+                return Index::open(path, fast_path, rebuild);
+            }
+            Err(err) => return Err(sled_err(path, err)),
         };
-        Ok(Index {
-            refs: db.open_tree("refs").map_err(e)?,
-            stage: db.open_tree("stage").map_err(e)?,
+        let e = |err: sled::Error| sled_err(path, err);
+        let ix = Index {
             stat: db.open_tree("stat").map_err(e)?,
             produced: db.open_tree("produced").map_err(e)?,
             consumed: db.open_tree("consumed").map_err(e)?,
+            meta: db.open_tree("meta").map_err(e)?,
             db,
             dirty: AtomicBool::new(false),
             fast_path: fast_path.to_path_buf(),
             path: path.to_path_buf(),
-        })
+        };
+        let built = ix.meta.get("built").map_err(e)?.is_some();
+        if let (Some(rebuild), false) = (rebuild, built) {
+            // A new store's index, or one deleted or lost: derive it from the objects.
+            rebuild(&ix)?;
+            let what = if fresh { "new" } else { "rebuilt" };
+            ix.meta.insert("built", what).map_err(e)?;
+            ix.mark_dirty();
+            ix.flush()?;
+        }
+        Ok(ix)
+    }
+
+    /// Refs and staging area of a format-1 index (moved to files by the upgrade), then
+    /// dropped from sled.
+    pub fn take_legacy(&self) -> Result<LegacyIndex> {
+        let e = |err: sled::Error| self.err(err);
+        let mut out = LegacyIndex {
+            refs: Vec::new(),
+            stage: Vec::new(),
+        };
+        for kv in self.db.open_tree("refs").map_err(e)?.iter() {
+            let (k, v) = kv.map_err(e)?;
+            out.refs.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        for kv in self.db.open_tree("stage").map_err(e)?.iter() {
+            let (k, v) = kv.map_err(e)?;
+            let entry: TreeEntry = serde_json::from_slice(&v).map_err(|x| self.err(x))?;
+            out.stage
+                .push((String::from_utf8_lossy(&k).into_owned(), entry));
+        }
+        Ok(out)
+    }
+
+    /// Forget the format-1 refs and staging area (after they were written as files).
+    pub fn drop_legacy(&self) -> Result<()> {
+        for t in ["refs", "stage"] {
+            self.db.drop_tree(t).map_err(|e| self.err(e))?;
+        }
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Note an unflushed change (callers that write to a tree directly).
@@ -126,28 +200,27 @@ impl Index {
     /// Make every change so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.err(e))?;
-        if self.dirty.swap(false, Ordering::SeqCst) {
-            self.write_fast_add()?;
-        }
+        self.dirty.store(false, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether there are unflushed changes.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::SeqCst)
     }
 
     /// Write the fast-add snapshot: the stat cache entries that are trusted (not racy) and
     /// equal to what is staged.
-    pub fn write_fast_add(&self) -> Result<()> {
+    pub fn write_fast_add(&self, stage: &crate::Tree) -> Result<()> {
         let mut fa = FastAdd::default();
         for kv in self.stat.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let Ok(se) = serde_json::from_slice::<StatEntry>(&v) else {
                 continue;
             };
-            let staged = self.stage.get(&k).map_err(|e| self.err(e))?;
-            let staged: Option<TreeEntry> = staged.and_then(|v| serde_json::from_slice(&v).ok());
-            if !se.racy && staged.as_ref() == Some(&se.entry) {
-                fa.files.insert(
-                    String::from_utf8_lossy(&k).into_owned(),
-                    (se.stat, se.entry),
-                );
+            let path = String::from_utf8_lossy(&k).into_owned();
+            if !se.racy && stage.entries.get(&path) == Some(&se.entry) {
+                fa.files.insert(path, (se.stat, se.entry));
             }
         }
         let dir = self
@@ -156,68 +229,6 @@ impl Index {
             .expect("fast-add file is inside .srlm");
         let bytes = serde_json::to_vec(&fa).expect("fast-add serialises");
         crate::fsutil::write_atomic(&dir.join("tmp"), &self.fast_path, &bytes)
-    }
-
-    pub fn get_ref(&self, name: &str) -> Result<Option<String>> {
-        Ok(self
-            .refs
-            .get(name)
-            .map_err(|e| self.err(e))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    pub fn set_ref(&self, name: &str, value: &str) -> Result<()> {
-        self.mark_dirty();
-        self.refs
-            .insert(name, value.as_bytes())
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn remove_ref(&self, name: &str) -> Result<bool> {
-        self.mark_dirty();
-        Ok(self.refs.remove(name).map_err(|e| self.err(e))?.is_some())
-    }
-
-    /// All refs with a prefix (e.g. `refs/tags/`), names without the prefix, sorted.
-    pub fn refs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for kv in self.refs.scan_prefix(prefix) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            out.push((
-                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            ));
-        }
-        Ok(out)
-    }
-
-    pub fn stage_entries(&self) -> Result<Vec<(String, TreeEntry)>> {
-        let mut out = Vec::new();
-        for kv in self.stage.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let entry: TreeEntry = serde_json::from_slice(&v).map_err(|e| self.err(e))?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), entry));
-        }
-        Ok(out)
-    }
-
-    pub fn stage_put(&self, path: &str, entry: &TreeEntry) -> Result<()> {
-        self.mark_dirty();
-        let v = serde_json::to_vec(entry).expect("entry serialises");
-        self.stage.insert(path, v).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn stage_remove(&self, path: &str) -> Result<()> {
-        self.mark_dirty();
-        self.stage.remove(path).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn stage_clear(&self) -> Result<()> {
-        self.mark_dirty();
-        self.stage.clear().map_err(|e| self.err(e))
     }
 
     pub fn stat_get(&self, path: &str) -> Result<Option<StatEntry>> {

@@ -37,6 +37,7 @@
 //! them, and the sled index is flushed before a command returns. A process killed at any
 //! instant leaves a store `fsck` finds clean. Reads verify every piece's hash, so corrupt data is
 //! reported, never returned.
+mod checkout;
 mod error;
 mod fsck;
 mod fsutil;
@@ -47,19 +48,29 @@ mod ingest;
 mod lock;
 mod loose;
 mod objects;
+mod odb;
 mod pack;
 mod paths;
+mod reader;
+mod refs;
+mod revision;
+mod stage;
 mod store;
+mod worktree;
+mod wtfs;
 
 pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
 pub use gc::GcReport;
 pub use id::{BlobId, CommitId, ManifestId, ObjectId, RunId, TreeId};
+pub use lock::LockMode;
 pub use objects::{
     canonical_json, ChunkManifest, Commit, EntryKind, Manifest, RowManifest, RunObject, Tree,
     TreeEntry,
 };
+pub use odb::{LocalOdb, ObjectDb};
 pub use paths::check_tree_path;
+pub use refs::{FileRefs, MemRefs, RefStore};
 pub use store::{
     AddProgress, AddReport, AddedFile, Change, ChangeKind, CheckoutReport, CommitOptions,
     EntryReader, Head, Status, Store, FORMAT_VERSION,

@@ -4,6 +4,10 @@
 //!
 //! `packs/<name>.pack` holds frames back to back after an 8-byte magic. A frame is one chunk, or
 //! a run of rows up to [`ROW_FRAME`] bytes; it is zstd-compressed when that saves 10% or more.
+//! Since pack format 2 (`SRLMPK02`) each frame starts with a header listing its pieces' lengths
+//! (4 bytes each; a piece's id is the hash of its bytes), so a lost or corrupt `.idx` is rebuilt
+//! from the pack itself
+//! ([`rebuild_index`]); format-1 packs (`SRLMPK01`, no headers) are still read.
 //! `packs/<name>.idx` lists the entries sorted by id (fixed 64-byte records, binary searched) and
 //! ends with the BLAKE3 of everything before it; `<name>` is that digest. The `.pack` is renamed
 //! into place before its `.idx`, so an index never names a missing pack; a `.pack` without an
@@ -19,7 +23,13 @@ use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil::{persist, write_atomic};
 use crate::ObjectId;
 
-const PACK_MAGIC: &[u8; 8] = b"SRLMPK01";
+const PACK_MAGIC_V1: &[u8; 8] = b"SRLMPK01";
+const PACK_MAGIC: &[u8; 8] = b"SRLMPK02";
+const FRAME_MAGIC: &[u8; 4] = b"FRAM";
+/// Frame header: magic, stored length, raw length, zstd flag (+3 pad), piece count.
+const FRAME_HEAD: usize = 4 + 4 + 4 + 4 + 4;
+/// Per piece in a frame header: its length (pieces lie back to back in the raw frame).
+const FRAME_PIECE: usize = 4;
 const IDX_MAGIC: &[u8; 8] = b"SRLMIX01";
 const ENTRY: usize = 64;
 /// Rows are grouped into frames of about this many bytes before compression.
@@ -139,6 +149,9 @@ pub(crate) struct Packs {
     indexes: Option<Vec<PackIndex>>,
     files: HashMap<String, File>,
     frame: Option<(String, u64, Arc<Vec<u8>>)>,
+    /// Packs whose `.idx` did not load (name, why): their pieces read as missing, the rest of
+    /// the store works; fsck reports them and repair rebuilds them.
+    pub bad: Vec<(String, String)>,
 }
 
 impl Packs {
@@ -148,6 +161,7 @@ impl Packs {
             indexes: None,
             files: HashMap::new(),
             frame: None,
+            bad: Vec::new(),
         }
     }
 
@@ -185,8 +199,12 @@ impl Packs {
     pub fn indexes(&mut self) -> Result<&[PackIndex]> {
         if self.indexes.is_none() {
             let mut v = Vec::new();
+            self.bad.clear();
             for n in Packs::names(&self.dir)? {
-                v.push(PackIndex::load(&self.dir.join(format!("{n}.idx")))?);
+                match PackIndex::load(&self.dir.join(format!("{n}.idx"))) {
+                    Ok(ix) => v.push(ix),
+                    Err(e) => self.bad.push((n, e.to_string())),
+                }
             }
             self.indexes = Some(v);
         }
@@ -315,14 +333,34 @@ impl PackWriter {
         self.ids.contains(id)
     }
 
-    fn write_frame(&mut self, stored: &[u8]) -> Result<u64> {
-        let off = self.pos;
-        self.file
-            .write_all(stored)
-            .at(self.tmp.path().to_path_buf())?;
-        self.pos += stored.len() as u64;
-        self.bytes_written += stored.len() as u64;
-        self.since_sync += stored.len() as u64;
+    /// Write a frame (its header, then the stored bytes); returns the stored bytes' offset.
+    fn write_frame(
+        &mut self,
+        stored: &[u8],
+        raw_len: u32,
+        zstd: bool,
+        pieces: &[(ObjectId, u32, u32)],
+    ) -> Result<u64> {
+        let mut head = Vec::with_capacity(FRAME_HEAD + pieces.len() * FRAME_PIECE);
+        head.extend_from_slice(FRAME_MAGIC);
+        head.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        head.extend_from_slice(&raw_len.to_le_bytes());
+        head.extend_from_slice(&[zstd as u8, 0, 0, 0]);
+        head.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+        let mut next = 0u32;
+        for (_, off, len) in pieces {
+            debug_assert_eq!(*off, next, "pieces lie back to back");
+            next = off + len;
+            head.extend_from_slice(&len.to_le_bytes());
+        }
+        let tmp_path = self.tmp.path().to_path_buf();
+        self.file.write_all(&head).at(&tmp_path)?;
+        let off = self.pos + head.len() as u64;
+        self.file.write_all(stored).at(&tmp_path)?;
+        let n = (head.len() + stored.len()) as u64;
+        self.pos += n;
+        self.bytes_written += n;
+        self.since_sync += n;
         if self.since_sync >= SYNC_EVERY {
             self.since_sync = 0;
             self.kick_writeback()?;
@@ -365,7 +403,7 @@ impl PackWriter {
             _ => (data, false),
         };
         let stored_len = stored.len() as u64;
-        let frame_off = self.write_frame(stored)?;
+        let frame_off = self.write_frame(stored, len, zstd, &[(id, 0, len)])?;
         self.entries.push(PackEntry {
             id,
             frame_off,
@@ -403,8 +441,9 @@ impl PackWriter {
             _ => (&raw[..], false),
         };
         let frame_len = stored.len() as u32;
-        let frame_off = self.write_frame(stored)?;
-        for (id, off, len) in std::mem::take(&mut self.frame_ids) {
+        let ids = std::mem::take(&mut self.frame_ids);
+        let frame_off = self.write_frame(stored, raw.len() as u32, zstd, &ids)?;
+        for (id, off, len) in ids {
             self.entries.push(PackEntry {
                 id,
                 frame_off,
@@ -419,6 +458,7 @@ impl PackWriter {
     }
 
     /// Make the pack durable and visible; returns its name, or `None` when nothing was written.
+    /// The index is [`encode_index`] of the entries, so [`rebuild_index`] gives it back.
     pub fn finish(mut self, packs_dir: &Path, tmp_dir: &Path) -> Result<Option<String>> {
         self.flush_rows()?;
         if let Some((tx, h)) = self.syncer.take() {
@@ -429,21 +469,95 @@ impl PackWriter {
             return Ok(None);
         }
         self.file.sync_all().at(self.tmp.path().to_path_buf())?;
-        self.entries.sort_by_key(|a| a.id);
-        let mut idx = Vec::with_capacity(16 + self.entries.len() * ENTRY + 32);
-        idx.extend_from_slice(IDX_MAGIC);
-        idx.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        for e in &self.entries {
-            e.encode(&mut idx);
-        }
-        let sum = blake3::hash(&idx);
-        idx.extend_from_slice(sum.as_bytes());
-        let name = sum.to_hex().to_string();
+        let (idx, name) = encode_index(std::mem::take(&mut self.entries));
         std::fs::create_dir_all(packs_dir).at(packs_dir)?;
         persist(self.tmp, &packs_dir.join(format!("{name}.pack")))?;
         write_atomic(tmp_dir, &packs_dir.join(format!("{name}.idx")), &idx)?;
         Ok(Some(name))
     }
+}
+
+/// An index's bytes and the pack name they give (the digest of the entries, sorted by id).
+pub(crate) fn encode_index(mut entries: Vec<PackEntry>) -> (Vec<u8>, String) {
+    entries.sort_by_key(|a| a.id);
+    let mut idx = Vec::with_capacity(16 + entries.len() * ENTRY + 32);
+    idx.extend_from_slice(IDX_MAGIC);
+    idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for e in &entries {
+        e.encode(&mut idx);
+    }
+    let sum = blake3::hash(&idx);
+    idx.extend_from_slice(sum.as_bytes());
+    (idx, sum.to_hex().to_string())
+}
+
+/// Rebuild a pack's index from its frame headers (pack format 2): every piece is re-hashed for
+/// its id, so a damaged piece gets an id nobody asks for and is never returned as another.
+pub(crate) fn rebuild_index(pack: &Path) -> Result<(Vec<u8>, String)> {
+    let data = std::fs::read(pack).at(pack)?;
+    let bad = |detail: String| StoreError::BadPath {
+        path: pack.display().to_string(),
+        reason: detail,
+    };
+    if data.get(..8) == Some(&PACK_MAGIC_V1[..]) {
+        return Err(bad(
+            "pack format 1 has no frame headers: its index cannot be rebuilt (add the files it held again)".into(),
+        ));
+    }
+    if data.get(..8) != Some(&PACK_MAGIC[..]) {
+        return Err(bad("not an srlm pack (bad magic)".into()));
+    }
+    let u32_at = |i: usize| -> Result<u32> {
+        data.get(i..i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| bad(format!("frame header cut short at byte {i}")))
+    };
+    let mut pos = 8usize;
+    let mut entries = Vec::new();
+    while pos < data.len() {
+        if data.get(pos..pos + 4) != Some(&FRAME_MAGIC[..]) {
+            return Err(bad(format!("no frame header at byte {pos}")));
+        }
+        let (stored_len, raw_len) = (u32_at(pos + 4)?, u32_at(pos + 8)?);
+        let zstd = data.get(pos + 12).copied().unwrap_or(0) != 0;
+        let count = u32_at(pos + 16)? as usize;
+        let head_len = FRAME_HEAD + count * FRAME_PIECE;
+        let frame_off = pos + head_len;
+        let end = frame_off + stored_len as usize;
+        let stored = data
+            .get(frame_off..end)
+            .ok_or_else(|| bad(format!("frame at byte {pos} runs past the end")))?;
+        let raw = if zstd {
+            zstd::bulk::decompress(stored, raw_len as usize)
+                .map_err(|e| bad(format!("frame at byte {pos}: zstd: {e}")))?
+        } else {
+            stored.to_vec()
+        };
+        let mut off = 0u32;
+        for k in 0..count {
+            let len = u32_at(pos + FRAME_HEAD + k * FRAME_PIECE)?;
+            let piece = raw
+                .get(off as usize..off as usize + len as usize)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "a piece of the frame at byte {pos} lies outside it"
+                    ))
+                })?;
+            let id = ObjectId::of(piece);
+            entries.push(PackEntry {
+                id,
+                frame_off: frame_off as u64,
+                frame_len: stored_len,
+                frame_raw_len: raw_len,
+                off,
+                len,
+                zstd,
+            });
+            off += len;
+        }
+        pos = end;
+    }
+    Ok(encode_index(entries))
 }
 
 #[cfg(test)]
@@ -476,10 +590,19 @@ mod tests {
             .unwrap()
             .len();
         assert!(size < 60_000, "{size}");
-        // flip a byte in the middle of the pack: some read fails, none returns wrong bytes
+        // the index comes back from the pack's frame headers, byte for byte
+        let idx = std::fs::read(packs.join(format!("{name}.idx"))).unwrap();
+        let (rebuilt, rname) = rebuild_index(&packs.join(format!("{name}.pack"))).unwrap();
+        assert_eq!((rebuilt, rname), (idx, name.clone()));
+        // flip a byte in the middle of a row frame's data: some read fails, none returns wrong
+        // bytes
         let pp = packs.join(format!("{name}.pack"));
         let mut bytes = std::fs::read(&pp).unwrap();
-        let mid = bytes.len() / 2;
+        let (_, e) = Packs::new(packs.clone())
+            .lookup(&ObjectId::of(&rows[2500]))
+            .unwrap()
+            .unwrap();
+        let mid = (e.frame_off + e.frame_len as u64 / 2) as usize;
         bytes[mid] ^= 0x40;
         std::fs::write(&pp, bytes).unwrap();
         let mut p = Packs::new(packs);
@@ -492,5 +615,25 @@ mod tests {
             }
         }
         assert!(p.read(&ObjectId::of(&chunk)).is_err() || failures > 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_packs_and_indexes_never_panic(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            magic in 0usize..3,
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let mut bytes = [&PACK_MAGIC[..], &PACK_MAGIC_V1[..], &IDX_MAGIC[..]][magic].to_vec();
+            if magic == 0 && raw.len() > 8 {
+                bytes.extend_from_slice(FRAME_MAGIC); // get past the first check
+            }
+            bytes.extend(raw);
+            let p = d.path().join("x.pack");
+            std::fs::write(&p, &bytes).unwrap();
+            let _ = rebuild_index(&p);
+            let _ = PackIndex::load(&p);
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Tree paths: relative, `/`-separated, normalised; never absolute, never `..`, never inside
-//! `.srlm`, never through a symlink.
+//! Tree paths: relative, `/`-separated, normalised; never absolute, never `..`, never a `.srlm`
+//! or `.git` component (at any depth, any case: a tree must not write into a store or a git
+//! repository, e.g. `.git/hooks/post-checkout`), never a control character (a newline would
+//! split the hooks' one-path-per-line lists), never through a symlink.
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Result, StoreError};
@@ -19,20 +21,41 @@ pub fn check_tree_path(p: &str) -> Result<()> {
     if p.starts_with('/') {
         return Err(bad(p, "absolute paths are not allowed in a tree"));
     }
-    if p.contains('\0') || p.contains('\\') {
-        return Err(bad(p, "path contains a NUL or backslash"));
+    if p.contains('\\') {
+        return Err(bad(p, "path contains a backslash"));
+    }
+    if p.chars().any(|c| c.is_control()) {
+        return Err(bad(
+            p,
+            "path contains a control character (newline, tab, NUL, ...)",
+        ));
     }
     for c in p.split('/') {
         match c {
             "" | "." => return Err(bad(p, "path is not normalised (empty or '.' component)")),
             ".." => return Err(bad(p, "'..' is not allowed in a path")),
+            _ if c.eq_ignore_ascii_case(".srlm") => {
+                return Err(bad(p, "a store's own directory (.srlm) cannot be tracked"))
+            }
+            _ if c.eq_ignore_ascii_case(".git") => {
+                return Err(bad(p, "a git directory (.git) cannot be tracked"))
+            }
+            _ if is_temp_name(c) => {
+                return Err(bad(
+                    p,
+                    "names starting with .srlm-tmp are srlm's temp files",
+                ))
+            }
             _ => {}
         }
     }
-    if p == ".srlm" || p.starts_with(".srlm/") {
-        return Err(bad(p, "the store's own directory cannot be tracked"));
-    }
     Ok(())
+}
+
+/// srlm's temp files in the working tree (`.srlm-tmp-*`, written beside a file being checked
+/// out): never tracked, ignored at any depth.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(".srlm-tmp")
 }
 
 /// Turn a user-given path (relative to `cwd`, or absolute) into a tree path relative to
@@ -87,8 +110,10 @@ pub fn to_tree_path(workdir: &Path, cwd: &Path, user: &Path) -> Result<String> {
         return Ok(String::new()); // the working directory itself
     }
     let p = parts.join("/");
-    check_tree_path(&p)
-        .map_err(|_| bad(&shown, "cannot be tracked (inside .srlm or not normal)"))?;
+    check_tree_path(&p).map_err(|e| match e {
+        StoreError::BadPath { reason, .. } => bad(&shown, &reason),
+        other => other,
+    })?;
     Ok(p)
 }
 
@@ -99,7 +124,21 @@ mod tests {
     #[test]
     fn tree_paths() {
         assert!(check_tree_path("a/b.jsonl").is_ok());
-        for p in ["", "/a", "a/../b", "a//b", "./a", ".srlm/x", "a\\b"] {
+        for p in [
+            "",
+            "/a",
+            "a/../b",
+            "a//b",
+            "./a",
+            ".srlm/x",
+            "a\\b",
+            ".git/hooks/post-checkout",
+            "sub/.GIT/config",
+            "sub/.srlm/FORMAT",
+            "a\nb.jsonl",
+            "a\0b",
+            "d/.srlm-tmp-x",
+        ] {
             assert!(check_tree_path(p).is_err(), "{p}");
         }
     }

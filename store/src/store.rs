@@ -1,37 +1,70 @@
-//! The [`Store`]: opening, staging, committing, revisions, reading back, refs, lineage, checkout.
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::fs::File;
-use std::io::{Read, Write};
+//! The [`Store`] façade: opening (with the format-1 upgrade), small objects and pieces through
+//! the object database ([`crate::odb`]), the staging area, lineage, the op log and the files the
+//! application keeps in `.srlm/` ([`Store::pin`], [`Store::cache_dir`], [`Store::hooks_dir`]).
+//! Staging and the working tree live in `worktree` and `checkout`, refs and revisions in
+//! `revision`, maintenance in `fsck` and `gc`.
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
 use crate::error::{IoContext, Result, StoreError};
-use crate::index::{Index, StatEntry, StatKey};
-use crate::ingest::{chunk_file, split_rows, NullSink, PackSink, Sink};
-use crate::lock::StoreLock;
+use crate::index::Index;
+use crate::lock::{LockMode, StoreLock};
 use crate::objects::{tag_of, Manifest, RunObject};
-use crate::pack::{PackWriter, Packs};
+use crate::odb::{LocalOdb, ObjectDb};
+use crate::refs::{FileRefs, RefStore};
+use crate::stage::StageFile;
 use crate::{
-    BlobId, Commit, CommitId, EntryKind, ManifestId, ObjectId, RowManifest, RunId, Tree, TreeEntry,
-    TreeId,
+    BlobId, Commit, CommitId, ManifestId, ObjectId, RowManifest, RunId, Tree, TreeEntry, TreeId,
 };
 
-/// The on-disk format this code reads and writes (`.srlm/FORMAT`).
-pub const FORMAT_VERSION: u32 = 1;
-const STORE_DIR: &str = ".srlm";
-/// A file modified less than this before it was hashed is "racy": its stat is not trusted.
-const RACY_MARGIN: Duration = Duration::from_millis(50);
+pub use crate::reader::EntryReader;
 
-/// An open store. Holds the store lock until dropped.
+/// The on-disk format this code reads and writes (`.srlm/FORMAT`). Format 2 keeps refs and the
+/// staging area in files and packs with frame headers; format 1 (refs in sled) is upgraded on
+/// the first open for writing.
+pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const STORE_DIR: &str = ".srlm";
+/// Folders and files of `.srlm/` that this crate manages; anything else there is reported by
+/// fsck as unknown.
+pub(crate) const KNOWN_ENTRIES: &[&str] = &[
+    "FORMAT",
+    "HEAD",
+    "refs",
+    "stage",
+    "objects",
+    "packs",
+    "tmp",
+    "hooks",
+    "index",
+    "fastadd",
+    "lock",
+    "lock.holder",
+    "oplog",
+    "pins",
+    "cache",
+];
+
+/// An open store. Holds the store lock (shared for readers, exclusive for writers) until dropped.
 pub struct Store {
-    workdir: PathBuf,
-    dir: PathBuf,
+    pub(crate) workdir: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) mode: LockMode,
+    pub(crate) odb: LocalOdb,
+    pub(crate) refs: FileRefs,
+    stage_file: StageFile,
+    /// The staging area, loaded on first use; `stage_dirty` until saved by [`Store::flush`].
+    stage: Mutex<Option<Tree>>,
+    stage_dirty: AtomicBool,
     /// Opened on first use: an unchanged re-add never opens sled (opening it costs an fsync).
-    index: std::sync::OnceLock<Index>,
-    packs: Mutex<Packs>,
+    index: OnceLock<Index>,
+    /// A reader that could not open the index (busy, read-only, damaged) does without it.
+    index_unavailable: AtomicBool,
+    /// Every run record, for readers without the index (lineage by scanning).
+    runs_scan: OnceLock<Vec<(RunId, RunObject)>>,
     _lock: StoreLock,
 }
 
@@ -136,39 +169,41 @@ pub struct CheckoutReport {
     pub removed: Vec<String>,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("RFC 3339 formats")
 }
 
-fn validate_ref_name(kind: &'static str, name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(StoreError::BadRefName {
-            kind,
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("empty");
+fn read_format(workdir: &Path) -> Result<u32> {
+    let sd = workdir.join(STORE_DIR);
+    let fp = sd.join("FORMAT");
+    let text = std::fs::read_to_string(&fp).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && !sd.is_dir() {
+            StoreError::NotAStore(workdir.to_path_buf())
+        } else {
+            StoreError::BadFormat {
+                path: fp.clone(),
+                detail: e.to_string(),
+            }
+        }
+    })?;
+    let v = text
+        .trim()
+        .strip_prefix("srlm-store ")
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| StoreError::BadFormat {
+            path: fp.clone(),
+            detail: format!("expected `srlm-store N`, found {:?}", text.trim()),
+        })?;
+    if v > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            path: workdir.to_path_buf(),
+            found: v,
+            supported: FORMAT_VERSION,
+        });
     }
-    if name == "HEAD" || name == "@" {
-        return bad("reserved");
-    }
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || "~^:\\*?[".contains(c))
-    {
-        return bad("no whitespace or any of ~ ^ : \\ * ? [");
-    }
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") || name.contains("..") {
-        return bad("no leading, trailing or doubled '/' and no '..'");
-    }
-    if name.starts_with('-') {
-        return bad("must not start with '-'");
-    }
-    Ok(())
+    Ok(v)
 }
 
 impl Store {
@@ -182,15 +217,22 @@ impl Store {
         if sd.join("FORMAT").exists() {
             return Err(StoreError::AlreadyAStore(workdir));
         }
-        for sub in ["objects", "packs", "tmp", "hooks"] {
+        for sub in [
+            "objects",
+            "packs",
+            "tmp",
+            "hooks",
+            "refs/heads",
+            "refs/tags",
+        ] {
             std::fs::create_dir_all(sd.join(sub)).at(sd.join(sub))?;
         }
         {
-            let store = Store::open_unchecked(&workdir)?;
-            let ix = store.index()?;
-            if ix.get_ref("HEAD")?.is_none() {
-                ix.set_ref("HEAD", "ref: refs/heads/main")?;
-                ix.flush()?;
+            let store = Store::open_unchecked(&workdir, LockMode::Write)?;
+            if store.refs.read("HEAD")?.is_none() {
+                store
+                    .refs
+                    .update("HEAD", None, Some("ref: refs/heads/main"))?;
             }
         }
         // FORMAT last: a directory without it is not a store yet.
@@ -204,62 +246,156 @@ impl Store {
         Ok(s)
     }
 
-    /// Open the store whose working directory contains `start` (searching upwards).
-    pub fn discover(start: &Path) -> Result<Store> {
+    /// The working directory (holding `.srlm`) that contains `start`, searching upwards.
+    fn find(start: &Path) -> Result<PathBuf> {
         let start_c = start.canonicalize().at(start)?;
         let mut d: Option<&Path> = Some(&start_c);
         while let Some(dir) = d {
             if dir.join(STORE_DIR).is_dir() {
-                return Store::open(dir);
+                return Ok(dir.to_path_buf());
             }
             d = dir.parent();
         }
         Err(StoreError::NotAStore(start_c))
     }
 
-    /// Open the store of working directory `workdir` (which holds `.srlm`).
-    pub fn open(workdir: &Path) -> Result<Store> {
-        let sd = workdir.join(STORE_DIR);
-        let fp = sd.join("FORMAT");
-        let text = std::fs::read_to_string(&fp).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound && !sd.is_dir() {
-                StoreError::NotAStore(workdir.to_path_buf())
-            } else {
-                StoreError::BadFormat {
-                    path: fp.clone(),
-                    detail: e.to_string(),
-                }
-            }
-        })?;
-        let v = text
-            .trim()
-            .strip_prefix("srlm-store ")
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(|| StoreError::BadFormat {
-                path: fp.clone(),
-                detail: format!("expected `srlm-store N`, found {:?}", text.trim()),
-            })?;
-        if v > FORMAT_VERSION {
-            return Err(StoreError::NewerFormat {
-                path: workdir.to_path_buf(),
-                found: v,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Store::open_unchecked(workdir)
+    /// Open, for writing, the store whose working directory contains `start`.
+    pub fn discover(start: &Path) -> Result<Store> {
+        Store::open(&Store::find(start)?)
     }
 
-    fn open_unchecked(workdir: &Path) -> Result<Store> {
+    /// Open, for reading only, the store whose working directory contains `start`.
+    pub fn discover_read(start: &Path) -> Result<Store> {
+        Store::open_read(&Store::find(start)?)
+    }
+
+    /// Open the store of working directory `workdir` (which holds `.srlm`) for writing: the
+    /// lock is exclusive, a format-1 store is upgraded, temp leftovers of killed processes are
+    /// removed.
+    pub fn open(workdir: &Path) -> Result<Store> {
+        let v = read_format(workdir)?;
+        let s = Store::open_unchecked(workdir, LockMode::Write)?;
+        s.clean_tmp();
+        if v == 1 {
+            s.upgrade_v1()?;
+        }
+        Ok(s)
+    }
+
+    /// Open for reading only: the lock is shared (other readers run beside it), nothing under
+    /// `.srlm/` is written, so a read-only store or a full disk can still be read. Methods that
+    /// change the store fail with [`StoreError::ReadOnly`].
+    pub fn open_read(workdir: &Path) -> Result<Store> {
+        if read_format(workdir)? == 1 {
+            // the one-time upgrade needs a writer; without write access say so
+            drop(Store::open(workdir).map_err(|e| match e {
+                StoreError::Io { err, .. }
+                    if err.kind() == std::io::ErrorKind::PermissionDenied
+                        || err.raw_os_error() == Some(30) =>
+                {
+                    StoreError::UpgradeNeeded(workdir.to_path_buf())
+                }
+                e => e,
+            })?);
+        }
+        Store::open_unchecked(workdir, LockMode::Read)
+    }
+
+    fn open_unchecked(workdir: &Path, mode: LockMode) -> Result<Store> {
         let workdir = workdir.canonicalize().at(workdir)?;
         let dir = workdir.join(STORE_DIR);
-        let lock = crate::lock::acquire(&dir.join("lock"), crate::lock::timeout_from_env())?;
+        let lock = crate::lock::acquire(&dir.join("lock"), mode, crate::lock::timeout_from_env()?)?;
+        let tmp = dir.join("tmp");
         Ok(Store {
-            packs: Mutex::new(Packs::new(dir.join("packs"))),
+            odb: LocalOdb::new(&dir),
+            refs: FileRefs::new(&dir, &tmp),
+            stage_file: StageFile::new(&dir, &tmp),
+            stage: Mutex::new(None),
+            stage_dirty: AtomicBool::new(false),
+            mode,
             workdir,
             dir,
-            index: std::sync::OnceLock::new(),
+            index: OnceLock::new(),
+            index_unavailable: AtomicBool::new(false),
+            runs_scan: OnceLock::new(),
             _lock: lock,
         })
+    }
+
+    /// Format 1 kept refs and the staging area in sled: write them as files, then FORMAT 2.
+    /// Killed half-way, FORMAT still says 1 and the next open does it again (it only copies).
+    fn upgrade_v1(&self) -> Result<()> {
+        let legacy = self.index()?.take_legacy()?;
+        for (name, value) in &legacy.refs {
+            let cur = self.refs.read(name)?;
+            if cur.as_deref() != Some(value.as_str()) {
+                self.refs.update(name, cur.as_deref(), Some(value))?;
+            }
+        }
+        if self.refs.read("HEAD")?.is_none() {
+            self.refs
+                .update("HEAD", None, Some("ref: refs/heads/main"))?;
+        }
+        let stage = Tree {
+            entries: legacy.stage.into_iter().collect(),
+        };
+        self.stage_file.save(&stage)?;
+        crate::fsutil::write_atomic(
+            &self.tmp_dir(),
+            &self.dir.join("FORMAT"),
+            format!("srlm-store {FORMAT_VERSION}\n").as_bytes(),
+        )?;
+        self.index()?.drop_legacy()?;
+        self.log_op(
+            "upgrade",
+            serde_json::json!({"from": 1, "to": FORMAT_VERSION}),
+        )
+    }
+
+    /// Remove what killed writers left in `.srlm/tmp` (temp files, half-written packs, staged
+    /// copies for hooks, stage scratch folders), under the exclusive lock, so nothing is still
+    /// writing there — except a scratch folder (`proc-PID-…`) whose process is alive: it may
+    /// be between two opens of the store (a hook or a stage is running).
+    fn clean_tmp(&self) {
+        let Ok(rd) = std::fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("proc-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+            }
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+
+    /// A scratch folder of this process in `.srlm/tmp` (for the bytes a hook reads, a stage's
+    /// inputs and outputs), removed when the returned guard drops or, after a kill, by the next
+    /// writer; on the store's file system, so its files can be renamed into place.
+    pub fn scratch_dir(&self, what: &str) -> Result<tempfile::TempDir> {
+        self.writable("making a scratch folder")?;
+        tempfile::Builder::new()
+            .prefix(&format!("proc-{}-{what}-", std::process::id()))
+            .tempdir_in(self.tmp_dir())
+            .at(self.tmp_dir())
+    }
+
+    pub(crate) fn writable(&self, what: &'static str) -> Result<()> {
+        match self.mode {
+            LockMode::Write => Ok(()),
+            LockMode::Read => Err(StoreError::ReadOnly(what)),
+        }
     }
 
     /// The working directory (holds `.srlm`); tree paths are relative to it.
@@ -272,42 +408,141 @@ impl Store {
         &self.dir
     }
 
-    pub(crate) fn objects_dir(&self) -> PathBuf {
-        self.dir.join("objects")
+    /// The hook scripts' folder (`.srlm/hooks`).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.dir.join("hooks")
+    }
+
+    /// A folder for an application's derived data (`.srlm/cache/NAME`): fsck knows it, gc may
+    /// empty it; nothing in it may be the only copy of anything.
+    pub fn cache_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("cache").join(name)
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
 
-    pub(crate) fn packs(&self) -> MutexGuard<'_, Packs> {
-        self.packs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn index(&self) -> Result<&Index> {
         if let Some(ix) = self.index.get() {
             return Ok(ix);
         }
-        let ix = Index::open(&self.dir.join("index"), &self.dir.join("fastadd"))?;
+        self.writable("updating the index")?;
+        let odb = &self.odb;
+        let rebuild = |ix: &Index| -> Result<()> {
+            // Objects that do not decode are fsck's to report; the index skips them.
+            for id in odb.list_objects()? {
+                let Ok(Some(raw)) = odb.get_object(&id) else {
+                    continue;
+                };
+                if tag_of(&raw) != Some("run") {
+                    continue;
+                }
+                let Ok(r) = RunObject::decode(&id, &raw) else {
+                    continue;
+                };
+                let run = RunId(id);
+                for o in &r.outputs {
+                    ix.link_run(&ix.produced, o, &run)?;
+                }
+                for i in &r.inputs {
+                    ix.link_run(&ix.consumed, i, &run)?;
+                }
+            }
+            Ok(())
+        };
+        let ix = Index::open(
+            &self.dir.join("index"),
+            &self.dir.join("fastadd"),
+            Some(&rebuild),
+        )?;
         let _ = self.index.set(ix);
         Ok(self.index.get().expect("just set"))
+    }
+
+    /// The index when it can be had without writing (a reader does without it otherwise).
+    pub(crate) fn index_if_available(&self) -> Option<&Index> {
+        if self.mode == LockMode::Write {
+            return self.index().ok();
+        }
+        if let Some(ix) = self.index.get() {
+            return Some(ix);
+        }
+        if self.index_unavailable.load(Ordering::SeqCst) || !self.dir.join("index").is_dir() {
+            return None;
+        }
+        match Index::open(&self.dir.join("index"), &self.dir.join("fastadd"), None) {
+            Ok(ix) => {
+                let _ = self.index.set(ix);
+                self.index.get()
+            }
+            Err(_) => {
+                self.index_unavailable.store(true, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Make every change so far durable: the staging area, then the index (and its fast-add
+    /// snapshot).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let stage_changed = self.stage_dirty.swap(false, Ordering::SeqCst);
+        if stage_changed {
+            let t = self.stage_guard().clone().unwrap_or_default();
+            self.stage_file.save(&t)?;
+        }
+        if let Some(ix) = self.index.get() {
+            if ix.is_dirty() || stage_changed {
+                ix.flush()?;
+                ix.write_fast_add(&self.staged()?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_guard(&self) -> std::sync::MutexGuard<'_, Option<Tree>> {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The staging area as a tree (what the next commit will hold).
+    pub fn staged(&self) -> Result<Tree> {
+        let mut g = self.stage_guard();
+        if g.is_none() {
+            *g = Some(self.stage_file.load()?);
+        }
+        Ok(g.clone().expect("loaded"))
+    }
+
+    /// Change the staging area (saved by the next [`Store::flush`]).
+    pub(crate) fn stage_mut<T>(&self, f: impl FnOnce(&mut Tree) -> T) -> Result<T> {
+        self.writable("staging")?;
+        self.staged()?;
+        if !self.stage_dirty.swap(true, Ordering::SeqCst) {
+            // the fast-add snapshot vouches for staged entries: drop it before they change
+            let _ = std::fs::remove_file(self.dir.join("fastadd"));
+        }
+        let mut g = self.stage_guard();
+        Ok(f(g.as_mut().expect("loaded")))
     }
 
     // ---------------------------------------------------------------- objects
 
     /// Store opaque bytes (e.g. canonical JSON, a patch) as a loose object.
     pub fn put_object(&self, bytes: &[u8]) -> Result<ObjectId> {
-        crate::loose::put(&self.objects_dir(), &self.tmp_dir(), bytes)
+        self.writable("storing an object")?;
+        self.odb.put_object(bytes)
     }
 
     /// Read an object's bytes (verified against its id).
     pub fn get_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        crate::loose::get(&self.objects_dir(), id)?.ok_or(StoreError::MissingObject(*id))
+        self.odb
+            .get_object(id)?
+            .ok_or(StoreError::MissingObject(*id))
     }
 
     /// Whether a loose object or a packed piece with this id is present.
     pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
-        Ok(crate::loose::path_of(&self.objects_dir(), id).exists() || self.packs().contains(id)?)
+        Ok(self.odb.has_object(id)? || self.odb.has_piece(id)?)
     }
 
     pub fn read_commit(&self, id: &CommitId) -> Result<Commit> {
@@ -341,15 +576,15 @@ impl Store {
 
     /// A chunk's or a row's bytes (verified).
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.packs()
-            .read(&id.0)?
+        self.odb
+            .get_piece(&id.0)?
             .ok_or(StoreError::MissingObject(id.0))
     }
 
     /// Read several rows, in the order given (consecutive rows of one pack frame are
     /// decompressed once).
     pub fn read_rows(&self, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
-        let mut packs = self.packs();
+        let mut packs = self.odb.packs();
         ids.iter()
             .map(|id| packs.read(&id.0)?.ok_or(StoreError::MissingObject(id.0)))
             .collect()
@@ -358,20 +593,23 @@ impl Store {
     /// Stream a tracked file's bytes back, byte for byte. Every piece is verified before it is
     /// returned; corruption surfaces as an `InvalidData` I/O error.
     pub fn open_entry(&self, entry: &TreeEntry) -> Result<EntryReader<'_>> {
+        EntryReader::new(self, self.read_manifest(&entry.id)?)
+    }
+
+    /// Check that every piece of a tracked file is present and intact without returning any
+    /// bytes (so a caller can refuse before writing anything out).
+    pub fn verify_entry(&self, entry: &TreeEntry) -> Result<()> {
         let m = self.read_manifest(&entry.id)?;
-        let (pieces, rows, final_newline) = match m {
-            Manifest::Chunks(c) => (c.chunks, false, false),
-            Manifest::Rows(r) => (r.rows, true, r.final_newline),
-        };
-        Ok(EntryReader {
-            store: self,
-            pieces,
-            next: 0,
-            buf: Vec::new(),
-            pos: 0,
-            rows,
-            final_newline,
-        })
+        for (id, len) in m.pieces() {
+            let b = self.read_blob(id)?;
+            if b.len() != *len as usize {
+                return Err(StoreError::Corrupt {
+                    id: id.0,
+                    detail: "length differs from manifest".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- lineage
@@ -392,13 +630,14 @@ impl Store {
             outputs: outputs.to_vec(),
         };
         let run = RunId(self.put_object(&obj.encode())?);
+        let ix = self.index()?;
         for o in outputs {
-            self.index()?.link_run(&self.index()?.produced, o, &run)?;
+            ix.link_run(&ix.produced, o, &run)?;
         }
         for i in inputs {
-            self.index()?.link_run(&self.index()?.consumed, i, &run)?;
+            ix.link_run(&ix.consumed, i, &run)?;
         }
-        self.index()?.flush()?;
+        self.flush()?;
         Ok(run)
     }
 
@@ -406,814 +645,120 @@ impl Store {
         RunObject::decode(&id.0, &self.get_object(&id.0)?)
     }
 
+    /// Every run record (for a reader without the index).
+    fn all_runs(&self) -> Result<&[(RunId, RunObject)]> {
+        if let Some(r) = self.runs_scan.get() {
+            return Ok(r);
+        }
+        let mut out = Vec::new();
+        for id in self.odb.list_objects()? {
+            let Ok(Some(raw)) = self.odb.get_object(&id) else {
+                continue;
+            };
+            if tag_of(&raw) == Some("run") {
+                if let Ok(r) = RunObject::decode(&id, &raw) {
+                    out.push((RunId(id), r));
+                }
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        let _ = self.runs_scan.set(out);
+        Ok(self.runs_scan.get().expect("just set"))
+    }
+
     /// Runs that list `id` among their outputs.
     pub fn runs_producing(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        self.index()?.runs_of(&self.index()?.produced, id)
+        match self.index_if_available() {
+            Some(ix) => ix.runs_of(&ix.produced, id),
+            None => Ok(self
+                .all_runs()?
+                .iter()
+                .filter(|(_, r)| r.outputs.contains(id))
+                .map(|(run, _)| *run)
+                .collect()),
+        }
     }
 
     /// Runs that list `id` among their inputs.
     pub fn runs_consuming(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        self.index()?.runs_of(&self.index()?.consumed, id)
-    }
-
-    // ---------------------------------------------------------------- staging
-
-    /// Tree path of a user path (relative to `cwd`).
-    pub fn tree_path(&self, cwd: &Path, user: &Path) -> Result<String> {
-        crate::paths::to_tree_path(&self.workdir, cwd, user)
-    }
-
-    /// The staging area as a tree (what the next commit will hold).
-    pub fn staged(&self) -> Result<Tree> {
-        Ok(Tree {
-            entries: self.index()?.stage_entries()?.into_iter().collect(),
-        })
-    }
-
-    /// Stage files (paths relative to `cwd`; directories recursively). A tracked path that no
-    /// longer exists is unstaged. Unchanged files cost a stat.
-    pub fn add(&mut self, cwd: &Path, paths: &[PathBuf]) -> Result<AddReport> {
-        self.add_with(cwd, paths, &mut |_| {})
-    }
-
-    /// [`Store::add`] with a progress callback.
-    pub fn add_with(
-        &mut self,
-        cwd: &Path,
-        paths: &[PathBuf],
-        progress: &mut dyn FnMut(AddProgress),
-    ) -> Result<AddReport> {
-        if let Some(report) = self.add_unchanged(cwd, paths)? {
-            return Ok(report);
+        match self.index_if_available() {
+            Some(ix) => ix.runs_of(&ix.consumed, id),
+            None => Ok(self
+                .all_runs()?
+                .iter()
+                .filter(|(_, r)| r.inputs.contains(id))
+                .map(|(run, _)| *run)
+                .collect()),
         }
-        let staged: BTreeMap<String, TreeEntry> =
-            self.index()?.stage_entries()?.into_iter().collect();
-        let mut files = BTreeSet::new();
-        let mut report = AddReport::default();
-        for p in paths {
-            let tp = self.tree_path(cwd, p)?;
-            let abs = self.abs(&tp);
-            match std::fs::symlink_metadata(&abs) {
-                Ok(md) if md.is_dir() => self.walk(&tp, &mut files)?,
-                Ok(md) if md.is_file() => {
-                    files.insert(tp);
+    }
+
+    // ---------------------------------------------------------------- pins
+
+    /// Keep `id` (and all it reaches) alive under an application's `name` (`.srlm/pins/NAME`),
+    /// e.g. a run whose outputs are staged but not committed yet; `None` removes the pin. gc
+    /// keeps what pins name, fsck checks it is present.
+    pub fn set_pin(&self, name: &str, id: Option<&ObjectId>) -> Result<()> {
+        self.writable("setting a pin")?;
+        let p = self.pin_path(name)?;
+        match id {
+            Some(id) => {
+                std::fs::create_dir_all(self.dir.join("pins")).at(self.dir.join("pins"))?;
+                crate::fsutil::write_atomic(&self.tmp_dir(), &p, format!("{id}\n").as_bytes())
+            }
+            None => match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StoreError::Io { path: p, err: e })
                 }
-                Ok(_) => {
-                    return Err(StoreError::BadPath {
-                        path: p.display().to_string(),
-                        reason: "not a regular file or directory".into(),
-                    })
-                }
-                Err(_) => {
-                    let under: Vec<&String> = staged
-                        .keys()
-                        .filter(|k| tp.is_empty() || *k == &tp || k.starts_with(&format!("{tp}/")))
-                        .collect();
-                    if under.is_empty() {
-                        return Err(StoreError::Missing(p.clone()));
-                    }
-                    report.removed.extend(under.into_iter().cloned());
-                }
-            }
-        }
-        let mut writer = PackWriter::new(&self.tmp_dir())?;
-        let mut pending: Vec<(String, Manifest, EntryKind, StatKey, bool)> = Vec::new();
-        {
-            let mut packs = self.packs();
-            let mut sink = PackSink::new(&mut writer, &mut packs);
-            for tp in &files {
-                let abs = self.workdir.join(tp);
-                let (md, before) = stat_now(&abs)?;
-                let key = StatKey::of(&md);
-                if let Some(e) = self.cached_entry(tp, &key)? {
-                    report.added.push(AddedFile {
-                        path: tp.clone(),
-                        entry: e,
-                        cached: true,
-                    });
-                    continue;
-                }
-                progress(AddProgress::File {
-                    path: tp,
-                    size: md.len(),
-                });
-                let kind = EntryKind::for_path(tp);
-                let m = ingest(&abs, kind, &mut sink)?;
-                let after = StatKey::of(&std::fs::symlink_metadata(&abs).at(&abs)?);
-                let racy = after != key || is_racy(&md, before);
-                pending.push((tp.clone(), m, kind, key, racy));
-            }
-        }
-        report.stored_bytes = writer.bytes_written;
-        // Pieces are durable before the manifests naming them, manifests before the index.
-        if writer
-            .finish(&self.dir.join("packs"), &self.tmp_dir())?
-            .is_some()
-        {
-            self.packs().reload();
-        }
-        for (tp, m, kind, key, racy) in pending {
-            let entry = self.put_manifest(&m, kind)?;
-            self.index()?.stat_put(
-                tp.as_str(),
-                &StatEntry {
-                    stat: key,
-                    racy,
-                    entry: entry.clone(),
-                },
-            )?;
-            report.added.push(AddedFile {
-                path: tp,
-                entry,
-                cached: false,
-            });
-        }
-        let mut changed = !report.removed.is_empty();
-        for f in &report.added {
-            if staged.get(&f.path) != Some(&f.entry) {
-                self.index()?.stage_put(&f.path, &f.entry)?;
-                changed = true;
-            }
-        }
-        for r in &report.removed {
-            self.index()?.stage_remove(r)?;
-        }
-        report.added.sort_by(|a, b| a.path.cmp(&b.path));
-        // Re-adding unchanged files writes nothing: no flush, no op-log line; only the
-        // fast-add snapshot if it is missing, so the next re-add need not open the index.
-        let unchanged = !changed && report.added.iter().all(|f| f.cached);
-        if unchanged && !self.dir.join("fastadd").exists() {
-            self.index()?.write_fast_add()?;
-        }
-        if !unchanged {
-            self.index()?.flush()?;
-            self.log_op(
-                "add",
-                serde_json::json!({
-                    "paths": report.added.iter().map(|f| &f.path).collect::<Vec<_>>(),
-                    "removed": report.removed,
-                }),
-            )?;
-        }
-        Ok(report)
-    }
-
-    /// The fast path of `add`: when every path is a file whose stat matches the fast-add
-    /// snapshot (so it is staged as it is), report it unchanged without opening the index.
-    fn add_unchanged(&self, cwd: &Path, paths: &[PathBuf]) -> Result<Option<AddReport>> {
-        let Some(fa) = crate::index::FastAdd::read(&self.dir.join("fastadd")) else {
-            return Ok(None);
-        };
-        let mut report = AddReport::default();
-        for p in paths {
-            let tp = self.tree_path(cwd, p)?;
-            let Some((stat, entry)) = fa.files.get(&tp) else {
-                return Ok(None);
-            };
-            let md = match std::fs::symlink_metadata(self.abs(&tp)) {
-                Ok(md) if md.is_file() => md,
-                _ => return Ok(None),
-            };
-            if StatKey::of(&md) != *stat
-                || !crate::loose::path_of(&self.objects_dir(), &entry.id.0).exists()
-            {
-                return Ok(None);
-            }
-            report.added.push(AddedFile {
-                path: tp,
-                entry: entry.clone(),
-                cached: true,
-            });
-        }
-        report.added.sort_by(|a, b| a.path.cmp(&b.path));
-        report.added.dedup_by(|a, b| a.path == b.path);
-        Ok(Some(report))
-    }
-
-    fn put_manifest(&self, m: &Manifest, kind: EntryKind) -> Result<TreeEntry> {
-        let id = ManifestId(self.put_object(&m.encode())?);
-        let rows = match m {
-            Manifest::Rows(r) => Some(r.rows.len() as u64),
-            Manifest::Chunks(_) => None,
-        };
-        Ok(TreeEntry {
-            kind,
-            id,
-            size: m.size(),
-            rows,
-        })
-    }
-
-    /// The entry the stat cache holds for a path, if the file's stat still matches and the
-    /// content is really in the store.
-    fn cached_entry(&self, tp: &str, key: &StatKey) -> Result<Option<TreeEntry>> {
-        match self.index()?.stat_get(tp)? {
-            Some(se)
-                if !se.racy
-                    && se.stat == *key
-                    && crate::loose::path_of(&self.objects_dir(), &se.entry.id.0).exists() =>
-            {
-                Ok(Some(se.entry))
-            }
-            _ => Ok(None),
+                _ => Ok(()),
+            },
         }
     }
 
-    /// Hash a working-tree file without storing it (the entry it would get).
-    pub fn hash_file(&self, tp: &str) -> Result<TreeEntry> {
-        let abs = self.abs(tp);
-        let md = std::fs::symlink_metadata(&abs).at(&abs)?;
-        if let Some(e) = self.cached_entry(tp, &StatKey::of(&md))? {
-            return Ok(e);
-        }
-        let kind = EntryKind::for_path(tp);
-        let m = ingest(&abs, kind, &mut NullSink)?;
-        let rows = match &m {
-            Manifest::Rows(r) => Some(r.rows.len() as u64),
-            Manifest::Chunks(_) => None,
-        };
-        Ok(TreeEntry {
-            kind,
-            id: ManifestId(ObjectId::of(&m.encode())),
-            size: m.size(),
-            rows,
-        })
-    }
-
-    fn abs(&self, tp: &str) -> PathBuf {
-        if tp.is_empty() {
-            self.workdir.clone()
-        } else {
-            self.workdir.join(tp)
+    /// The object pinned under `name`.
+    pub fn pin(&self, name: &str) -> Result<Option<ObjectId>> {
+        let p = self.pin_path(name)?;
+        match std::fs::read_to_string(&p) {
+            Ok(s) => s.trim().parse().map(Some).map_err(|_| StoreError::BadPath {
+                path: p.display().to_string(),
+                reason: "a pin must hold one object id".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path: p, err: e }),
         }
     }
 
-    fn ignored(&self, tp: &str) -> bool {
-        tp == ".srlm" || tp == ".git" || tp.starts_with(".srlm-tmp")
-    }
-
-    /// All regular files under a tree path (symlinks are an error).
-    fn walk(&self, tp: &str, out: &mut BTreeSet<String>) -> Result<()> {
-        let dir = self.abs(tp);
-        let mut names: Vec<String> = Vec::new();
-        for e in std::fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            names.push(e.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        for n in names {
-            let child = if tp.is_empty() {
-                n.clone()
-            } else {
-                format!("{tp}/{n}")
-            };
-            if self.ignored(&child) {
-                continue;
-            }
-            let md = std::fs::symlink_metadata(self.abs(&child)).at(self.abs(&child))?;
-            if md.file_type().is_symlink() {
-                return Err(StoreError::BadPath {
-                    path: child,
-                    reason: "symlinks are not supported (track the file itself)".into(),
-                });
-            } else if md.is_dir() {
-                self.walk(&child, out)?;
-            } else if md.is_file() {
-                out.insert(child);
-            }
-        }
-        Ok(())
-    }
-
-    /// Compare HEAD, the staging area and the working tree.
-    pub fn status(&self) -> Result<Status> {
-        let head = self.head()?;
-        let head_tree = match head.commit() {
-            Some(c) => self.commit_tree(&c)?,
-            None => Tree::default(),
-        };
-        let stage = self.staged()?;
-        let staged = diff_trees(&head_tree, &stage);
-        let mut unstaged = Vec::new();
-        for (p, e) in &stage.entries {
-            let abs = self.abs(p);
-            match std::fs::symlink_metadata(&abs) {
-                Err(_) => unstaged.push(Change {
-                    path: p.clone(),
-                    change: ChangeKind::Deleted,
-                }),
-                Ok(md) if !md.is_file() => unstaged.push(Change {
-                    path: p.clone(),
-                    change: ChangeKind::Modified,
-                }),
-                Ok(_) => {
-                    if self.hash_file(p)?.id != e.id {
-                        unstaged.push(Change {
-                            path: p.clone(),
-                            change: ChangeKind::Modified,
-                        });
-                    }
-                }
-            }
-        }
-        let mut all = BTreeSet::new();
-        self.walk_lenient("", &mut all)?;
-        let untracked = all
-            .into_iter()
-            .filter(|p| !stage.entries.contains_key(p))
-            .collect();
-        Ok(Status {
-            head,
-            staged,
-            unstaged,
-            untracked,
-        })
-    }
-
-    /// Like `walk`, but listing symlinks as files instead of failing (status only reports).
-    fn walk_lenient(&self, tp: &str, out: &mut BTreeSet<String>) -> Result<()> {
-        let dir = self.abs(tp);
-        for e in std::fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            let n = e.file_name().to_string_lossy().into_owned();
-            let child = if tp.is_empty() {
-                n
-            } else {
-                format!("{tp}/{n}")
-            };
-            if self.ignored(&child) {
-                continue;
-            }
-            let ft = e.file_type().at(e.path())?;
-            if ft.is_dir() {
-                self.walk_lenient(&child, out)?;
-            } else {
-                out.insert(child);
-            }
-        }
-        Ok(())
-    }
-
-    // ---------------------------------------------------------------- commits
-
-    /// Record the staging area as a commit on HEAD's branch (or detached HEAD).
-    pub fn commit(&mut self, opts: &CommitOptions) -> Result<CommitId> {
-        let head = self.head()?;
-        let tree = self.staged()?;
-        let tree_id = TreeId(self.put_object(&tree.encode())?);
-        let parents: Vec<CommitId> = head.commit().into_iter().collect();
-        if !opts.allow_empty {
-            let same = match parents.first() {
-                Some(p) => self.read_commit(p)?.tree == tree_id,
-                None => tree.entries.is_empty(),
-            };
-            if same {
-                return Err(StoreError::NothingToCommit);
-            }
-        }
-        if let Some(run) = &opts.run {
-            self.get_run(run)?; // must exist: never commit a dangling run id
-        }
-        let author = opts
-            .author
-            .clone()
-            .or_else(|| std::env::var("SRLM_AUTHOR").ok())
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".into());
-        let commit = Commit {
-            tree: tree_id,
-            parents: parents.clone(),
-            author,
-            time: now_rfc3339(),
-            message: opts.message.clone(),
-            run: opts.run,
-        };
-        let id = CommitId(self.put_object(&commit.encode())?);
-        let refname = match &head {
-            Head::Branch { name, .. } => format!("refs/heads/{name}"),
-            Head::Detached { .. } => "HEAD".into(),
-        };
-        self.index()?.set_ref(&refname, &id.to_hex())?;
-        self.index()?.flush()?;
-        self.log_op(
-            "commit",
-            serde_json::json!({"ref": refname, "old": parents.first(), "new": id, "message": opts.message}),
-        )?;
-        Ok(id)
-    }
-
-    /// History from `from`, newest first (all parents, by commit time).
-    pub fn log(&self, from: &CommitId) -> Result<Vec<(CommitId, Commit)>> {
-        let mut heap = BinaryHeap::new();
-        let mut commits = std::collections::HashMap::new();
-        let c = self.read_commit(from)?;
-        heap.push((c.time.clone(), *from));
-        commits.insert(*from, c);
+    /// Every pin, by name.
+    pub fn pins(&self) -> Result<Vec<(String, ObjectId)>> {
+        let dir = self.dir.join("pins");
         let mut out = Vec::new();
-        while let Some((_, id)) = heap.pop() {
-            let c = commits
-                .get(&id)
-                .cloned()
-                .expect("queued commits are loaded");
-            for p in &c.parents {
-                if !commits.contains_key(p) {
-                    let pc = self.read_commit(p)?;
-                    heap.push((pc.time.clone(), *p));
-                    commits.insert(*p, pc);
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                if let Some(id) = self.pin(&name)? {
+                    out.push((name, id));
                 }
             }
-            out.push((id, c));
         }
+        out.sort();
         Ok(out)
     }
 
-    // ---------------------------------------------------------------- refs and revisions
-
-    pub fn head(&self) -> Result<Head> {
-        let v = self
-            .index()?
-            .get_ref("HEAD")?
-            .unwrap_or_else(|| "ref: refs/heads/main".into());
-        if let Some(r) = v.strip_prefix("ref: refs/heads/") {
-            let commit = self.branch_commit(r)?;
-            Ok(Head::Branch {
-                name: r.to_string(),
-                commit,
-            })
-        } else {
-            Ok(Head::Detached { commit: v.parse()? })
-        }
-    }
-
-    fn branch_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index()?
-            .get_ref(&format!("refs/heads/{name}"))?
-            .map(|v| v.parse())
-            .transpose()
-    }
-
-    fn tag_commit(&self, name: &str) -> Result<Option<CommitId>> {
-        self.index()?
-            .get_ref(&format!("refs/tags/{name}"))?
-            .map(|v| v.parse())
-            .transpose()
-    }
-
-    /// Resolve a revision: `HEAD`, a branch, a tag (`M1`, `AIFT(M1)`), a unique hex prefix of a
-    /// commit id (4+ characters), each optionally followed by `~N` (N first parents back) or
-    /// `^` / `^N` (the Nth parent).
-    pub fn resolve(&self, rev: &str) -> Result<CommitId> {
-        let cut = rev.find(['~', '^']).unwrap_or(rev.len());
-        let (base, mut rest) = rev.split_at(cut);
-        let mut id = self.resolve_base(rev, base)?;
-        while !rest.is_empty() {
-            let op = rest.as_bytes()[0];
-            let digits_end = rest[1..]
-                .find(['~', '^'])
-                .map(|i| i + 1)
-                .unwrap_or(rest.len());
-            let num = &rest[1..digits_end];
-            let n: usize = if num.is_empty() {
-                1
-            } else {
-                num.parse().map_err(|_| StoreError::BadRevision {
-                    rev: rev.into(),
-                    detail: format!("'{num}' is not a number"),
-                })?
-            };
-            if op == b'~' {
-                for _ in 0..n {
-                    id = *self.read_commit(&id)?.parents.first().ok_or_else(|| {
-                        StoreError::BadRevision {
-                            rev: rev.into(),
-                            detail: "goes back past the first commit".into(),
-                        }
-                    })?;
-                }
-            } else if n > 0 {
-                id = *self.read_commit(&id)?.parents.get(n - 1).ok_or_else(|| {
-                    StoreError::BadRevision {
-                        rev: rev.into(),
-                        detail: format!("the commit has no parent number {n}"),
-                    }
-                })?;
-            }
-            rest = &rest[digits_end..];
-        }
-        Ok(id)
-    }
-
-    fn resolve_base(&self, rev: &str, base: &str) -> Result<CommitId> {
-        if base == "HEAD" || base == "@" {
-            return self
-                .head()?
-                .commit()
-                .ok_or_else(|| StoreError::BadRevision {
-                    rev: rev.into(),
-                    detail: "HEAD has no commits yet".into(),
-                });
-        }
-        if let Some(c) = self.branch_commit(base)? {
-            return Ok(c);
-        }
-        if let Some(c) = self.tag_commit(base)? {
-            return Ok(c);
-        }
-        if base.len() >= 4 && base.len() <= 64 && base.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let lower = base.to_ascii_lowercase();
-            let mut hits = Vec::new();
-            for id in crate::loose::with_prefix(&self.objects_dir(), &lower)? {
-                if let Ok(raw) = self.get_object(&id) {
-                    if tag_of(&raw) == Some("commit") {
-                        hits.push(CommitId(id));
-                    }
-                }
-            }
-            match hits.len() {
-                1 => return Ok(hits[0]),
-                0 => {}
-                n => {
-                    return Err(StoreError::BadRevision {
-                        rev: rev.into(),
-                        detail: format!("prefix '{base}' is ambiguous ({n} commits)"),
-                    })
-                }
-            }
-        }
-        Err(StoreError::UnknownRevision(rev.to_string()))
-    }
-
-    /// Resolve `REV:path` to its commit, normalised path and entry.
-    pub fn resolve_path(&self, spec: &str) -> Result<(CommitId, String, TreeEntry)> {
-        let (rev, path) = spec
-            .split_once(':')
-            .ok_or_else(|| StoreError::BadRevision {
-                rev: spec.into(),
-                detail: "expected REV:PATH".into(),
-            })?;
-        let commit = self.resolve(rev)?;
-        let path = path
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        let tree = self.commit_tree(&commit)?;
-        let entry =
-            tree.entries
-                .get(&path)
-                .cloned()
-                .ok_or_else(|| StoreError::PathNotInRevision {
-                    rev: rev.to_string(),
-                    path: path.clone(),
-                })?;
-        Ok((commit, path, entry))
-    }
-
-    /// Create or move (with `force`) a tag.
-    pub fn set_tag(&mut self, name: &str, target: &CommitId, force: bool) -> Result<()> {
-        self.set_named_ref("tag", "refs/tags/", name, target, force)
-    }
-
-    /// Create or move (with `force`) a branch.
-    pub fn set_branch(&mut self, name: &str, target: &CommitId, force: bool) -> Result<()> {
-        self.set_named_ref("branch", "refs/heads/", name, target, force)
-    }
-
-    fn set_named_ref(
-        &mut self,
-        kind: &'static str,
-        prefix: &str,
-        name: &str,
-        target: &CommitId,
-        force: bool,
-    ) -> Result<()> {
-        validate_ref_name(kind, name)?;
-        self.read_commit(target)?;
-        let key = format!("{prefix}{name}");
-        let old = self.index()?.get_ref(&key)?;
-        if old.is_some() && !force {
-            return Err(StoreError::RefExists {
-                kind,
-                name: name.into(),
-            });
-        }
-        self.index()?.set_ref(&key, &target.to_hex())?;
-        self.index()?.flush()?;
-        self.log_op(
-            kind,
-            serde_json::json!({"ref": key, "old": old, "new": target}),
-        )
-    }
-
-    pub fn delete_tag(&mut self, name: &str) -> Result<()> {
-        self.delete_named_ref("tag", "refs/tags/", name)
-    }
-
-    pub fn delete_branch(&mut self, name: &str) -> Result<()> {
-        if let Head::Branch { name: h, .. } = self.head()? {
-            if h == name {
-                return Err(StoreError::BranchCheckedOut(name.into()));
-            }
-        }
-        self.delete_named_ref("branch", "refs/heads/", name)
-    }
-
-    fn delete_named_ref(&mut self, kind: &'static str, prefix: &str, name: &str) -> Result<()> {
-        let key = format!("{prefix}{name}");
-        let old = self.index()?.get_ref(&key)?;
-        if old.is_none() || !self.index()?.remove_ref(&key)? {
-            return Err(StoreError::RefNotFound {
-                kind,
-                name: name.into(),
-            });
-        }
-        self.index()?.flush()?;
-        self.log_op(
-            &format!("{kind}-delete"),
-            serde_json::json!({"ref": key, "old": old}),
-        )
-    }
-
-    /// Tags, sorted by name.
-    pub fn tags(&self) -> Result<Vec<(String, CommitId)>> {
-        self.named_refs("refs/tags/")
-    }
-
-    /// Branches, sorted by name.
-    pub fn branches(&self) -> Result<Vec<(String, CommitId)>> {
-        self.named_refs("refs/heads/")
-    }
-
-    fn named_refs(&self, prefix: &str) -> Result<Vec<(String, CommitId)>> {
-        self.index()?
-            .refs_with_prefix(prefix)?
-            .into_iter()
-            .map(|(n, v)| Ok((n, v.parse()?)))
-            .collect()
-    }
-
-    // ---------------------------------------------------------------- checkout
-
-    /// Restore the working tree to `rev`. Without `paths`: every tracked file (files tracked now
-    /// but absent from `rev` are removed), the staging area becomes `rev`'s tree and HEAD moves
-    /// (onto the branch if `rev` names one). With `paths` (relative to `cwd`): only those files
-    /// (or directories) are restored and staged. Refuses to overwrite uncommitted changes unless
-    /// `force`. Data is verified while written: a corrupt object aborts before the file is
-    /// replaced.
-    pub fn checkout(
-        &mut self,
-        cwd: &Path,
-        rev: &str,
-        paths: &[PathBuf],
-        force: bool,
-    ) -> Result<CheckoutReport> {
-        let commit = self.resolve(rev)?;
-        let target = self.commit_tree(&commit)?;
-        let mut report = CheckoutReport {
-            commit: Some(commit),
-            ..Default::default()
-        };
-        let stage = self.staged()?;
-        let selected: Vec<(String, TreeEntry)> = if paths.is_empty() {
-            target.entries.clone().into_iter().collect()
-        } else {
-            let mut sel = Vec::new();
-            for p in paths {
-                let tp = self.tree_path(cwd, p)?;
-                let hits: Vec<_> = target
-                    .entries
-                    .iter()
-                    .filter(|(k, _)| tp.is_empty() || **k == tp || k.starts_with(&format!("{tp}/")))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                if hits.is_empty() {
-                    return Err(StoreError::PathNotInRevision {
-                        rev: rev.into(),
-                        path: tp,
-                    });
-                }
-                sel.extend(hits);
-            }
-            sel
-        };
-        let to_remove: Vec<String> = if paths.is_empty() {
-            stage
-                .entries
-                .keys()
-                .filter(|k| !target.entries.contains_key(*k))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if !force {
-            let mut dirty = BTreeSet::new();
-            if paths.is_empty() {
-                let st = self.status()?;
-                dirty.extend(st.staged.into_iter().map(|c| c.path));
-                dirty.extend(
-                    st.unstaged
-                        .into_iter()
-                        .filter(|c| {
-                            c.change != ChangeKind::Deleted || target.entries.contains_key(&c.path)
-                        })
-                        .map(|c| c.path),
-                );
-            }
-            for (p, e) in &selected {
-                let abs = self.abs(p);
-                if !abs.exists() {
-                    continue;
-                }
-                let cur = self.hash_file(p)?;
-                let tracked_same = stage
-                    .entries
-                    .get(p)
-                    .map(|s| s.id == cur.id)
-                    .unwrap_or(false);
-                if cur.id != e.id && !tracked_same {
-                    dirty.insert(p.clone()); // modified, or untracked and would be overwritten
-                }
-            }
-            if !dirty.is_empty() {
-                return Err(StoreError::Dirty(dirty.into_iter().collect()));
-            }
-        }
-        for (p, e) in &selected {
-            let abs = self.abs(p);
-            if abs.is_file() && self.hash_file(p).map(|c| c.id == e.id).unwrap_or(false) {
-                report.unchanged.push(p.clone());
-                continue;
-            }
-            self.write_entry(p, e)?;
-            report.written.push(p.clone());
-        }
-        for p in &to_remove {
-            let abs = self.abs(p);
-            if abs.exists() {
-                std::fs::remove_file(&abs).at(&abs)?;
-                report.removed.push(p.clone());
-            }
-        }
-        if paths.is_empty() {
-            self.index()?.stage_clear()?;
-        }
-        for (p, e) in &selected {
-            self.index()?.stage_put(p, e)?;
-        }
-        if paths.is_empty() {
-            let head = if self.branch_commit(rev)?.is_some() {
-                format!("ref: refs/heads/{rev}")
-            } else {
-                commit.to_hex()
-            };
-            self.index()?.set_ref("HEAD", &head)?;
-        }
-        self.index()?.flush()?;
-        self.log_op(
-            "checkout",
-            serde_json::json!({"rev": rev, "commit": commit, "written": report.written, "removed": report.removed}),
-        )?;
-        Ok(report)
-    }
-
-    /// Write one entry to the working tree: streamed into a temp file beside the target,
-    /// verified piece by piece, then renamed over it.
-    fn write_entry(&self, tp: &str, e: &TreeEntry) -> Result<()> {
-        let abs = self.abs(tp);
-        let parent = abs.parent().expect("a tree path has a parent");
-        std::fs::create_dir_all(parent).at(parent)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".srlm-tmp-")
-            .tempfile_in(parent)
-            .at(parent)?;
-        let mut r = self.open_entry(e)?;
+    fn pin_path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            std::io::copy(&mut r, &mut w).map_err(|err| {
-                // a piece that failed verification comes back as the StoreError it was
-                if err.get_ref().map(|i| i.is::<StoreError>()).unwrap_or(false) {
-                    *err.into_inner().unwrap().downcast::<StoreError>().unwrap()
-                } else {
-                    StoreError::Io {
-                        path: abs.clone(),
-                        err,
-                    }
-                }
-            })?;
-            w.flush().at(&abs)?;
+            return Err(StoreError::BadRefName {
+                kind: "pin",
+                name: name.into(),
+                reason: "letters, digits, '-', '_' and '.' only, not starting with '.'",
+            });
         }
-        tmp.persist(&abs).map_err(|err| err.error).at(&abs)?;
-        let (md, now) = stat_now(&abs)?;
-        let racy = is_racy(&md, now);
-        self.index()?.stat_put(
-            tp,
-            &StatEntry {
-                stat: StatKey::of(&md),
-                racy,
-                entry: e.clone(),
-            },
-        )?;
-        Ok(())
+        Ok(self.dir.join("pins").join(name))
     }
 
     // ---------------------------------------------------------------- op log, sizes
@@ -1261,115 +806,41 @@ impl Store {
         }
         du(&self.dir)
     }
-}
 
-fn stat_now(abs: &Path) -> Result<(std::fs::Metadata, SystemTime)> {
-    let now = SystemTime::now();
-    let md = std::fs::symlink_metadata(abs).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            StoreError::Missing(abs.to_path_buf())
-        } else {
-            StoreError::Io {
-                path: abs.into(),
-                err: e,
+    /// Rebuild the `.idx` of every pack whose index is unreadable, from the pack's own frame
+    /// headers. Returns the packs repaired and those that could not be (with why).
+    pub fn repair_pack_indexes(&mut self) -> Result<(Vec<String>, Vec<(String, String)>)> {
+        self.writable("repairing packs")?;
+        let packs_dir = self.dir.join("packs");
+        let (mut fixed, mut failed) = (Vec::new(), Vec::new());
+        for name in crate::pack::Packs::names(&packs_dir)? {
+            let idx = packs_dir.join(format!("{name}.idx"));
+            if crate::pack::PackIndex::load(&idx).is_ok() {
+                continue;
+            }
+            match crate::pack::rebuild_index(&packs_dir.join(format!("{name}.pack"))) {
+                Ok((bytes, n)) if n == name => {
+                    crate::fsutil::write_atomic(&self.tmp_dir(), &idx, &bytes)?;
+                    fixed.push(name);
+                }
+                Ok(_) => failed.push((name, "the pack's contents do not match its name".into())),
+                Err(e) => failed.push((name, e.to_string())),
             }
         }
-    })?;
-    Ok((md, now))
-}
-
-/// A file whose mtime is within [`RACY_MARGIN`] of when we looked at it could be rewritten in
-/// the same timestamp tick without its stat changing.
-fn is_racy(md: &std::fs::Metadata, looked_at: SystemTime) -> bool {
-    match md.modified() {
-        Ok(m) => m + RACY_MARGIN >= looked_at,
-        Err(_) => true,
-    }
-}
-
-fn ingest(abs: &Path, kind: EntryKind, sink: &mut (dyn Sink + Send)) -> Result<Manifest> {
-    let f = File::open(abs).at(abs)?;
-    Ok(match kind {
-        EntryKind::Dataset => Manifest::Rows(split_rows(abs, f, sink)?),
-        _ => Manifest::Chunks(chunk_file(abs, f, sink)?),
-    })
-}
-
-fn diff_trees(a: &Tree, b: &Tree) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (p, e) in &b.entries {
-        match a.entries.get(p) {
-            None => out.push(Change {
-                path: p.clone(),
-                change: ChangeKind::Added,
-            }),
-            Some(old) if old.id != e.id || old.kind != e.kind => out.push(Change {
-                path: p.clone(),
-                change: ChangeKind::Modified,
-            }),
-            _ => {}
+        self.odb.packs().reload();
+        if !fixed.is_empty() {
+            self.log_op("repair", serde_json::json!({"pack_indexes": fixed}))?;
         }
-    }
-    for p in a.entries.keys() {
-        if !b.entries.contains_key(p) {
-            out.push(Change {
-                path: p.clone(),
-                change: ChangeKind::Deleted,
-            });
-        }
-    }
-    out.sort_by(|x, y| x.path.cmp(&y.path));
-    out
-}
-
-/// Streams a tracked file's bytes (see [`Store::open_entry`]).
-pub struct EntryReader<'a> {
-    store: &'a Store,
-    pieces: Vec<(BlobId, u32)>,
-    next: usize,
-    buf: Vec<u8>,
-    pos: usize,
-    rows: bool,
-    final_newline: bool,
-}
-
-impl Read for EntryReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if self.next >= self.pieces.len() {
-                return Ok(0);
-            }
-            let (id, len) = self.pieces[self.next];
-            self.next += 1;
-            let mut data = self
-                .store
-                .read_blob(&id)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            if data.len() != len as usize {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    StoreError::Corrupt {
-                        id: id.0,
-                        detail: "length differs from manifest".into(),
-                    },
-                ));
-            }
-            if self.rows && (self.next < self.pieces.len() || self.final_newline) {
-                data.push(b'\n');
-            }
-            self.buf = data;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok((fixed, failed))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{EntryKind, ManifestId};
+    use std::io::Read;
+    use std::time::{Duration, SystemTime};
 
     fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();

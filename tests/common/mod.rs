@@ -42,3 +42,42 @@ pub fn default_model() -> Option<PathBuf> {
 pub fn srlm() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_srlm"))
 }
+
+/// The real `srlm` binary run in `dir`, with a fixed author and a patient lock.
+pub fn srlm_in(dir: &std::path::Path) -> std::process::Command {
+    let mut c = srlm();
+    c.current_dir(dir)
+        .env("SRLM_AUTHOR", "test")
+        .env("SRLM_LOCK_TIMEOUT", "120");
+    c
+}
+
+/// Run `srlm ARGS` in `dir`.
+pub fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    srlm_in(dir).args(args).output().expect("srlm runs")
+}
+
+/// Run and require success; returns stdout.
+pub fn ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(
+        o.status.success(),
+        "srlm {args:?} failed ({:?}):\n{}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Run and require failure with `code`; returns stderr.
+pub fn fails(dir: &std::path::Path, args: &[&str], code: i32) -> String {
+    let o = run(dir, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "srlm {args:?}: expected exit {code}; stderr:\n{err}"
+    );
+    err
+}
