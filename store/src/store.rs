@@ -1,21 +1,21 @@
 //! The [`Store`] façade: opening (with the format-1 upgrade), small objects and pieces through
 //! the object database ([`crate::odb`]), the staging area, lineage, the op log and the files the
 //! application keeps in `.srlm/` ([`Store::pin`], [`Store::cache_dir`], [`Store::hooks_dir`]).
-//! Staging and the working tree live in `worktree` and `checkout`, refs and revisions in
-//! `revision`, maintenance in `fsck` and `gc`.
-use std::io::Write;
+//! Opening lives in `open`, lineage in `lineage`, pins in `pins`, the op log in `oplog`, staging
+//! and the working tree in `worktree` and `checkout`, refs and revisions in `revision`,
+//! maintenance in `fsck` and `gc`.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
-use crate::error::{IoContext, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::index::Index;
 use crate::lock::{LockMode, StoreLock};
 use crate::objects::{tag_of, Manifest, RunObject};
 use crate::odb::{LocalOdb, ObjectDb};
-use crate::refs::{FileRefs, RefStore};
+use crate::refs::FileRefs;
 use crate::stage::StageFile;
 use crate::{
     BlobId, Commit, CommitId, ManifestId, ObjectId, RowManifest, RunId, Tree, TreeEntry, TreeId,
@@ -55,17 +55,17 @@ pub struct Store {
     pub(crate) mode: LockMode,
     pub(crate) odb: LocalOdb,
     pub(crate) refs: FileRefs,
-    stage_file: StageFile,
+    pub(crate) stage_file: StageFile,
     /// The staging area, loaded on first use; `stage_dirty` until saved by [`Store::flush`].
-    stage: Mutex<Option<Tree>>,
-    stage_dirty: AtomicBool,
+    pub(crate) stage: Mutex<Option<Tree>>,
+    pub(crate) stage_dirty: AtomicBool,
     /// Opened on first use: an unchanged re-add never opens sled (opening it costs an fsync).
-    index: OnceLock<Index>,
+    pub(crate) index: OnceLock<Index>,
     /// A reader that could not open the index (busy, read-only, damaged) does without it.
-    index_unavailable: AtomicBool,
+    pub(crate) index_unavailable: AtomicBool,
     /// Every run record, for readers without the index (lineage by scanning).
-    runs_scan: OnceLock<Vec<(RunId, RunObject)>>,
-    _lock: StoreLock,
+    pub(crate) runs_scan: OnceLock<Vec<(RunId, RunObject)>>,
+    pub(crate) _lock: StoreLock,
 }
 
 /// Where HEAD points.
@@ -175,222 +175,7 @@ pub(crate) fn now_rfc3339() -> String {
         .expect("RFC 3339 formats")
 }
 
-fn read_format(workdir: &Path) -> Result<u32> {
-    let sd = workdir.join(STORE_DIR);
-    let fp = sd.join("FORMAT");
-    let text = std::fs::read_to_string(&fp).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound && !sd.is_dir() {
-            StoreError::NotAStore(workdir.to_path_buf())
-        } else {
-            StoreError::BadFormat {
-                path: fp.clone(),
-                detail: e.to_string(),
-            }
-        }
-    })?;
-    let v = text
-        .trim()
-        .strip_prefix("srlm-store ")
-        .and_then(|n| n.parse::<u32>().ok())
-        .ok_or_else(|| StoreError::BadFormat {
-            path: fp.clone(),
-            detail: format!("expected `srlm-store N`, found {:?}", text.trim()),
-        })?;
-    if v > FORMAT_VERSION {
-        return Err(StoreError::NewerFormat {
-            path: workdir.to_path_buf(),
-            found: v,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(v)
-}
-
 impl Store {
-    // ---------------------------------------------------------------- opening
-
-    /// Create a store in `dir` (created if needed) and open it.
-    pub fn init(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).at(dir)?;
-        let workdir = dir.canonicalize().at(dir)?;
-        let sd = workdir.join(STORE_DIR);
-        if sd.join("FORMAT").exists() {
-            return Err(StoreError::AlreadyAStore(workdir));
-        }
-        for sub in [
-            "objects",
-            "packs",
-            "tmp",
-            "hooks",
-            "refs/heads",
-            "refs/tags",
-        ] {
-            std::fs::create_dir_all(sd.join(sub)).at(sd.join(sub))?;
-        }
-        {
-            let store = Store::open_unchecked(&workdir, LockMode::Write)?;
-            if store.refs.read("HEAD")?.is_none() {
-                store
-                    .refs
-                    .update("HEAD", None, Some("ref: refs/heads/main"))?;
-            }
-        }
-        // FORMAT last: a directory without it is not a store yet.
-        crate::fsutil::write_atomic(
-            &sd.join("tmp"),
-            &sd.join("FORMAT"),
-            format!("srlm-store {FORMAT_VERSION}\n").as_bytes(),
-        )?;
-        let s = Store::open(&workdir)?;
-        s.log_op("init", serde_json::json!({}))?;
-        Ok(s)
-    }
-
-    /// The working directory (holding `.srlm`) that contains `start`, searching upwards.
-    fn find(start: &Path) -> Result<PathBuf> {
-        let start_c = start.canonicalize().at(start)?;
-        let mut d: Option<&Path> = Some(&start_c);
-        while let Some(dir) = d {
-            if dir.join(STORE_DIR).is_dir() {
-                return Ok(dir.to_path_buf());
-            }
-            d = dir.parent();
-        }
-        Err(StoreError::NotAStore(start_c))
-    }
-
-    /// Open, for writing, the store whose working directory contains `start`.
-    pub fn discover(start: &Path) -> Result<Store> {
-        Store::open(&Store::find(start)?)
-    }
-
-    /// Open, for reading only, the store whose working directory contains `start`.
-    pub fn discover_read(start: &Path) -> Result<Store> {
-        Store::open_read(&Store::find(start)?)
-    }
-
-    /// Open the store of working directory `workdir` (which holds `.srlm`) for writing: the
-    /// lock is exclusive, a format-1 store is upgraded, temp leftovers of killed processes are
-    /// removed.
-    pub fn open(workdir: &Path) -> Result<Store> {
-        let v = read_format(workdir)?;
-        let s = Store::open_unchecked(workdir, LockMode::Write)?;
-        s.clean_tmp();
-        if v == 1 {
-            s.upgrade_v1()?;
-        }
-        Ok(s)
-    }
-
-    /// Open for reading only: the lock is shared (other readers run beside it), nothing under
-    /// `.srlm/` is written, so a read-only store or a full disk can still be read. Methods that
-    /// change the store fail with [`StoreError::ReadOnly`].
-    pub fn open_read(workdir: &Path) -> Result<Store> {
-        if read_format(workdir)? == 1 {
-            // the one-time upgrade needs a writer; without write access say so
-            drop(Store::open(workdir).map_err(|e| match e {
-                StoreError::Io { err, .. }
-                    if err.kind() == std::io::ErrorKind::PermissionDenied
-                        || err.raw_os_error() == Some(30) =>
-                {
-                    StoreError::UpgradeNeeded(workdir.to_path_buf())
-                }
-                e => e,
-            })?);
-        }
-        Store::open_unchecked(workdir, LockMode::Read)
-    }
-
-    fn open_unchecked(workdir: &Path, mode: LockMode) -> Result<Store> {
-        let workdir = workdir.canonicalize().at(workdir)?;
-        let dir = workdir.join(STORE_DIR);
-        let lock = crate::lock::acquire(&dir.join("lock"), mode, crate::lock::timeout_from_env()?)?;
-        let tmp = dir.join("tmp");
-        Ok(Store {
-            odb: LocalOdb::new(&dir),
-            refs: FileRefs::new(&dir, &tmp),
-            stage_file: StageFile::new(&dir, &tmp),
-            stage: Mutex::new(None),
-            stage_dirty: AtomicBool::new(false),
-            mode,
-            workdir,
-            dir,
-            index: OnceLock::new(),
-            index_unavailable: AtomicBool::new(false),
-            runs_scan: OnceLock::new(),
-            _lock: lock,
-        })
-    }
-
-    /// Format 1 kept refs and the staging area in sled: write them as files, then FORMAT 2.
-    /// Killed half-way, FORMAT still says 1 and the next open does it again (it only copies).
-    fn upgrade_v1(&self) -> Result<()> {
-        let legacy = self.index()?.take_legacy()?;
-        for (name, value) in &legacy.refs {
-            let cur = self.refs.read(name)?;
-            if cur.as_deref() != Some(value.as_str()) {
-                self.refs.update(name, cur.as_deref(), Some(value))?;
-            }
-        }
-        if self.refs.read("HEAD")?.is_none() {
-            self.refs
-                .update("HEAD", None, Some("ref: refs/heads/main"))?;
-        }
-        let stage = Tree {
-            entries: legacy.stage.into_iter().collect(),
-        };
-        self.stage_file.save(&stage)?;
-        crate::fsutil::write_atomic(
-            &self.tmp_dir(),
-            &self.dir.join("FORMAT"),
-            format!("srlm-store {FORMAT_VERSION}\n").as_bytes(),
-        )?;
-        self.index()?.drop_legacy()?;
-        self.log_op(
-            "upgrade",
-            serde_json::json!({"from": 1, "to": FORMAT_VERSION}),
-        )
-    }
-
-    /// Remove what killed writers left in `.srlm/tmp` (temp files, half-written packs, staged
-    /// copies for hooks, stage scratch folders), under the exclusive lock, so nothing is still
-    /// writing there — except a scratch folder (`proc-PID-…`) whose process is alive: it may
-    /// be between two opens of the store (a hook or a stage is running).
-    fn clean_tmp(&self) {
-        let Ok(rd) = std::fs::read_dir(self.tmp_dir()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name
-                .strip_prefix("proc-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            {
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    continue;
-                }
-            }
-            let p = e.path();
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-        }
-    }
-
-    /// A scratch folder of this process in `.srlm/tmp` (for the bytes a hook reads, a stage's
-    /// inputs and outputs), removed when the returned guard drops or, after a kill, by the next
-    /// writer; on the store's file system, so its files can be renamed into place.
-    pub fn scratch_dir(&self, what: &str) -> Result<tempfile::TempDir> {
-        self.writable("making a scratch folder")?;
-        tempfile::Builder::new()
-            .prefix(&format!("proc-{}-{what}-", std::process::id()))
-            .tempdir_in(self.tmp_dir())
-            .at(self.tmp_dir())
-    }
-
     pub(crate) fn writable(&self, what: &'static str) -> Result<()> {
         match self.mode {
             LockMode::Write => Ok(()),
@@ -610,228 +395,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    // ---------------------------------------------------------------- lineage
-
-    /// Store a run record (opaque JSON bytes, canonical by the caller's choice: see
-    /// [`crate::canonical_json`]) and index it as producing `outputs` and consuming `inputs`.
-    pub fn put_run(
-        &self,
-        record: &[u8],
-        inputs: &[ObjectId],
-        outputs: &[ObjectId],
-    ) -> Result<RunId> {
-        serde_json::from_slice::<serde_json::Value>(record)
-            .map_err(|e| StoreError::BadRunRecord(e.to_string()))?;
-        let obj = RunObject {
-            record: record.to_vec(),
-            inputs: inputs.to_vec(),
-            outputs: outputs.to_vec(),
-        };
-        let run = RunId(self.put_object(&obj.encode())?);
-        let ix = self.index()?;
-        for o in outputs {
-            ix.link_run(&ix.produced, o, &run)?;
-        }
-        for i in inputs {
-            ix.link_run(&ix.consumed, i, &run)?;
-        }
-        self.flush()?;
-        Ok(run)
-    }
-
-    pub fn get_run(&self, id: &RunId) -> Result<RunObject> {
-        RunObject::decode(&id.0, &self.get_object(&id.0)?)
-    }
-
-    /// Every run record (for a reader without the index).
-    fn all_runs(&self) -> Result<&[(RunId, RunObject)]> {
-        if let Some(r) = self.runs_scan.get() {
-            return Ok(r);
-        }
-        let mut out = Vec::new();
-        for id in self.odb.list_objects()? {
-            let Ok(Some(raw)) = self.odb.get_object(&id) else {
-                continue;
-            };
-            if tag_of(&raw) == Some("run") {
-                if let Ok(r) = RunObject::decode(&id, &raw) {
-                    out.push((RunId(id), r));
-                }
-            }
-        }
-        out.sort_by_key(|(id, _)| *id);
-        let _ = self.runs_scan.set(out);
-        Ok(self.runs_scan.get().expect("just set"))
-    }
-
-    /// Runs that list `id` among their outputs.
-    pub fn runs_producing(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        match self.index_if_available() {
-            Some(ix) => ix.runs_of(&ix.produced, id),
-            None => Ok(self
-                .all_runs()?
-                .iter()
-                .filter(|(_, r)| r.outputs.contains(id))
-                .map(|(run, _)| *run)
-                .collect()),
-        }
-    }
-
-    /// Runs that list `id` among their inputs.
-    pub fn runs_consuming(&self, id: &ObjectId) -> Result<Vec<RunId>> {
-        match self.index_if_available() {
-            Some(ix) => ix.runs_of(&ix.consumed, id),
-            None => Ok(self
-                .all_runs()?
-                .iter()
-                .filter(|(_, r)| r.inputs.contains(id))
-                .map(|(run, _)| *run)
-                .collect()),
-        }
-    }
-
-    // ---------------------------------------------------------------- pins
-
-    /// Keep `id` (and all it reaches) alive under an application's `name` (`.srlm/pins/NAME`),
-    /// e.g. a run whose outputs are staged but not committed yet; `None` removes the pin. gc
-    /// keeps what pins name, fsck checks it is present.
-    pub fn set_pin(&self, name: &str, id: Option<&ObjectId>) -> Result<()> {
-        self.writable("setting a pin")?;
-        let p = self.pin_path(name)?;
-        match id {
-            Some(id) => {
-                std::fs::create_dir_all(self.dir.join("pins")).at(self.dir.join("pins"))?;
-                crate::fsutil::write_atomic(&self.tmp_dir(), &p, format!("{id}\n").as_bytes())
-            }
-            None => match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(StoreError::Io { path: p, err: e })
-                }
-                _ => Ok(()),
-            },
-        }
-    }
-
-    /// The object pinned under `name`.
-    pub fn pin(&self, name: &str) -> Result<Option<ObjectId>> {
-        let p = self.pin_path(name)?;
-        match std::fs::read_to_string(&p) {
-            Ok(s) => s.trim().parse().map(Some).map_err(|_| StoreError::BadPath {
-                path: p.display().to_string(),
-                reason: "a pin must hold one object id".into(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { path: p, err: e }),
-        }
-    }
-
-    /// Every pin, by name.
-    pub fn pins(&self) -> Result<Vec<(String, ObjectId)>> {
-        let dir = self.dir.join("pins");
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let Ok(name) = e.file_name().into_string() else {
-                    continue;
-                };
-                if let Some(id) = self.pin(&name)? {
-                    out.push((name, id));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn pin_path(&self, name: &str) -> Result<PathBuf> {
-        if name.is_empty()
-            || name.starts_with('.')
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(StoreError::BadRefName {
-                kind: "pin",
-                name: name.into(),
-                reason: "letters, digits, '-', '_' and '.' only, not starting with '.'",
-            });
-        }
-        Ok(self.dir.join("pins").join(name))
-    }
-
-    // ---------------------------------------------------------------- op log, sizes
-
-    pub(crate) fn log_op(&self, op: &str, detail: serde_json::Value) -> Result<()> {
-        let p = self.dir.join("oplog");
-        let line = serde_json::json!({"time": now_rfc3339(), "op": op, "pid": std::process::id(), "detail": detail});
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .at(&p)?;
-        f.write_all(format!("{line}\n").as_bytes()).at(&p)?;
-        f.sync_data().at(&p)
-    }
-
-    /// The op log (every init, add, commit, ref change, checkout and gc), oldest first.
-    pub fn oplog(&self) -> Result<Vec<serde_json::Value>> {
-        let p = self.dir.join("oplog");
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(StoreError::Io { path: p, err: e }),
-        };
-        // A line cut short by a crash is skipped, not fatal.
-        Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
-    }
-
-    /// Bytes used by the store directory (objects, packs, index, everything).
-    pub fn disk_usage(&self) -> Result<u64> {
-        fn du(p: &Path) -> Result<u64> {
-            let md = std::fs::symlink_metadata(p).at(p)?;
-            if md.is_dir() {
-                let mut s = 0;
-                for e in std::fs::read_dir(p).at(p)? {
-                    s += du(&e.at(p)?.path())?;
-                }
-                Ok(s)
-            } else {
-                Ok(md.len())
-            }
-        }
-        du(&self.dir)
-    }
-
-    /// Rebuild the `.idx` of every pack whose index is unreadable, from the pack's own frame
-    /// headers. Returns the packs repaired and those that could not be (with why).
-    pub fn repair_pack_indexes(&mut self) -> Result<(Vec<String>, Vec<(String, String)>)> {
-        self.writable("repairing packs")?;
-        let packs_dir = self.dir.join("packs");
-        let (mut fixed, mut failed) = (Vec::new(), Vec::new());
-        for name in crate::pack::Packs::names(&packs_dir)? {
-            let idx = packs_dir.join(format!("{name}.idx"));
-            if crate::pack::PackIndex::load(&idx).is_ok() {
-                continue;
-            }
-            match crate::pack::rebuild_index(&packs_dir.join(format!("{name}.pack"))) {
-                Ok((bytes, n)) if n == name => {
-                    crate::fsutil::write_atomic(&self.tmp_dir(), &idx, &bytes)?;
-                    fixed.push(name);
-                }
-                Ok(_) => failed.push((name, "the pack's contents do not match its name".into())),
-                Err(e) => failed.push((name, e.to_string())),
-            }
-        }
-        self.odb.packs().reload();
-        if !fixed.is_empty() {
-            self.log_op("repair", serde_json::json!({"pack_indexes": fixed}))?;
-        }
-        Ok((fixed, failed))
     }
 }
 
