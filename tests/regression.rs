@@ -192,6 +192,7 @@ fn a_full_disk_leaves_reads_working_and_the_store_recovers() {
     ok(&d, &["init"]);
     write(&d, "a.jsonl", b"{\"prompt\":\"a\"}\n");
     add_commit(&d, "a.jsonl", "one");
+    write(&d, "b.jsonl", b"{\"prompt\":\"b\"}\n");
     // fill the file system
     let filler = t.path().join("fs/filler");
     let mut f = std::fs::File::create(&filler).unwrap();
@@ -556,7 +557,7 @@ fn an_empty_message_content_in_a_trl_pair_is_refused() {
 }
 
 #[test]
-fn crlf_and_lf_rows_differ_in_a_files_diff() {
+fn crlf_and_lf_rows_are_reported_as_reformatted_in_a_files_diff() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a.jsonl"), t.path().join("b.jsonl"));
     std::fs::write(&a, b"{\"prompt\":\"p\",\"response\":\"r\"}\r\n").unwrap();
@@ -572,8 +573,20 @@ fn crlf_and_lf_rows_differ_in_a_files_diff() {
         ],
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_ne!(v.to_string().matches("\"unchanged\":1").count(), 1, "{out}");
-    assert!(!out.contains("\"identical\":true"), "{out}");
+    let summary = &v["datasets"][0]["summary"];
+    assert_eq!(
+        (&summary["unchanged"], &summary["reformatted"]),
+        (&1.into(), &1.into()),
+        "{out}"
+    );
+    let text = ok(
+        t.path(),
+        &["diff", "--files", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert!(
+        text.contains("=1 unchanged (1 of them with other bytes"),
+        "{text}"
+    );
 }
 
 #[test]

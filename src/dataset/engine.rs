@@ -70,6 +70,9 @@ pub struct Summary {
     pub removed: u64,
     pub modified: u64,
     pub unchanged: u64,
+    /// Of the unchanged rows, those whose bytes differ (spacing, escapes, `\r\n` line ends):
+    /// the same row to the diff, but not the same file to the store.
+    pub reformatted: u64,
 }
 
 /// A field added, removed, or whose JSON type changed.
@@ -216,6 +219,20 @@ fn duplicates(records: &[RowRecord]) -> (u64, u64) {
     (keys, rows)
 }
 
+/// Unchanged rows of `b` (by content) whose exact bytes appear in no unchanged row of `a`.
+fn reformatted_rows(a: &[RowRecord], am: &[bool], b: &[RowRecord], bm: &[bool]) -> u64 {
+    let ids: std::collections::HashSet<&super::record::RowId> = a
+        .iter()
+        .zip(am)
+        .filter(|(_, &u)| u)
+        .map(|(r, _)| &r.id)
+        .collect();
+    b.iter()
+        .zip(bm)
+        .filter(|(r, &u)| u && !ids.contains(&r.id))
+        .count() as u64
+}
+
 /// Which records of each side are unchanged: contents matched as multisets (a row repeated
 /// twice on one side and once on the other is once unchanged, once removed).
 fn unchanged_masks(a: &[RowRecord], b: &[RowRecord]) -> (Vec<bool>, Vec<bool>) {
@@ -331,6 +348,7 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
     let key = a.spec.key_spec();
     let (a_mask, b_mask) = unchanged_masks(&a.data.records, &b.data.records);
     let unchanged = b_mask.iter().filter(|&&u| u).count() as u64;
+    let reformatted = reformatted_rows(&a.data.records, &a_mask, &b.data.records, &b_mask);
 
     // Group the one-sided rows by key: pairs of (removed, added) with one key are modified.
     let mut by_key: FastMap<u128, (Vec<usize>, Vec<usize>)> = FastMap::default();
@@ -367,6 +385,7 @@ pub fn diff(mut a: Side, mut b: Side, opts: &DiffOptions) -> Result<DatasetDiff,
         removed: removed.len() as u64,
         modified: pairs.len() as u64,
         unchanged,
+        reformatted,
     };
 
     let (mut field_changes, mut examples) = (None, None);

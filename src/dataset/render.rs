@@ -207,8 +207,19 @@ fn stats_table(d: &DatasetDiff) -> Table {
 fn summary_line(d: &DatasetDiff) -> String {
     let s = &d.summary;
     let mut line = format!(
-        "+{} added  -{} removed  ~{} modified  ={} unchanged",
-        s.added, s.removed, s.modified, s.unchanged
+        "+{} added  -{} removed  ~{} modified  ={} unchanged{}",
+        s.added,
+        s.removed,
+        s.modified,
+        s.unchanged,
+        if s.reformatted > 0 {
+            format!(
+                " ({} of them with other bytes: spacing or line ends)",
+                s.reformatted
+            )
+        } else {
+            String::new()
+        }
     );
     if d.a.duplicate_keys + d.b.duplicate_keys > 0 {
         line.push_str(&format!(
