@@ -576,7 +576,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("hooks")).unwrap();
         std::fs::write(d.path().join("hooks/post-commit"), "#!/bin/sh\necho mine\n").unwrap();
-        let written = install(d.path()).unwrap();
+        let written = install(&d.path().join("hooks")).unwrap();
         assert_eq!(written, vec![d.path().join("hooks/pre-commit")]);
         assert!(is_executable(&d.path().join("hooks/pre-commit")));
         assert_eq!(

@@ -1,16 +1,12 @@
 //! Property tests of srlm's own parsers on hostile bytes: the JSONL validator, the dataset row
 //! parser behind `diff`, and the GGUF header reader (random bytes, and near-valid headers made
 //! by mutating a real GGUF prefix). Each decodes or returns an error; none panics.
+mod common;
+
 use proptest::prelude::*;
 
 fn gguf_prefix() -> Option<Vec<u8>> {
-    let m = std::env::var_os("SRLM_MODEL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/srlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    let mut f = std::fs::File::open(m).ok()?;
+    let mut f = std::fs::File::open(common::default_model()?).ok()?;
     let mut buf = vec![0u8; 64 * 1024];
     std::io::Read::read_exact(&mut f, &mut buf).ok()?;
     Some(buf)

@@ -213,10 +213,7 @@ fn summary_line(d: &DatasetDiff) -> String {
         s.modified,
         s.unchanged,
         if s.reformatted > 0 {
-            format!(
-                " ({} of them with other bytes: spacing or line ends)",
-                s.reformatted
-            )
+            format!(" ({} reformatted)", s.reformatted) // same content, other bytes (spacing, CRLF)
         } else {
             String::new()
         }

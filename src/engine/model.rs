@@ -1051,6 +1051,11 @@ mod tests {
     fn matches_candle_reference_on_the_real_model() {
         let path = default_model_path();
         if !path.exists() {
+            assert!(
+                std::env::var("SRLM_REQUIRE_MODEL").as_deref() != Ok("1"),
+                "SRLM_REQUIRE_MODEL=1 but the default model {} is absent",
+                path.display()
+            );
             eprintln!("SKIP: default model {} is absent", path.display());
             return;
         }

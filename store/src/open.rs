@@ -176,6 +176,14 @@ impl Store {
             entries: legacy.stage.into_iter().collect(),
         };
         self.stage_file.save(&stage)?;
+        // format 1's application file for a run staged with no commit becomes a pin
+        let legacy_pending = self.dir.join("pending-run");
+        if let Ok(text) = std::fs::read_to_string(&legacy_pending) {
+            if let Ok(id) = text.trim().parse::<crate::ObjectId>() {
+                self.set_pin("pending-run", Some(&id))?;
+            }
+            let _ = std::fs::remove_file(&legacy_pending);
+        }
         crate::fsutil::write_atomic(
             &self.tmp_dir(),
             &self.dir.join("FORMAT"),
@@ -225,5 +233,64 @@ impl Store {
             .prefix(&format!("proc-{}-{what}-", std::process::id()))
             .tempdir_in(self.tmp_dir())
             .at(self.tmp_dir())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CommitOptions;
+
+    #[test]
+    fn a_format_1_store_is_upgraded_on_its_first_write_open() {
+        let t = tempfile::tempdir().unwrap();
+        let wd = t.path().canonicalize().unwrap();
+        let (c, stage) = {
+            let mut s = Store::init(&wd).unwrap();
+            std::fs::write(wd.join("a.jsonl"), b"{\"a\":1}\n").unwrap();
+            s.add(&wd, &[PathBuf::from("a.jsonl")]).unwrap();
+            let c = s
+                .commit(&CommitOptions {
+                    message: "one".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            s.set_tag("AIFT(M1)", &c, false).unwrap();
+            (c, s.staged().unwrap())
+        };
+        // rewrite it as format 1 kept it: refs and the staging area in sled, no files
+        let sd = wd.join(STORE_DIR);
+        {
+            let db = sled::open(sd.join("index")).unwrap();
+            let refs = db.open_tree("refs").unwrap();
+            refs.insert("HEAD", "ref: refs/heads/main").unwrap();
+            refs.insert("refs/heads/main", c.to_hex().as_bytes())
+                .unwrap();
+            refs.insert("refs/tags/AIFT(M1)", c.to_hex().as_bytes())
+                .unwrap();
+            let st = db.open_tree("stage").unwrap();
+            for (p, e) in &stage.entries {
+                st.insert(p.as_bytes(), serde_json::to_vec(e).unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        std::fs::remove_dir_all(sd.join("refs")).unwrap();
+        std::fs::remove_file(sd.join("HEAD")).unwrap();
+        std::fs::remove_file(sd.join("stage")).unwrap();
+        std::fs::write(sd.join("FORMAT"), "srlm-store 1\n").unwrap();
+        std::fs::write(sd.join("pending-run"), format!("{}\n", c.to_hex())).unwrap();
+        // a reader opens it too: the upgrade runs first
+        let s = Store::open_read(&wd).unwrap();
+        assert_eq!(s.resolve("AIFT(M1)").unwrap(), c);
+        assert_eq!(s.resolve("HEAD").unwrap(), c);
+        assert_eq!(s.staged().unwrap(), stage);
+        assert_eq!(s.pin("pending-run").unwrap(), Some(c.0));
+        assert!(!sd.join("pending-run").exists());
+        assert_eq!(
+            std::fs::read_to_string(sd.join("FORMAT")).unwrap(),
+            format!("srlm-store {FORMAT_VERSION}\n")
+        );
+        assert!(s.fsck().unwrap().is_clean());
     }
 }

@@ -116,14 +116,7 @@ impl RefStore for FileRefs {
 
     fn update(&self, name: &str, expected: Option<&str>, new: Option<&str>) -> Result<()> {
         let p = self.path(name)?;
-        let cur = self.read(name)?;
-        if cur.as_deref() != expected {
-            return Err(StoreError::RefConflict {
-                name: name.to_string(),
-                expected: expected.unwrap_or("(absent)").to_string(),
-                found: cur.unwrap_or_else(|| "(absent)".into()),
-            });
-        }
+        expect(name, expected, self.read(name)?)?;
         match new {
             Some(v) => {
                 if let Some(parent) = p.parent() {
@@ -164,6 +157,18 @@ impl RefStore for FileRefs {
     }
 }
 
+/// The compare of compare-and-swap: `cur` must be `expected`.
+fn expect(name: &str, expected: Option<&str>, cur: Option<String>) -> Result<()> {
+    if cur.as_deref() == expected {
+        return Ok(());
+    }
+    Err(StoreError::RefConflict {
+        name: name.to_string(),
+        expected: expected.unwrap_or("(absent)").to_string(),
+        found: cur.unwrap_or_else(|| "(absent)".into()),
+    })
+}
+
 fn conflict_or_io(name: &str, parent: &Path, err: std::io::Error) -> StoreError {
     if parent.ancestors().any(|a| a.is_file()) {
         StoreError::BadRefName {
@@ -202,14 +207,7 @@ impl RefStore for MemRefs {
 
     fn update(&self, name: &str, expected: Option<&str>, new: Option<&str>) -> Result<()> {
         let mut refs = self.refs.lock().unwrap();
-        let cur = refs.get(name).cloned();
-        if cur.as_deref() != expected {
-            return Err(StoreError::RefConflict {
-                name: name.to_string(),
-                expected: expected.unwrap_or("(absent)").to_string(),
-                found: cur.unwrap_or_else(|| "(absent)".into()),
-            });
-        }
+        expect(name, expected, refs.get(name).cloned())?;
         match new {
             Some(v) => refs.insert(name.to_string(), v.to_string()),
             None => refs.remove(name),

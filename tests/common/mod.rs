@@ -3,6 +3,15 @@
 #![allow(dead_code)]
 use std::path::PathBuf;
 
+/// A component a test needs is absent: skip with a message, or fail where `.ci/run` requires
+/// it (`var`=1), so CI never passes by skipping.
+pub fn absent(var: &str, what: &str) {
+    if std::env::var(var).as_deref() == Ok("1") {
+        panic!("{var}=1 but {what}");
+    }
+    eprintln!("SKIP: {what}");
+}
+
 /// The real data beside the checkout (`../shared/data`), or `None` with a message on stderr.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,9 +20,12 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIP: {} is absent (real data lives in ../shared/data)",
-            p.display()
+        absent(
+            "SRLM_REQUIRE_DATA",
+            &format!(
+                "{} is absent (real data lives in ../shared/data)",
+                p.display()
+            ),
         );
         None
     }
@@ -30,9 +42,12 @@ pub fn default_model() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIP: default model {} is absent (see README set-up)",
-            p.display()
+        absent(
+            "SRLM_REQUIRE_MODEL",
+            &format!(
+                "default model {} is absent (see README set-up)",
+                p.display()
+            ),
         );
         None
     }
