@@ -186,27 +186,29 @@ impl Store {
             }
         }
         // 4. what gc would refuse over, the index, unknown files
-        let (reachable, _) = self.reachable()?;
-        let lost = self.lost_commits(&reachable)?;
-        if !lost.is_empty() {
-            rep.problems.push(format!(
-                "{} commit(s) that were a ref's value are no longer reachable from any ref \
-                 (refs lost?): {}; tag or branch them to keep them",
-                lost.len(),
-                lost.iter()
-                    .map(|c| c.to_hex())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let unreferenced = kinds
-            .iter()
-            .filter(|(id, k)| **k == "commit" && !reachable.contains(id))
-            .count();
-        if unreferenced > 0 {
-            rep.notes.push(format!(
-                "{unreferenced} commit(s) no branch, tag or HEAD reaches (gc removes them)"
-            ));
+        // (a corrupt object in the graph is reported above; gc refuses to run past it)
+        if let Ok((reachable, _)) = self.reachable() {
+            let lost = self.lost_commits(&reachable)?;
+            if !lost.is_empty() {
+                rep.problems.push(format!(
+                    "{} commit(s) that were a ref's value are no longer reachable from any ref \
+                     (refs lost?): {}; tag or branch them to keep them",
+                    lost.len(),
+                    lost.iter()
+                        .map(|c| c.to_hex())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            let unreferenced = kinds
+                .iter()
+                .filter(|(id, k)| **k == "commit" && !reachable.contains(id))
+                .count();
+            if unreferenced > 0 {
+                rep.notes.push(format!(
+                    "{unreferenced} commit(s) no branch, tag or HEAD reaches (gc removes them)"
+                ));
+            }
         }
         if self.store_dir().join("index").exists() && self.index_if_available().is_none() {
             rep.notes.push(

@@ -27,8 +27,7 @@ pub enum LockMode {
 
 /// Held while a `Store` is open; released when dropped (or when the process dies).
 pub(crate) struct StoreLock {
-    /// `None` for a reader of a store whose lock file it cannot open (a read-only store without
-    /// one: nobody can be writing to it).
+    /// `None` for a reader of a store that has no lock file.
     _file: Option<File>,
 }
 
@@ -70,12 +69,9 @@ pub(crate) fn acquire(path: &Path, mode: LockMode, timeout: Duration) -> Result<
         // A reader opens read-only (flock works on any descriptor) and never creates the file.
         LockMode::Read => match File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                match OpenOptions::new().write(true).create_new(true).open(path) {
-                    Ok(f) => f,
-                    Err(_) => return Ok(StoreLock { _file: None }),
-                }
-            }
+            // No lock file (deleted, or a store copied without it): no writer holds it, and a
+            // reader creates nothing; every write a reader could meet is an atomic rename.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(StoreLock { _file: None }),
             Err(e) => {
                 return Err(StoreError::Io {
                     path: path.into(),
@@ -115,7 +111,10 @@ fn write_holder_note(lock: &Path) -> std::io::Result<()> {
         .collect();
     let note = format!("{}\n{}\n", std::process::id(), args.join(" "));
     let hp = holder_path(lock);
-    let tmp = hp.with_extension(format!("holder.{}", std::process::id()));
+    // the temp file goes to `.srlm/tmp`, which the next writer empties if we die here
+    let tmp = lock
+        .with_file_name("tmp")
+        .join(format!("lock.holder.{}", std::process::id()));
     std::fs::write(&tmp, note)?;
     std::fs::rename(&tmp, &hp)
 }
