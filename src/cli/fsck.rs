@@ -22,11 +22,11 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     if args.repair {
-        let (fixed, failed) = Store::discover(&ctx.cwd)?.repair_pack_indexes()?;
-        for n in &fixed {
+        let rep = Store::discover(&ctx.cwd)?.repair_pack_indexes()?;
+        for n in &rep.fixed {
             writeln!(ctx.err, "repaired: the index of pack {n}")?;
         }
-        for (n, why) in &failed {
+        for (n, why) in &rep.failed {
             writeln!(ctx.err, "not repaired: pack {n}: {why}")?;
         }
     }

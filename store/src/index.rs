@@ -105,15 +105,14 @@ fn open_db(path: &Path, wait: bool) -> std::result::Result<sled::Db, sled::Error
     }
 }
 
+/// Builds a fresh index's contents from the objects.
+pub(crate) type Rebuild<'a> = &'a dyn Fn(&Index) -> Result<()>;
+
 impl Index {
     /// Open the index. It holds only derived data, so when it is missing or unreadable (a
     /// crash on a full disk can leave sled unable to open) a writer (`rebuild` given) deletes
     /// it and builds it again with `rebuild`; a reader gets the error and does without.
-    pub fn open(
-        path: &Path,
-        fast_path: &Path,
-        rebuild: Option<&dyn Fn(&Index) -> Result<()>>,
-    ) -> Result<Index> {
+    pub fn open(path: &Path, fast_path: &Path, rebuild: Option<Rebuild<'_>>) -> Result<Index> {
         let fresh = !path.exists();
         let db = match open_db(path, rebuild.is_some()) {
             Ok(db) => db,

@@ -73,6 +73,7 @@ pub use objects::{
     TreeEntry,
 };
 pub use odb::{LocalOdb, ObjectDb};
+pub use oplog::RepairReport;
 pub use paths::check_tree_path;
 pub use refs::{FileRefs, MemRefs, RefStore};
 pub use store::{

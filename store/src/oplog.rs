@@ -54,7 +54,7 @@ impl Store {
 
     /// Rebuild the `.idx` of every pack whose index is unreadable, from the pack's own frame
     /// headers. Returns the packs repaired and those that could not be (with why).
-    pub fn repair_pack_indexes(&mut self) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    pub fn repair_pack_indexes(&mut self) -> Result<RepairReport> {
         self.writable("repairing packs")?;
         let packs_dir = self.dir.join("packs");
         let (mut fixed, mut failed) = (Vec::new(), Vec::new());
@@ -76,6 +76,15 @@ impl Store {
         if !fixed.is_empty() {
             self.log_op("repair", serde_json::json!({"pack_indexes": fixed}))?;
         }
-        Ok((fixed, failed))
+        Ok(RepairReport { fixed, failed })
     }
+}
+
+/// What [`Store::repair_pack_indexes`] did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Packs whose index was rebuilt.
+    pub fixed: Vec<String>,
+    /// Packs whose index could not be rebuilt, with why.
+    pub failed: Vec<(String, String)>,
 }

@@ -154,8 +154,8 @@ fn a_corrupt_pack_index_blocks_nothing_else_and_is_repaired() {
         );
         // gc leaves a pack it cannot read alone
         s.gc(false).unwrap();
-        let (fixed, failed) = s.repair_pack_indexes().unwrap();
-        assert_eq!((fixed.len(), failed.len()), (1, 0));
+        let rep = s.repair_pack_indexes().unwrap();
+        assert_eq!((rep.fixed.len(), rep.failed.len()), (1, 0));
     }
     assert_eq!(std::fs::read(&first[0]).unwrap(), good);
     let s = Store::open(&wd).unwrap();
