@@ -79,12 +79,13 @@ impl Store {
                 Ok(_) => Some(self.hash_file(p)),
             });
         }
-        let already = |p: &str| -> bool {
-            selected
-                .iter()
-                .zip(&current)
-                .any(|((sp, e), c)| sp == p && matches!(c, Some(Ok(cur)) if cur.id == e.id))
-        };
+        let equal: std::collections::HashSet<&str> = selected
+            .iter()
+            .zip(&current)
+            .filter(|((_, e), c)| matches!(c, Some(Ok(cur)) if cur.id == e.id))
+            .map(|((p, _), _)| p.as_str())
+            .collect();
+        let already = |p: &str| equal.contains(p);
         if !force {
             let mut dirty = BTreeSet::new();
             if paths.is_empty() {
@@ -169,8 +170,9 @@ impl Store {
                 t.entries.clear();
             }
             for (p, e) in &selected {
-                t.entries
-                    .retain(|k, _| !(k != p && (under(k, p) || under(p, k))));
+                for k in crate::worktree::conflicts(&t.entries, p) {
+                    t.entries.remove(&k);
+                }
                 t.entries.insert(p.clone(), e.clone());
             }
         })?;

@@ -30,6 +30,25 @@ pub(crate) fn under(p: &str, prefix: &str) -> bool {
         || (p.len() > prefix.len() && p.starts_with(prefix) && p.as_bytes()[prefix.len()] == b'/')
 }
 
+/// The entries of `entries` that conflict with a file at `p`: the folders above it held as
+/// files, and anything under `p/` (O(depth) lookups and one range scan, not a pass over all).
+pub(crate) fn conflicts<V>(entries: &BTreeMap<String, V>, p: &str) -> Vec<String> {
+    let mut out: Vec<String> = p
+        .match_indices('/')
+        .map(|(i, _)| &p[..i])
+        .filter(|a| entries.contains_key(*a))
+        .map(str::to_string)
+        .collect();
+    let dir = format!("{p}/");
+    out.extend(
+        entries
+            .range(dir.clone()..)
+            .take_while(|(k, _)| k.starts_with(&dir))
+            .map(|(k, _)| k.clone()),
+    );
+    out
+}
+
 impl Store {
     /// Tree path of a user path (relative to `cwd`).
     pub fn tree_path(&self, cwd: &Path, user: &Path) -> Result<String> {
@@ -83,11 +102,7 @@ impl Store {
         // A staged path that is now a folder holding added files, or that lies under an added
         // file (its folder became a file), is no longer there.
         for f in &files {
-            for k in staged.keys() {
-                if k != f && (under(f, k) || under(k, f)) {
-                    removed.insert(k.clone());
-                }
-            }
+            removed.extend(conflicts(&staged, f));
         }
         let mut report = AddReport {
             removed: removed.into_iter().collect(),
@@ -386,7 +401,10 @@ impl Store {
         };
         let apply = |t: &mut Tree| {
             for (p, e) in changes {
-                t.entries.retain(|k, _| !(under(k, p) || under(p, k)));
+                t.entries.remove(p);
+                for k in conflicts(&t.entries, p) {
+                    t.entries.remove(&k);
+                }
                 if let Some(e) = e {
                     t.entries.insert(p.clone(), e.clone());
                 }
