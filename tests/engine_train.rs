@@ -44,7 +44,7 @@ fn sft_rows() -> Vec<SftRow> {
     .collect()
 }
 
-fn logits(cfg: &srlm::engine::config::LlamaConfig, w: &Weights) -> Tensor {
+fn logits(cfg: &srlm::engine::config::ModelConfig, w: &Weights) -> Tensor {
     let ids = Tensor::new(&[[1u32, 5, 9, 14, 3, 7]], &Device::Cpu).unwrap();
     Llama::new(cfg, w, &Trainable::None)
         .unwrap()

@@ -1,4 +1,4 @@
-//! Full fine-tuning without an autograd graph: the llama's forward pass keeping exactly the
+//! Full fine-tuning without an autograd graph: the model's forward pass keeping exactly the
 //! activations its backward pass needs, and the backward pass written out by hand.
 //!
 //! Why: for full fine-tuning the graph is the same every step, and candle's autograd pays
@@ -16,7 +16,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::config::{ConfigError, LlamaConfig};
+use super::config::{ConfigError, ModelConfig, QKV};
 use super::logprob::{Encoded, LogprobError};
 use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
@@ -42,11 +42,12 @@ pub enum DenseError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A projection: its weight's position in [`Dense::params`] and, with LoRA, its adapter's
-/// A `(rank, in)` and B `(out, rank)`.
+/// A projection: its weight's position in [`Dense::params`], its bias's (Qwen2's q/k/v) and,
+/// with LoRA, its adapter's A `(rank, in)` and B `(out, rank)`.
 #[derive(Debug, Clone, Copy)]
 struct Proj {
     w: usize,
+    b: Option<usize>,
     lora: Option<(usize, usize)>,
 }
 
@@ -80,7 +81,7 @@ struct LayerIdx {
 /// LoRA adapters in initialisation order), trainable by hand: every tensor, or with LoRA only
 /// the adapters.
 pub struct Dense {
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     params: Vec<Vec<f32>>,
@@ -161,7 +162,7 @@ impl Dense {
     /// `lora`, add adapters (drawn from its seeded RNG in the order [`super::llama::Llama`]
     /// draws them) and train only those.
     pub fn new(
-        cfg: &LlamaConfig,
+        cfg: &ModelConfig,
         w: &Weights,
         lora: Option<(&LoraConfig, LoraInit)>,
     ) -> Result<Self, DenseError> {
@@ -203,12 +204,15 @@ impl Dense {
                 .binary_search_by(|x| x.as_str().cmp(n))
                 .expect("listed")
         };
+        let bias = cfg.qkv_bias();
         let mut layers: Vec<LayerIdx> = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let p = |n: &str| at(&format!("model.layers.{l}.{n}.weight"));
                 LayerIdx {
                     projs: PROJS.map(|n| Proj {
                         w: p(n),
+                        b: (bias && QKV.contains(&n))
+                            .then(|| at(&format!("model.layers.{l}.{n}.bias"))),
                         lora: None,
                     }),
                     ln1: p("input_layernorm"),
@@ -537,6 +541,12 @@ impl Dense {
         accumulate: bool,
     ) -> Option<Vec<f32>> {
         linear_into(dst, x, &self.params[p.w], n, accumulate);
+        if let Some(ib) = p.b {
+            let b = &self.params[ib];
+            dst.par_chunks_mut(b.len()).for_each(|row| {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            });
+        }
         let (ia, ib) = p.lora?;
         let scale = self.lora_scale();
         let (a, b) = (&self.params[ia], &self.params[ib]);
@@ -569,6 +579,13 @@ impl Dense {
         linear_backward_input(dx, dy, &self.params[p.w], n, true);
         if !g[p.w].is_empty() {
             weight_grad(&mut g[p.w], dy, x, n);
+        }
+        if let Some(ib) = p.b.filter(|&ib| !g[ib].is_empty()) {
+            // Rows in order: the same sum at any thread count.
+            let gb = &mut g[ib];
+            for row in dy.chunks_exact(gb.len()) {
+                gb.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
         }
         let (Some((a, b)), Some(low)) = (p.lora, low) else {
             return;
@@ -1156,7 +1173,7 @@ mod tests {
     /// Log-probs and every parameter's gradient of `Σ coef · log-prob` agree with candle's
     /// autograd over the reference model.
     /// With `lora`, only the adapters are trained, on both sides.
-    fn check_against_graph(cfg: &LlamaConfig, w: &Weights, lora: Option<LoraConfig>) {
+    fn check_against_graph(cfg: &ModelConfig, w: &Weights, lora: Option<LoraConfig>) {
         let (c, r) = pair();
         let init = LoraInit { seed: 5 };
         let dense = Dense::new(cfg, w, lora.as_ref().map(|l| (l, init))).unwrap();

@@ -1,12 +1,16 @@
-//! GGUF files: metadata (llama hyper-parameters, chat template) and the tokenizer rebuilt from
+//! GGUF files: metadata (the model configuration, checked against the tensors; chat template) and the tokenizer rebuilt from
 //! `tokenizer.ggml.*` (there is no tokenizer.json beside a GGUF).
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::Tokenizer;
 
+use super::chat::{ChatError, ChatTemplate};
+use super::config::{ConfigError, ModelConfig};
 use super::tokenizer::{build_byte_level_bpe, BpeSpec};
+use super::weights::{gguf_to_hf_name, hf_to_gguf_name};
 
 /// Errors reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +30,14 @@ pub enum GgufError {
         key: String,
         message: String,
     },
-    #[error("{path}: architecture `{arch}` is not supported (llama only)")]
-    Architecture { path: PathBuf, arch: String },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("{path}: tensor `{name}`: {message}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
     #[error("{path}: building the tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
 }
@@ -37,21 +47,6 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     pub file: File,
-}
-
-/// Llama hyper-parameters from `llama.*` metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GgufLlama {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_layers: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub rms_norm_eps: f64,
-    pub rope_theta: f32,
-    pub context_length: usize,
 }
 
 impl GgufFile {
@@ -90,20 +85,6 @@ impl GgufFile {
         }
     }
 
-    fn get_usize(&self, key: &str) -> Result<usize, GgufError> {
-        let v = self.get(key)?;
-        // Writers differ in the integer width they use.
-        v.to_u32()
-            .map(|x| x as usize)
-            .or_else(|_| v.to_u64().map(|x| x as usize))
-            .or_else(|_| v.to_i32().map(|x| x as usize))
-            .map_err(|e| self.bad(key, e))
-    }
-
-    fn get_f32(&self, key: &str) -> Result<f32, GgufError> {
-        self.get(key)?.to_f32().map_err(|e| self.bad(key, e))
-    }
-
     /// A string metadata value, if present.
     pub fn get_string(&self, key: &str) -> Option<String> {
         self.content
@@ -113,47 +94,95 @@ impl GgufFile {
             .cloned()
     }
 
-    /// The llama hyper-parameters; refuses other architectures.
-    pub fn llama(&self) -> Result<GgufLlama, GgufError> {
-        let arch = self.get_string("general.architecture").unwrap_or_default();
-        if arch != "llama" {
-            return Err(GgufError::Architecture {
-                path: self.path.clone(),
-                arch,
-            });
-        }
-        let hidden_size = self.get_usize("llama.embedding_length")?;
-        let num_heads = self.get_usize("llama.attention.head_count")?;
-        let num_kv_heads = self
-            .get_usize("llama.attention.head_count_kv")
-            .unwrap_or(num_heads);
-        let vocab_size = match self.get_usize("llama.vocab_size") {
-            Ok(v) => v,
-            Err(_) => self
-                .get("tokenizer.ggml.tokens")?
-                .to_vec()
-                .map_err(|e| self.bad("tokenizer.ggml.tokens", e))?
-                .len(),
+    /// The model configuration the metadata describes, checked against the tensors the file
+    /// holds: every tensor must be one that configuration has, with its shape (a file whose
+    /// metadata contradicts its tensors is refused before any tensor is read).
+    pub fn config(&self) -> Result<ModelConfig, GgufError> {
+        let path = &self.path;
+        let mut cfg =
+            ModelConfig::from_gguf_metadata(&self.content.metadata).map_err(|source| {
+                GgufError::Config {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        let infos = &self.content.tensor_infos;
+        cfg.tie_word_embeddings = !infos.contains_key("output.weight");
+        let want: HashMap<String, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
+        let tensor_err = |name: &str, message: String| GgufError::Tensor {
+            path: path.clone(),
+            name: name.to_owned(),
+            message,
         };
-        Ok(GgufLlama {
-            vocab_size,
-            hidden_size,
-            intermediate_size: self.get_usize("llama.feed_forward_length")?,
-            num_layers: self.get_usize("llama.block_count")?,
-            num_heads,
-            num_kv_heads,
-            head_dim: self
-                .get_usize("llama.rope.dimension_count")
-                .unwrap_or(hidden_size / num_heads),
-            rms_norm_eps: self.get_f32("llama.attention.layer_norm_rms_epsilon")? as f64,
-            rope_theta: self.get_f32("llama.rope.freq_base").unwrap_or(10000.0),
-            context_length: self.get_usize("llama.context_length").unwrap_or(2048),
-        })
+        for (name, info) in infos {
+            if name == "rope_freqs.weight" {
+                return Err(tensor_err(
+                    name,
+                    "rope frequency factors (Llama 3.1 rope scaling) are not supported in a \
+                     GGUF; load the Hugging Face folder instead"
+                        .into(),
+                ));
+            }
+            let hf = gguf_to_hf_name(name)
+                .filter(|hf| want.contains_key(hf))
+                .ok_or_else(|| {
+                    tensor_err(
+                        name,
+                        format!(
+                            "not a tensor of the {} model the metadata describes",
+                            self.get_string("general.architecture").unwrap_or_default()
+                        ),
+                    )
+                })?;
+            let dims = info.shape.dims();
+            if dims != want[&hf].as_slice() {
+                return Err(tensor_err(
+                    name,
+                    format!("shape {dims:?}, the metadata implies {:?}", want[&hf]),
+                ));
+            }
+        }
+        for hf in want.keys() {
+            let g = hf_to_gguf_name(hf).unwrap_or_default();
+            if !infos.contains_key(&g) {
+                return Err(tensor_err(&g, "missing".into()));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The chat template the file carries, rendered with its bos/eos tokens (plain ChatML
+    /// when it carries none).
+    pub fn chat(&self) -> Result<ChatTemplate, ChatError> {
+        match self.chat_template() {
+            Some(t) => {
+                let bos = self
+                    .token_text("tokenizer.ggml.bos_token_id")
+                    .unwrap_or_default();
+                let eos = self
+                    .token_text("tokenizer.ggml.eos_token_id")
+                    .unwrap_or_default();
+                ChatTemplate::new(&t, &bos, &eos)
+            }
+            None => Ok(ChatTemplate::chatml()),
+        }
     }
 
     /// The chat template the file carries, if any.
     pub fn chat_template(&self) -> Option<String> {
         self.get_string("tokenizer.chat_template")
+    }
+
+    /// The text of the special token whose id `key` names (e.g. `tokenizer.ggml.bos_token_id`).
+    pub fn token_text(&self, key: &str) -> Option<String> {
+        let id = self.token_id(key)? as usize;
+        let tokens = self
+            .content
+            .metadata
+            .get("tokenizer.ggml.tokens")?
+            .to_vec()
+            .ok()?;
+        tokens.get(id)?.to_string().ok().cloned()
     }
 
     /// Special token ids named in the metadata (`tokenizer.ggml.eos_token_id` and so on).
