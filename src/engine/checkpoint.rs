@@ -323,6 +323,13 @@ pub fn save(
         std::io::Write::write_all(&mut f, bytes).map_err(io(&p))?;
         f.sync_all().map_err(io(&p))
     };
+    // A trained head on tied embeddings (LoRA on lm_head) is a separate tensor from then on.
+    let mut cfg = cfg.clone();
+    if let Contents::Full(w) = &contents {
+        if w.get("lm_head.weight").is_some() {
+            cfg.tie_word_embeddings = false;
+        }
+    }
     put(CONFIG_FILE, &cfg.to_json_bytes())?;
     let tok = tokenizer
         .to_string(false)

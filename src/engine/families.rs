@@ -248,3 +248,53 @@ fn smollm2_hf_folder_scores_like_its_gguf() {
     // transformers gives -9.5583 on the same weights (the measurement).
     assert!((a + 9.5583).abs() < 2e-2, "GGUF log-prob {a}");
 }
+
+/// A Qwen2 model written as GGUF (`qwen2` architecture: q/k rows not interleaved, biases as
+/// `blk.N.attn_q.bias`) runs on the inference path as its folder does; a Llama 3 model with
+/// rope scaling is refused rather than written without it.
+#[test]
+fn qwen2_gguf_matches_transformers_and_llama3_scaling_is_not_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    crate::engine::fixture::write_tiny_model(&t.path().join("tok"), 1).unwrap();
+    let tok = checkpoint::load(&t.path().join("tok")).unwrap();
+    let md = super::export::gguf_tokenizer(&tok.tokenizer, &tok.chat).unwrap();
+    let name = "qwen2-untied";
+    let e = expected(name);
+    let l = checkpoint::load(&fixture(name)).unwrap();
+    let path = t.path().join("qwen2.gguf");
+    super::export::write_gguf(&l, &md, &path, candle_core::quantized::GgmlDType::F32).unwrap();
+    let model = load(&path, WeightMode::F32).unwrap();
+    let all = Tensor::new(&e.ids[..], model.device())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let out: Vec<f32> = model
+        .forward(&all, &mut KvCache::new(&model))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let r = rel(&out, e.logits.last().unwrap());
+    assert!(r < TOL, "qwen2 GGUF logits off by {r}");
+    let back = checkpoint::load(&path).unwrap();
+    assert!(back.cfg.qkv_bias());
+    let d = Dense::new(&back.cfg, &back.weights, None).unwrap();
+    let ex = Encoded {
+        ids: e.ids.clone(),
+        start: e.start,
+    };
+    let (lp, _) = d.forward(&[&ex], false).unwrap();
+    let r = rel(&lp[0], &e.response_token_logprobs);
+    assert!(r < TOL, "qwen2 GGUF log-probs off by {r}");
+    let l3 = checkpoint::load(&fixture("llama3")).unwrap();
+    let err = super::export::write_gguf(
+        &l3,
+        &md,
+        &t.path().join("l3.gguf"),
+        candle_core::quantized::GgmlDType::F32,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("llama3"), "{err}");
+}

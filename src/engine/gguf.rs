@@ -8,7 +8,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::Tokenizer;
 
 use super::chat::{ChatError, ChatTemplate};
-use super::config::{ConfigError, ModelConfig};
+use super::config::{Architecture, ConfigError, ModelConfig};
 use super::tokenizer::{build_byte_level_bpe, BpeSpec};
 use super::weights::{gguf_to_hf_name, hf_to_gguf_name};
 
@@ -248,6 +248,134 @@ impl GgufFile {
             path: self.path.clone(),
             message: e.to_string(),
         })
+    }
+}
+
+/// The GGUF side of [`ModelConfig`]: llama.cpp's `{arch}.*` metadata keys.
+impl ModelConfig {
+    /// Derive the config from a GGUF's metadata (llama.cpp's `{arch}.*` names). Whether the
+    /// embeddings are tied is set by the caller, who sees the tensors.
+    pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Self, ConfigError> {
+        let arch_name = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+            .unwrap_or("?");
+        let arch = match arch_name {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => return Err(ConfigError::Architecture(other.to_owned())),
+        };
+        let a = arch_name;
+        let num = |k: &str| -> Result<usize, ConfigError> {
+            md.get(k)
+                .and_then(|v| {
+                    v.to_u32()
+                        .map(u64::from)
+                        .or_else(|_| v.to_u64())
+                        .or_else(|_| v.to_i32().map(|x| x.max(0) as u64))
+                        .ok()
+                })
+                .map(|x| x as usize)
+                .ok_or_else(|| ConfigError::GgufField {
+                    field: k.to_owned(),
+                })
+        };
+        let float = |k: &str| md.get(k).and_then(|v| v.to_f32().ok());
+        let hidden_size = num(&format!("{a}.embedding_length"))?;
+        let vocab_size = match num(&format!("{a}.vocab_size")) {
+            Ok(v) => v,
+            Err(e) => match md
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.to_vec().ok())
+            {
+                Some(toks) => toks.len(),
+                None => return Err(e),
+            },
+        };
+        let mut extra = serde_json::Map::new();
+        let (class, model_type) = arch.hf_names();
+        extra.insert("model_type".into(), model_type.into());
+        extra.insert("architectures".into(), serde_json::json!([class]));
+        for (gguf_key, hf_key) in [
+            ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+            ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+            ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+        ] {
+            if let Some(id) = md.get(gguf_key).and_then(|v| v.to_u32().ok()) {
+                extra.insert(hf_key.into(), id.into());
+            }
+        }
+        let eps_key = format!("{a}.attention.layer_norm_rms_epsilon");
+        let cfg = Self {
+            hidden_size,
+            intermediate_size: num(&format!("{a}.feed_forward_length"))?,
+            vocab_size,
+            num_hidden_layers: num(&format!("{a}.block_count"))?,
+            num_attention_heads: num(&format!("{a}.attention.head_count"))?,
+            num_key_value_heads: num(&format!("{a}.attention.head_count_kv")).ok(),
+            rms_norm_eps: float(&eps_key).ok_or(ConfigError::GgufField { field: eps_key })? as f64,
+            rope_theta: float(&format!("{a}.rope.freq_base")).unwrap_or(10_000.0) as f64,
+            max_position_embeddings: num(&format!("{a}.context_length")).unwrap_or(2048),
+            tie_word_embeddings: true,
+            extra,
+        };
+        cfg.validate()?;
+        for k in [
+            "rope.dimension_count",
+            "attention.key_length",
+            "attention.value_length",
+        ] {
+            if let Ok(dim) = num(&format!("{a}.{k}")) {
+                if dim != cfg.head_dim() {
+                    return Err(ConfigError::Invalid(format!(
+                        "GGUF `{a}.{k}` {dim} differs from the head dimension {} (partial \
+                         rotary embeddings and wide heads are not supported)",
+                        cfg.head_dim()
+                    )));
+                }
+            }
+        }
+        let scaling = format!("{a}.rope.scaling.type");
+        match md.get(&scaling).and_then(|v| v.to_string().ok()) {
+            None => {}
+            Some(t) if t == "none" => {}
+            Some(t) => {
+                return Err(ConfigError::Invalid(format!(
+                    "GGUF `{scaling}` `{t}` is not supported"
+                )))
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The GGUF metadata for this config (the reverse of `from_gguf_metadata`).
+    pub fn to_gguf_metadata(&self) -> Result<Vec<(String, Value)>, ConfigError> {
+        let arch = self.architecture()?;
+        if self.rope_scaling()?.is_some() {
+            return Err(ConfigError::Invalid(
+                "writing a GGUF with llama3 rope scaling is not supported".into(),
+            ));
+        }
+        let a = arch.gguf_name();
+        let u = |x: usize| Value::U32(x as u32);
+        let k = |s: &str| format!("{a}.{s}");
+        Ok(vec![
+            ("general.architecture".into(), Value::String(a.into())),
+            (k("block_count"), u(self.num_hidden_layers)),
+            (k("context_length"), u(self.positions())),
+            (k("embedding_length"), u(self.hidden_size)),
+            (k("feed_forward_length"), u(self.intermediate_size)),
+            (k("attention.head_count"), u(self.num_attention_heads)),
+            (k("attention.head_count_kv"), u(self.kv_heads())),
+            (k("rope.freq_base"), Value::F32(self.theta() as f32)),
+            (
+                k("attention.layer_norm_rms_epsilon"),
+                Value::F32(self.rms_norm_eps as f32),
+            ),
+            (k("vocab_size"), u(self.vocab_size)),
+            (k("rope.dimension_count"), u(self.head_dim())),
+        ])
     }
 }
 

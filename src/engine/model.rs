@@ -98,7 +98,7 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFormat {
     Gguf,
-    /// A Hugging Face llama folder or an srlm checkpoint (same layout).
+    /// A Hugging Face folder or an srlm checkpoint (same layout).
     Folder,
 }
 

@@ -1,10 +1,10 @@
-//! Full-precision llama weights under Hugging Face tensor names, loaded from a GGUF (every
+//! Full-precision weights under Hugging Face tensor names, loaded from a GGUF (every
 //! tensor dequantized, q/k rows un-permuted from llama.cpp's rotary layout), a Hugging Face
-//! folder (one or sharded safetensors), or written back out as safetensors or GGUF.
+//! folder (one or sharded safetensors), or written back out as safetensors (GGUF: `export`).
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{ConfigError, ModelConfig};
@@ -289,7 +289,7 @@ impl Weights {
     /// in `model.safetensors.index.json` (f32, f16 or bf16; held as f32). Every tensor must
     /// be one the config describes, with its shape.
     pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Self), WeightsError> {
-        let mut cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
         let mut all = BTreeMap::new();
         for f in safetensors_files(dir)? {
             for (k, t) in Self::load_safetensors(&f)?.0 {
@@ -306,9 +306,7 @@ impl Weights {
         // Buffers older transformers saved; not parameters.
         all.retain(|k, _| !k.ends_with(".rotary_emb.inv_freq"));
         let weights = Self(all);
-        if !weights.0.contains_key("lm_head.weight") {
-            cfg.tie_word_embeddings = true;
-        } else if cfg.tie_word_embeddings {
+        if cfg.tie_word_embeddings && weights.0.contains_key("lm_head.weight") {
             // A tied model may still save the (identical) head: use the embeddings.
             let mut w = weights;
             w.0.remove("lm_head.weight");
@@ -348,101 +346,6 @@ impl Weights {
         w.check(&cfg, path)?;
         Ok((cfg, w))
     }
-
-    /// Write these weights as a llama GGUF that llama.cpp and candle's quantized llama load:
-    /// q/k rows permuted back to the rotary layout, matrices quantized to `dtype` (1-D norms
-    /// stay f32), `extra` metadata (e.g. the base GGUF's `tokenizer.*` keys) appended.
-    pub fn export_gguf(
-        &self,
-        cfg: &ModelConfig,
-        extra: &[(String, gguf_file::Value)],
-        path: &Path,
-        dtype: GgmlDType,
-    ) -> Result<(), WeightsError> {
-        let cerr = |source| WeightsError::Candle {
-            path: path.into(),
-            source,
-        };
-        let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        // llama.cpp's order: embeddings, blocks in order, final norm, output.
-        let mut names: Vec<(String, String)> = self
-            .0
-            .keys()
-            .filter_map(|hf| hf_to_gguf_name(hf).map(|g| (g, hf.clone())))
-            .collect();
-        names.sort_by_key(|(g, _)| gguf_order(g));
-        let interleaved = cfg.architecture()?.gguf_interleaved();
-        for (g, hf) in names {
-            let mut t = self.0[&hf].to_dtype(DType::F32).map_err(cerr)?;
-            if interleaved && hf.ends_with("q_proj.weight") {
-                t = permute_qk(&t, cfg.num_attention_heads, false).map_err(cerr)?;
-            } else if interleaved && hf.ends_with("k_proj.weight") {
-                t = permute_qk(&t, cfg.kv_heads(), false).map_err(cerr)?;
-            }
-            let block = dtype.block_size();
-            let dt = if t.rank() == 1 || t.dim(1).map_err(cerr)? % block != 0 {
-                GgmlDType::F32
-            } else {
-                dtype
-            };
-            tensors.push((g, QTensor::quantize(&t, dt).map_err(cerr)?));
-        }
-        let mut md = cfg.to_gguf_metadata()?;
-        md.push((
-            "general.file_type".into(),
-            gguf_file::Value::U32(file_type(dtype)),
-        ));
-        md.push((
-            "general.quantization_version".into(),
-            gguf_file::Value::U32(2),
-        ));
-        for (k, v) in extra {
-            if !md.iter().any(|(mk, _)| mk == k) {
-                md.push((k.clone(), v.clone()));
-            }
-        }
-        let md_refs: Vec<(&str, &gguf_file::Value)> =
-            md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut buf = std::io::Cursor::new(Vec::new());
-        gguf_file::write(&mut buf, &md_refs, &t_refs).map_err(cerr)?;
-        std::fs::write(path, buf.into_inner()).map_err(|source| WeightsError::Io {
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-/// Sort key for GGUF tensor names: token_embd, blk.0.*, blk.1.*, ..., output_norm, output.
-fn gguf_order(name: &str) -> (usize, usize, String) {
-    if name.starts_with("token_embd") {
-        (0, 0, name.into())
-    } else if let Some(rest) = name.strip_prefix("blk.") {
-        let layer = rest
-            .split('.')
-            .next()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(usize::MAX);
-        (1, layer, name.into())
-    } else {
-        (2, 0, name.into())
-    }
-}
-
-/// llama.cpp's `general.file_type` code for a tensor type.
-fn file_type(dtype: GgmlDType) -> u32 {
-    match dtype {
-        GgmlDType::F32 => 0,
-        GgmlDType::F16 => 1,
-        GgmlDType::Q4_0 => 2,
-        GgmlDType::Q4_1 => 3,
-        GgmlDType::Q8_0 => 7,
-        GgmlDType::Q5_0 => 8,
-        GgmlDType::Q5_1 => 9,
-        GgmlDType::Q4K => 15,
-        GgmlDType::Q6K => 18,
-        _ => 0,
-    }
 }
 
 /// The `tokenizer.*` metadata of a GGUF (to carry into an exported GGUF).
@@ -475,6 +378,7 @@ pub fn to_hashmap(w: &Weights) -> HashMap<String, Tensor> {
 mod tests {
     use super::*;
     use crate::engine::llama::tests::max_abs_diff;
+    use candle_core::quantized::GgmlDType;
 
     #[test]
     fn names_map_both_ways() {
