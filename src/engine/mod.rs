@@ -19,6 +19,7 @@ pub mod tokenizer;
 pub mod checkpoint;
 pub mod config;
 pub mod dense;
+mod dense_attention;
 mod dense_ops;
 pub mod export;
 pub mod grad_ops;
