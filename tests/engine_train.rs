@@ -44,7 +44,7 @@ fn sft_rows() -> Vec<SftRow> {
     .collect()
 }
 
-fn logits(cfg: &srlm::engine::config::LlamaConfig, w: &Weights) -> Tensor {
+fn logits(cfg: &srlm::engine::config::ModelConfig, w: &Weights) -> Tensor {
     let ids = Tensor::new(&[[1u32, 5, 9, 14, 3, 7]], &Device::Cpu).unwrap();
     Llama::new(cfg, w, &Trainable::None)
         .unwrap()
@@ -155,8 +155,8 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
             &out,
             &loaded.cfg,
             Contents::Full(&w),
-            loaded.tokenizer.as_ref().unwrap(),
-            loaded.chat_template.as_deref(),
+            &loaded.tokenizer,
+            Some(&loaded.chat),
         )
         .unwrap();
         (out, w)
@@ -185,7 +185,7 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
         0.0
     );
     assert_eq!(back.meta.unwrap().kind, checkpoint::Kind::Full);
-    assert_eq!(back.chat_template, loaded.chat_template);
+    assert_eq!(back.chat, loaded.chat);
     // The inference loader reads it too (template from tokenizer_config.json).
     let m = srlm::engine::model::load(&a, srlm::engine::model::WeightMode::default()).unwrap();
     assert_eq!(
@@ -197,7 +197,7 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
         &a,
         &loaded.cfg,
         Contents::Full(&wa),
-        loaded.tokenizer.as_ref().unwrap(),
+        &loaded.tokenizer,
         None,
     );
     assert!(matches!(err, Err(CheckpointError::Exists(_))));

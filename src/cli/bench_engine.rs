@@ -105,7 +105,7 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
     let model = load(path, mode)?;
     let load_s = t0.elapsed().as_secs_f64();
     let judge = Judge::new(&model)?;
-    let text = judge.text(INSTRUCTION, RESPONSE);
+    let text = judge.text(INSTRUCTION, RESPONSE)?;
     let ids = model.encode(&text)?;
     // Warm up (thread pool, allocations) on a short input.
     let warm = Tensor::new(&ids[..8.min(ids.len())], model.device())?.unsqueeze(0)?;

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod diff;
 pub mod dpo;
 pub mod eval_judge;
+pub mod export;
 pub mod fsck;
 pub mod gc;
 pub mod gen_prompts;
@@ -80,6 +81,7 @@ pub enum Command {
     Judge(judge::Args),
     Pairs(pairs::Args),
     Dpo(dpo::Args),
+    Export(export::Args),
     EvalJudge(eval_judge::Args),
     Run(run::Args),
     Iterate(iterate::Args),
@@ -132,6 +134,7 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Judge(a) => judge::run(a, ctx),
         Command::Pairs(a) => pairs::run(a, ctx),
         Command::Dpo(a) => dpo::run(a, ctx),
+        Command::Export(a) => export::run(a, ctx),
         Command::EvalJudge(a) => eval_judge::run(a, ctx),
         Command::Run(a) => run::run(a, ctx),
         Command::Iterate(a) => iterate::run(a, ctx),

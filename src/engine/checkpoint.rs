@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::LlamaConfig;
+use super::chat::{self, ChatError, ChatTemplate};
+use super::config::ModelConfig;
+use super::gguf::{GgufError, GgufFile};
 use super::lora::{self, LoraConfig};
 use super::weights::{Weights, WeightsError};
 
@@ -48,6 +50,12 @@ pub enum CheckpointError {
     },
     #[error("{0}: not a model (expected a .gguf file, a Hugging Face llama folder or an srlm checkpoint)")]
     NotAModel(PathBuf),
+    #[error("{0}: no tokenizer.json (a model folder needs its tokenizer)")]
+    NoTokenizer(PathBuf),
+    #[error("{path}: {source}")]
+    Chat { path: PathBuf, source: ChatError },
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error("{path}: {source}")]
@@ -85,15 +93,15 @@ pub struct CheckpointMeta {
     pub chat_template: Option<String>,
 }
 
-/// A loaded model, ready to build a trainable [`super::llama::Llama`].
+/// A loaded model, ready to build a trainable [`super::llama::Llama`] or the inference model.
 pub struct Loaded {
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     /// Full f32 weights (a LoRA checkpoint's adapter already merged into its base).
     pub weights: Weights,
-    /// `tokenizer.json` of a folder; None for a GGUF (its tokenizer is built from metadata
-    /// by `engine::tokenizer`).
-    pub tokenizer: Option<tokenizers::Tokenizer>,
-    pub chat_template: Option<String>,
+    /// `tokenizer.json` of a folder, or the tokenizer a GGUF's metadata describes.
+    pub tokenizer: tokenizers::Tokenizer,
+    /// The model's chat template (plain ChatML when it carries none).
+    pub chat: ChatTemplate,
     /// The checkpoint's metadata, when it is an srlm checkpoint.
     pub meta: Option<CheckpointMeta>,
 }
@@ -140,12 +148,17 @@ pub fn model_id(path: &Path) -> Result<blake3::Hash, CheckpointError> {
 pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     if path.is_file() {
         let (cfg, weights) = Weights::load_gguf(path)?;
-        let chat_template = gguf_chat_template(path)?;
+        let g = GgufFile::open(path)?;
+        let tokenizer = g.tokenizer()?;
+        let chat = g.chat().map_err(|source| CheckpointError::Chat {
+            path: path.to_owned(),
+            source,
+        })?;
         return Ok(Loaded {
             cfg,
             weights,
-            tokenizer: None,
-            chat_template,
+            tokenizer,
+            chat,
             meta: None,
         });
     }
@@ -153,11 +166,9 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
         return Err(CheckpointError::NotAModel(path.to_owned()));
     }
     let meta = read_meta(path)?;
-    let tokenizer = read_tokenizer(path)?;
-    let mut chat_template = meta.as_ref().and_then(|m| m.chat_template.clone());
-    if chat_template.is_none() {
-        chat_template = hf_chat_template(path)?;
-    }
+    let tokenizer =
+        read_tokenizer(path)?.ok_or_else(|| CheckpointError::NoTokenizer(path.to_owned()))?;
+    let chat = folder_chat(path, meta.as_ref(), &tokenizer)?;
     let (cfg, weights) = match &meta {
         Some(m) if m.kind == Kind::Lora => {
             let base = m.base.as_ref().ok_or_else(|| CheckpointError::Invalid {
@@ -200,9 +211,40 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
         cfg,
         weights,
         tokenizer,
-        chat_template,
+        chat,
         meta,
     })
+}
+
+/// A folder's chat template: an srlm checkpoint's own, else `chat_template.jinja` or
+/// `tokenizer_config.json`, with the special tokens `tokenizer_config.json` names (or
+/// `config.json`'s ids resolve to); plain ChatML when the folder has no template.
+fn folder_chat(
+    dir: &Path,
+    meta: Option<&CheckpointMeta>,
+    tok: &tokenizers::Tokenizer,
+) -> Result<ChatTemplate, CheckpointError> {
+    let cerr = |path: PathBuf| move |source| CheckpointError::Chat { path, source };
+    let found = match meta.and_then(|m| m.chat_template.clone()) {
+        Some(t) => Some((t, dir.join(META_FILE))),
+        None => chat::folder_template(dir).map_err(cerr(dir.to_owned()))?,
+    };
+    let Some((source, from)) = found else {
+        return Ok(ChatTemplate::chatml());
+    };
+    let (bos, eos) = chat::folder_special_tokens(dir);
+    let by_id = |key: &str| -> Option<String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).ok()?).ok()?;
+        let id = match &v[key] {
+            serde_json::Value::Array(a) => a.first()?.as_u64()?,
+            x => x.as_u64()?,
+        };
+        tok.id_to_token(id as u32)
+    };
+    let bos = bos.or_else(|| by_id("bos_token_id")).unwrap_or_default();
+    let eos = eos.or_else(|| by_id("eos_token_id")).unwrap_or_default();
+    ChatTemplate::new(&source, &bos, &eos).map_err(cerr(from))
 }
 
 fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>, CheckpointError> {
@@ -241,33 +283,6 @@ fn read_tokenizer(dir: &Path) -> Result<Option<tokenizers::Tokenizer>, Checkpoin
         })
 }
 
-/// `chat_template` of a Hugging Face folder's `tokenizer_config.json`, if any.
-fn hf_chat_template(dir: &Path) -> Result<Option<String>, CheckpointError> {
-    let p = dir.join("tokenizer_config.json");
-    if !p.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&p).map_err(io(&p))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
-            path: p,
-            what: "tokenizer config",
-            msg: e.to_string(),
-        })?;
-    Ok(v.get("chat_template")
-        .and_then(|t| t.as_str())
-        .map(String::from))
-}
-
-/// `tokenizer.chat_template` of a GGUF, if any.
-fn gguf_chat_template(path: &Path) -> Result<Option<String>, CheckpointError> {
-    let md = super::weights::gguf_tokenizer_metadata(path)?;
-    Ok(md
-        .into_iter()
-        .find(|(k, _)| k == "tokenizer.chat_template")
-        .and_then(|(_, v)| v.to_string().ok().cloned()))
-}
-
 /// What to write.
 pub enum Contents<'a> {
     /// Full weights.
@@ -284,11 +299,12 @@ pub enum Contents<'a> {
 /// and the folder is renamed into place. An existing `dir` is never overwritten.
 pub fn save(
     dir: &Path,
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     contents: Contents<'_>,
     tokenizer: &tokenizers::Tokenizer,
-    chat_template: Option<&str>,
+    chat: Option<&ChatTemplate>,
 ) -> Result<(), CheckpointError> {
+    let chat_template = chat.map(ChatTemplate::source);
     if dir.exists() {
         return Err(CheckpointError::Exists(dir.to_owned()));
     }
@@ -307,6 +323,13 @@ pub fn save(
         std::io::Write::write_all(&mut f, bytes).map_err(io(&p))?;
         f.sync_all().map_err(io(&p))
     };
+    // A trained head on tied embeddings (LoRA on lm_head) is a separate tensor from then on.
+    let mut cfg = cfg.clone();
+    if let Contents::Full(w) = &contents {
+        if w.get("lm_head.weight").is_some() {
+            cfg.tie_word_embeddings = false;
+        }
+    }
     put(CONFIG_FILE, &cfg.to_json_bytes())?;
     let tok = tokenizer
         .to_string(false)
@@ -318,8 +341,18 @@ pub fn save(
     put(TOKENIZER_FILE, tok.as_bytes())?;
     if let Some(t) = chat_template {
         // Where Hugging Face tools (and srlm's inference loader) look for the template.
-        let mut json = serde_json::to_vec_pretty(&serde_json::json!({ "chat_template": t }))
-            .expect("json serialises");
+        let mut tc = serde_json::json!({ "chat_template": t });
+        // The special tokens the template renders (ChatML's uses none: its bytes stay as
+        // they were before srlm rendered templates).
+        for (key, value) in [
+            ("bos_token", chat.map(ChatTemplate::bos_token)),
+            ("eos_token", chat.map(ChatTemplate::eos_token)),
+        ] {
+            if let Some(v) = value.filter(|_| t.contains(key)) {
+                tc[key] = v.into();
+            }
+        }
+        let mut json = serde_json::to_vec_pretty(&tc).expect("json serialises");
         json.push(b'\n');
         put("tokenizer_config.json", &json)?;
     }
@@ -371,4 +404,34 @@ pub fn save(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_a_tokenizer_is_a_clear_error() {
+        let t = tempfile::tempdir().unwrap();
+        crate::engine::fixture::write_tiny_model(t.path(), 3).unwrap();
+        std::fs::remove_file(t.path().join(TOKENIZER_FILE)).unwrap();
+        let err = load(t.path()).err().unwrap().to_string();
+        assert!(err.contains("no tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_names_its_file_and_line() {
+        let t = tempfile::tempdir().unwrap();
+        crate::engine::fixture::write_tiny_model(t.path(), 3).unwrap();
+        std::fs::write(
+            t.path().join("chat_template.jinja"),
+            "{% for m in messages %}\n{{ m.content }\n{% endfor %}",
+        )
+        .unwrap();
+        let err = load(t.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("chat_template.jinja") && err.contains("line 2"),
+            "{err}"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! Full fine-tuning without an autograd graph: the llama's forward pass keeping exactly the
+//! Full fine-tuning without an autograd graph: the model's forward pass keeping exactly the
 //! activations its backward pass needs, and the backward pass written out by hand.
 //!
 //! Why: for full fine-tuning the graph is the same every step, and candle's autograd pays
@@ -16,7 +16,12 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::config::{ConfigError, LlamaConfig};
+use super::config::{ConfigError, ModelConfig, QKV};
+use super::dense_ops::*;
+pub(crate) use super::dense_ops::{
+    causal_softmax_backward_row, causal_softmax_row, log_softmax_in_place, rms_inv,
+    rms_norm_backward_row, silu, swiglu_grad,
+};
 use super::logprob::{Encoded, LogprobError};
 use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
@@ -42,11 +47,12 @@ pub enum DenseError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A projection: its weight's position in [`Dense::params`] and, with LoRA, its adapter's
-/// A `(rank, in)` and B `(out, rank)`.
+/// A projection: its weight's position in [`Dense::params`], its bias's (Qwen2's q/k/v) and,
+/// with LoRA, its adapter's A `(rank, in)` and B `(out, rank)`.
 #[derive(Debug, Clone, Copy)]
 struct Proj {
     w: usize,
+    b: Option<usize>,
     lora: Option<(usize, usize)>,
 }
 
@@ -80,7 +86,7 @@ struct LayerIdx {
 /// LoRA adapters in initialisation order), trainable by hand: every tensor, or with LoRA only
 /// the adapters.
 pub struct Dense {
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     params: Vec<Vec<f32>>,
@@ -99,43 +105,43 @@ pub struct Dense {
 }
 
 /// One layer's saved activations (rows = packed tokens).
-struct LayerTape {
+pub(super) struct LayerTape {
     /// Input of the layer (residual stream).
-    x: Vec<f32>,
+    pub(super) x: Vec<f32>,
     inv1: Vec<f32>,
     h1: Vec<f32>,
     /// Queries and keys after rope; values.
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    pub(super) q: Vec<f32>,
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
     /// Attention probabilities, per sequence `(heads, t, t)`.
-    p: Vec<f32>,
+    pub(super) p: Vec<f32>,
     /// Attention output before `o_proj`.
-    y: Vec<f32>,
+    pub(super) y: Vec<f32>,
     /// Per projection (in [`PROJS`] order), with LoRA: its input times A^T.
-    low: [Option<Vec<f32>>; 7],
+    pub(super) low: [Option<Vec<f32>>; 7],
     /// Residual stream after attention.
-    xm: Vec<f32>,
+    pub(super) xm: Vec<f32>,
     inv2: Vec<f32>,
     h2: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
+    pub(super) gate: Vec<f32>,
+    pub(super) up: Vec<f32>,
     /// `silu(gate) * up`.
-    act: Vec<f32>,
+    pub(super) act: Vec<f32>,
 }
 
 /// The packed token rows of a batch of sequences and the rows whose next token is scored.
-struct Packed {
-    ids: Vec<u32>,
+pub(super) struct Packed {
+    pub(super) ids: Vec<u32>,
     /// Sequence `s` is rows `offs[s]..offs[s + 1]`.
-    offs: Vec<usize>,
+    pub(super) offs: Vec<usize>,
     /// Position of each row within its sequence (for rope).
-    pos: Vec<usize>,
+    pub(super) pos: Vec<usize>,
     /// Rows whose hidden state scores a response token, and those tokens.
-    rows: Vec<usize>,
-    targets: Vec<u32>,
+    pub(super) rows: Vec<usize>,
+    pub(super) targets: Vec<u32>,
     /// Response tokens per sequence.
-    counts: Vec<usize>,
+    pub(super) counts: Vec<usize>,
 }
 
 /// What [`Dense::forward`] keeps for [`Dense::backward`].
@@ -161,7 +167,7 @@ impl Dense {
     /// `lora`, add adapters (drawn from its seeded RNG in the order [`super::llama::Llama`]
     /// draws them) and train only those.
     pub fn new(
-        cfg: &LlamaConfig,
+        cfg: &ModelConfig,
         w: &Weights,
         lora: Option<(&LoraConfig, LoraInit)>,
     ) -> Result<Self, DenseError> {
@@ -203,12 +209,15 @@ impl Dense {
                 .binary_search_by(|x| x.as_str().cmp(n))
                 .expect("listed")
         };
+        let bias = cfg.qkv_bias();
         let mut layers: Vec<LayerIdx> = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let p = |n: &str| at(&format!("model.layers.{l}.{n}.weight"));
                 LayerIdx {
                     projs: PROJS.map(|n| Proj {
                         w: p(n),
+                        b: (bias && QKV.contains(&n))
+                            .then(|| at(&format!("model.layers.{l}.{n}.bias"))),
                         lora: None,
                     }),
                     ln1: p("input_layernorm"),
@@ -537,6 +546,12 @@ impl Dense {
         accumulate: bool,
     ) -> Option<Vec<f32>> {
         linear_into(dst, x, &self.params[p.w], n, accumulate);
+        if let Some(ib) = p.b {
+            let b = &self.params[ib];
+            dst.par_chunks_mut(b.len()).for_each(|row| {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            });
+        }
         let (ia, ib) = p.lora?;
         let scale = self.lora_scale();
         let (a, b) = (&self.params[ia], &self.params[ib]);
@@ -569,6 +584,13 @@ impl Dense {
         linear_backward_input(dx, dy, &self.params[p.w], n, true);
         if !g[p.w].is_empty() {
             weight_grad(&mut g[p.w], dy, x, n);
+        }
+        if let Some(ib) = p.b.filter(|&ib| !g[ib].is_empty()) {
+            // Rows in order: the same sum at any thread count.
+            let gb = &mut g[ib];
+            for row in dy.chunks_exact(gb.len()) {
+                gb.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
         }
         let (Some((a, b)), Some(low)) = (p.lora, low) else {
             return;
@@ -611,515 +633,6 @@ impl Dense {
             }
         });
     }
-
-    /// Causal grouped-query attention per sequence: probabilities `(heads, t, t)` per
-    /// sequence, and the output `(rows, heads * hd)`.
-    fn attention(&self, pk: &Packed, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let (qw, kw, rep) = (nh * hd, nkv * hd, nh / nkv);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut p = vec![0f32; probs_len(pk, nh)];
-        let mut y = vec![0f32; q.len()];
-        let ys = SharedOut::new(&mut y);
-        units(pk, &mut p, nkv, rep)
-            .into_par_iter()
-            .for_each(|(s, grp, ps)| {
-                let (off, t) = (pk.offs[s], pk.offs[s + 1] - pk.offs[s]);
-                let kg = View::new(&k[off * kw + grp * hd..], t, hd, kw, 1);
-                let vg = View::new(&v[off * kw + grp * hd..], t, hd, kw, 1);
-                for (j, pm) in ps.chunks_exact_mut(t * t).enumerate() {
-                    let h = grp * rep + j;
-                    let qh = View::new(&q[off * qw + h * hd..], t, hd, qw, 1);
-                    // Scores of each block of query rows against the keys up to its last row.
-                    for (i0, i1) in row_blocks(t) {
-                        let sb = Out::strided(&mut pm[i0 * t..], i1 - i0, i1, t);
-                        matmul_seq(sb, qh.row_range(i0, i1), kg.row_range(0, i1).t(), false);
-                    }
-                    for (i, row) in pm.chunks_exact_mut(t).enumerate() {
-                        causal_softmax_row(row, i + 1, scale);
-                    }
-                    for (i0, i1) in row_blocks(t) {
-                        let pb = View::new(&pm[i0 * t..], i1 - i0, i1, t, 1);
-                        // SAFETY: head `h` of sequence `s` is written by this unit only.
-                        let yb = unsafe { ys.block(off * qw + h * hd + i0 * qw, i1 - i0, hd, qw) };
-                        matmul_seq(yb, pb, vg.row_range(0, i1), false);
-                    }
-                }
-            });
-        (p, y)
-    }
-
-    /// Gradients of q (after rope), k (after rope) and v from the attention output's.
-    fn attention_backward(
-        &self,
-        pk: &Packed,
-        t: &LayerTape,
-        dy: &[f32],
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let (qw, kw, rep) = (nh * hd, nkv * hd, nh / nkv);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let (mut dq, mut dk, mut dv) = (
-            vec![0f32; t.q.len()],
-            vec![0f32; t.k.len()],
-            vec![0f32; t.v.len()],
-        );
-        let (dqs, dks, dvs) = (
-            SharedOut::new(&mut dq),
-            SharedOut::new(&mut dk),
-            SharedOut::new(&mut dv),
-        );
-        unit_ranges(pk, nkv, rep)
-            .into_par_iter()
-            .for_each(|(s, grp, range)| {
-                let (off, tl) = (pk.offs[s], pk.offs[s + 1] - pk.offs[s]);
-                let ps = &t.p[range];
-                let kg = View::new(&t.k[off * kw + grp * hd..], tl, hd, kw, 1);
-                let vg = View::new(&t.v[off * kw + grp * hd..], tl, hd, kw, 1);
-                let mut ds = vec![0f32; tl * tl];
-                for (j, pm) in ps.chunks_exact(tl * tl).enumerate() {
-                    let h = grp * rep + j;
-                    let qh = View::new(&t.q[off * qw + h * hd..], tl, hd, qw, 1);
-                    let dyh = View::new(&dy[off * qw + h * hd..], tl, hd, qw, 1);
-                    for (i0, i1) in row_blocks(tl) {
-                        let rows = i1 - i0;
-                        let dyb = dyh.row_range(i0, i1);
-                        let pb = View::new(&pm[i0 * tl..], rows, i1, tl, 1);
-                        let dsb = Out::strided(&mut ds[i0 * tl..], rows, i1, tl);
-                        matmul_seq(dsb, dyb, vg.row_range(0, i1).t(), false);
-                        // SAFETY: the k/v columns of group `grp` and the q columns of head `h`,
-                        // rows of sequence `s`, are written by this unit only; dk and dv start
-                        // at zero, so every product adds.
-                        unsafe {
-                            let dvb = dvs.block(off * kw + grp * hd, i1, hd, kw);
-                            matmul_seq(dvb, pb.t(), dyb, true);
-                        }
-                        for i in i0..i1 {
-                            let (drow, prow) = (&mut ds[i * tl..][..tl], &pm[i * tl..][..tl]);
-                            causal_softmax_backward_row(drow, prow, i + 1, scale);
-                        }
-                        let dsv = View::new(&ds[i0 * tl..], rows, i1, tl, 1);
-                        unsafe {
-                            let dqb = dqs.block(off * qw + h * hd + i0 * qw, rows, hd, qw);
-                            matmul_seq(dqb, dsv, kg.row_range(0, i1), false);
-                            let dkb = dks.block(off * kw + grp * hd, i1, hd, kw);
-                            matmul_seq(dkb, dsv.t(), qh.row_range(i0, i1), true);
-                        }
-                    }
-                }
-            });
-        (dq, dk, dv)
-    }
-}
-
-/// Query rows per block of causal attention: a block's products stop at the keys up to its
-/// last row, skipping the masked upper triangle (about half the work on long sequences).
-/// (Unit tests use 3, so their short sequences span several blocks and a partial last one.)
-const ATT_BLOCK: usize = if cfg!(test) { 3 } else { 64 };
-
-/// `(first, end)` rows of each block of a `t`-row sequence.
-fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..t)
-        .step_by(ATT_BLOCK)
-        .map(move |i0| (i0, (i0 + ATT_BLOCK).min(t)))
-}
-
-/// Length of the per-sequence attention probabilities of a batch.
-fn probs_len(pk: &Packed, heads: usize) -> usize {
-    pk.offs
-        .windows(2)
-        .map(|w| heads * (w[1] - w[0]).pow(2))
-        .sum()
-}
-
-/// The work units of attention: (sequence, kv group, range of that group's heads'
-/// probabilities). Query heads sharing a key/value head are adjacent, so each unit's
-/// probabilities are one contiguous range, and units write disjoint outputs.
-fn unit_ranges(pk: &Packed, nkv: usize, rep: usize) -> Vec<(usize, usize, std::ops::Range<usize>)> {
-    let mut out = vec![];
-    let mut at = 0;
-    for s in 0..pk.offs.len() - 1 {
-        let t = pk.offs[s + 1] - pk.offs[s];
-        for grp in 0..nkv {
-            let len = rep * t * t;
-            out.push((s, grp, at..at + len));
-            at += len;
-        }
-    }
-    out
-}
-
-/// [`unit_ranges`] as disjoint mutable slices of `p`.
-fn units<'a>(
-    pk: &Packed,
-    p: &'a mut [f32],
-    nkv: usize,
-    rep: usize,
-) -> Vec<(usize, usize, &'a mut [f32])> {
-    let mut rest = p;
-    let mut out = vec![];
-    for (s, grp, range) in unit_ranges(pk, nkv, rep) {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
-        out.push((s, grp, head));
-        rest = tail;
-    }
-    out
-}
-
-/// `x / sqrt(mean(x²) + eps) * w` per row: the factors `1 / sqrt(..)` and the output.
-fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let d = w.len();
-    let mut inv = vec![0f32; x.len() / d];
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .zip(&mut inv)
-        .for_each(|((yr, xr), inv)| {
-            *inv = rms_inv(xr, eps);
-            for ((y, x), w) in yr.iter_mut().zip(xr).zip(w) {
-                *y = x * *inv * w;
-            }
-        });
-    (inv, y)
-}
-
-/// `1 / sqrt(mean(x²) + eps)` of one row.
-pub(crate) fn rms_inv(row: &[f32], eps: f32) -> f32 {
-    let ss: f32 = row.iter().map(|v| v * v).sum();
-    1.0 / (ss / row.len() as f32 + eps).sqrt()
-}
-
-/// Backward of [`rms_norm`]: adds the input's gradient to `dx` and the weight's to `dw`.
-fn rms_norm_backward(x: &[f32], inv: &[f32], w: &[f32], g: &[f32], dx: &mut [f32], dw: &mut [f32]) {
-    let d = w.len();
-    dx.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .zip(g.par_chunks(d))
-        .zip(inv)
-        .for_each(|(((o, xr), gr), &inv)| rms_norm_backward_row(xr, inv, w, gr, o));
-    if dw.is_empty() {
-        return; // frozen (LoRA)
-    }
-    // The weight's gradient sums over rows: columns in parallel, rows in order.
-    const COLS: usize = 64;
-    dw.par_chunks_mut(COLS).enumerate().for_each(|(c, dwc)| {
-        let c0 = c * COLS;
-        for ((xr, gr), &inv) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(inv) {
-            for (j, dw) in dwc.iter_mut().enumerate() {
-                *dw += gr[c0 + j] * xr[c0 + j] * inv;
-            }
-        }
-    });
-}
-
-/// One row of the rms-norm input gradient, added to `out`: d/dx_j of x_j·inv·w_j summed
-/// against g is inv·g_j·w_j minus x_j·inv³/d·Σ g_k w_k x_k (inv depends on every x_k).
-pub(crate) fn rms_norm_backward_row(x: &[f32], inv: f32, w: &[f32], g: &[f32], out: &mut [f32]) {
-    let dot: f32 = g.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
-    let c = dot * inv * inv * inv / w.len() as f32;
-    for (((o, x), g), w) in out.iter_mut().zip(x).zip(g).zip(w) {
-        *o += inv * g * w - x * c;
-    }
-}
-
-/// Softmax of `scale · row[..n]` in place; the positions after `n` (future keys) become 0.
-pub(crate) fn causal_softmax_row(row: &mut [f32], n: usize, scale: f32) {
-    let (head, tail) = row.split_at_mut(n);
-    let m = head
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0f32;
-    for y in head.iter_mut() {
-        *y = (*y * scale - m).exp();
-        sum += *y;
-    }
-    for y in head.iter_mut() {
-        *y /= sum;
-    }
-    tail.fill(0.0);
-}
-
-/// Backward of [`causal_softmax_row`] in place: `g` (the output's gradient) becomes the
-/// scores' gradient, `scale · y · (g - Σ y g)` over the first `n` positions, 0 after.
-pub(crate) fn causal_softmax_backward_row(g: &mut [f32], y: &[f32], n: usize, scale: f32) {
-    let dot: f32 = y[..n].iter().zip(&g[..n]).map(|(y, g)| y * g).sum();
-    for (g, y) in g[..n].iter_mut().zip(&y[..n]) {
-        *g = scale * y * (*g - dot);
-    }
-    g[n..].fill(0.0);
-}
-
-/// Log-softmax of a logits row at `target`; the row becomes the softmax probabilities.
-pub(crate) fn log_softmax_in_place(row: &mut [f32], target: usize) -> f32 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let shifted = row[target] - m;
-    // One exp per logit: the shifted exponentials become the probabilities.
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
-    shifted - sum.ln()
-}
-
-/// `silu(gate) * up` (candle's silu: `v / (1 + e^-v)`).
-fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; gate.len()];
-    out.par_chunks_mut(4096)
-        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
-        .for_each(|(o, (a, u))| {
-            for ((o, a), u) in o.iter_mut().zip(a).zip(u) {
-                *o = silu(*a) * u;
-            }
-        });
-    out
-}
-
-pub(crate) fn silu(a: f32) -> f32 {
-    a / (1.0 + (-a).exp())
-}
-
-/// Derivatives of `silu(a) * u` with respect to `a` and `u` given the output's gradient `g`.
-pub(crate) fn swiglu_grad(a: f32, u: f32, g: f32) -> (f32, f32) {
-    let s = 1.0 / (1.0 + (-a).exp());
-    (g * u * s * (1.0 + a * (1.0 - s)), g * a * s)
-}
-
-/// Backward of [`swiglu`]: `g` (the output's gradient) becomes the gate's gradient; returns
-/// the up projection's.
-fn swiglu_backward(gate: &[f32], up: &[f32], g: &mut [f32]) -> Vec<f32> {
-    let mut du = vec![0f32; g.len()];
-    g.par_chunks_mut(4096)
-        .zip(du.par_chunks_mut(4096))
-        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
-        .for_each(|((g, du), (a, u))| {
-            for (((g, du), a), u) in g.iter_mut().zip(du).zip(a).zip(u) {
-                (*g, *du) = swiglu_grad(*a, *u, *g);
-            }
-        });
-    du
-}
-
-/// `x W^T` for row-major `x` `(n, in)` and `W` `(out, in)`.
-fn linear(x: &[f32], w: &[f32], out: usize) -> Vec<f32> {
-    let n = x.len() / (w.len() / out);
-    let mut y = vec![0f32; n * out];
-    linear_into(&mut y, x, w, n, false);
-    y
-}
-
-/// `y (+)= x W^T` for `x` `(n, in)`, `W` `(out, in)`, `y` `(n, out)`.
-fn linear_into(y: &mut [f32], x: &[f32], w: &[f32], n: usize, accumulate: bool) {
-    let (inp, out) = (x.len() / n, y.len() / n);
-    matmul(
-        Out::rows(y, n, out),
-        View::rows(x, n, inp),
-        View::rows(w, out, inp).t(),
-        accumulate,
-    );
-}
-
-/// `dx (+)= dy W` for `dy` `(n, out)`, `W` `(out, in)`, `dx` `(n, in)`.
-fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, accumulate: bool) {
-    let (inp, out) = (dx.len() / n, dy.len() / n);
-    matmul(
-        Out::rows(dx, n, inp),
-        View::rows(dy, n, out),
-        View::rows(w, out, inp),
-        accumulate,
-    );
-}
-
-/// `dW += dy^T x` for `dy` `(n, out)`, `x` `(n, in)`, `dW` `(out, in)`.
-fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], n: usize) {
-    let (out, inp) = (dy.len() / n, x.len() / n);
-    matmul(
-        Out::rows(dw, out, inp),
-        View::rows(dy, n, out).t(),
-        View::rows(x, n, inp),
-        true,
-    );
-}
-
-/// A read-only strided f32 matrix: element `(i, j)` is `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> View<'a> {
-    fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(
-            rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(),
-            "matrix view out of bounds"
-        );
-        Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-
-    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::new(data, rows, cols, cols, 1)
-    }
-
-    /// Rows `r0..r1`.
-    fn row_range(self, r0: usize, r1: usize) -> Self {
-        Self::new(
-            &self.data[r0 * self.rs..],
-            r1 - r0,
-            self.cols,
-            self.rs,
-            self.cs,
-        )
-    }
-
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// A writable strided f32 matrix (as [`View`]), bounds checked when made.
-struct Out<'a> {
-    ptr: *mut f32,
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-    _life: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-impl<'a> Out<'a> {
-    fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols)
-    }
-
-    /// `(rows, cols)` with row stride `rs`.
-    fn strided(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> Self {
-        assert!(
-            rows == 0 || cols == 0 || (rows - 1) * rs + cols <= data.len(),
-            "output matrix out of bounds"
-        );
-        Self {
-            ptr: data.as_mut_ptr(),
-            rows,
-            cols,
-            rs,
-            cs: 1,
-            _life: std::marker::PhantomData,
-        }
-    }
-}
-
-/// A buffer several threads write disjoint blocks of (attention heads).
-struct SharedOut<'a> {
-    ptr: *mut f32,
-    len: usize,
-    _life: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: writers promise disjoint blocks (see `block`).
-unsafe impl Send for SharedOut<'_> {}
-unsafe impl Sync for SharedOut<'_> {}
-
-impl<'a> SharedOut<'a> {
-    fn new(data: &'a mut [f32]) -> Self {
-        Self {
-            ptr: data.as_mut_ptr(),
-            len: data.len(),
-            _life: std::marker::PhantomData,
-        }
-    }
-
-    /// The `(rows, cols)` block at `offset` with row stride `rs`.
-    ///
-    /// # Safety
-    /// No other thread may read or write these elements while the block is in use.
-    unsafe fn block(&self, offset: usize, rows: usize, cols: usize, rs: usize) -> Out<'a> {
-        assert!(
-            rows == 0 || cols == 0 || offset + (rows - 1) * rs + cols <= self.len,
-            "block out of bounds"
-        );
-        Out {
-            ptr: self.ptr.add(offset),
-            rows,
-            cols,
-            rs,
-            cs: 1,
-            _life: std::marker::PhantomData,
-        }
-    }
-}
-
-/// `out (+)= a b` on rayon's threads (large products).
-fn matmul(out: Out, a: View, b: View, accumulate: bool) {
-    gemm_call(out, a, b, (accumulate, 1.0), gemm::Parallelism::Rayon(0));
-}
-
-/// `out (+)= a b` on this thread (the per-head products, already run in parallel).
-fn matmul_seq(out: Out, a: View, b: View, accumulate: bool) {
-    gemm_call(out, a, b, (accumulate, 1.0), gemm::Parallelism::None);
-}
-
-/// `out = k·a b`, or `out += k·a b` when accumulating.
-fn gemm_call(out: Out, a: View, b: View, (accumulate, k): (bool, f32), par: gemm::Parallelism) {
-    assert!(
-        a.cols == b.rows && out.rows == a.rows && out.cols == b.cols,
-        "matmul shapes: ({}, {}) x ({}, {}) into ({}, {})",
-        a.rows,
-        a.cols,
-        b.rows,
-        b.cols,
-        out.rows,
-        out.cols
-    );
-    if out.rows == 0 || out.cols == 0 {
-        return;
-    }
-    // SAFETY: every view was bounds-checked when made, and `out` is exclusively borrowed.
-    // gemm computes dst = alpha·dst + beta·a·b (beta = k), reading dst only when `accumulate`.
-    unsafe {
-        gemm::gemm(
-            out.rows,
-            out.cols,
-            a.cols,
-            out.ptr,
-            out.cs as isize,
-            out.rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            k,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 #[cfg(test)]
@@ -1156,7 +669,19 @@ mod tests {
     /// Log-probs and every parameter's gradient of `Σ coef · log-prob` agree with candle's
     /// autograd over the reference model.
     /// With `lora`, only the adapters are trained, on both sides.
-    fn check_against_graph(cfg: &LlamaConfig, w: &Weights, lora: Option<LoraConfig>) {
+    /// Qwen2's q/k/v biases and Llama 3's rope scaling, full and LoRA: the dense trainer's
+    /// log-probs and gradients equal candle's autograd over the graph model.
+    #[test]
+    fn families_match_the_graph_full_and_lora() {
+        for name in ["qwen2-untied", "qwen2-tied", "llama3"] {
+            let l =
+                crate::engine::checkpoint::load(&crate::engine::families::fixture(name)).unwrap();
+            check_against_graph(&l.cfg, &l.weights, None);
+            check_against_graph(&l.cfg, &l.weights, Some(LoraConfig::default()));
+        }
+    }
+
+    fn check_against_graph(cfg: &ModelConfig, w: &Weights, lora: Option<LoraConfig>) {
         let (c, r) = pair();
         let init = LoraInit { seed: 5 };
         let dense = Dense::new(cfg, w, lora.as_ref().map(|l| (l, init))).unwrap();

@@ -170,7 +170,7 @@ pub fn generate_chat(
     let mut out = Vec::with_capacity(instructions.len());
     for (i, ins) in instructions.iter().enumerate() {
         meter.prompt = i;
-        let text = model.chat.prompt(ins);
+        let text = model.prompt(ins)?;
         out.push(candidates(model, &text, n, params, None, &mut meter)?);
     }
     Ok(out)
@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn batched_candidates_equal_one_at_a_time() {
         let (_t, m) = tiny();
-        let text = m.chat.prompt("Name a colour.");
+        let text = m.prompt("Name a colour.").unwrap();
         let p = params(9);
         let batch = generate_text(&m, &text, 3, &p, None, &mut |_| {}).unwrap();
         // Candidate i alone: same seed stream (candidate_seed uses index), so the first
@@ -498,8 +498,8 @@ mod tests {
     #[test]
     fn prefix_reuse_gives_the_same_result() {
         let (_t, m) = tiny();
-        let text = m.chat.prompt("Review this answer: it is 4.");
-        let prefix_text = m.chat.prompt("Review");
+        let text = m.prompt("Review this answer: it is 4.").unwrap();
+        let prefix_text = m.prompt("Review").unwrap();
         let cut = prefix_text.find("Review").unwrap() + "Review".len();
         let prefix = Prefix::new(&m, m.encode(&text[..cut]).unwrap()).unwrap();
         let p = params(4);

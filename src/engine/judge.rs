@@ -169,7 +169,7 @@ pub struct Judge<'m> {
 impl<'m> Judge<'m> {
     /// Prefill the fixed part of the judge prompt (the chat template up to `User:`).
     pub fn new(model: &'m Model) -> Result<Self, ModelError> {
-        let full = model.chat.prompt(JUDGE_PROMPT);
+        let full = model.prompt(JUDGE_PROMPT)?;
         let cut = full.find("User: ").expect("judge prompt has `User: `") + "User:".len();
         let prefix = Prefix::new(model, model.encode(&full[..cut])?)?;
         let mut digit_ids = [0u32; 6];
@@ -193,8 +193,8 @@ impl<'m> Judge<'m> {
     }
 
     /// The chat-formatted judge prompt for a pair.
-    pub fn text(&self, instruction: &str, response: &str) -> String {
-        self.model.chat.prompt(&judge_prompt(instruction, response))
+    pub fn text(&self, instruction: &str, response: &str) -> Result<String, ModelError> {
+        self.model.prompt(&judge_prompt(instruction, response))
     }
 
     /// Sample `params.samples` judgements of `response` and average their scores.
@@ -205,7 +205,7 @@ impl<'m> Judge<'m> {
         params: &JudgeParams,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Judgement, ModelError> {
-        let text = self.text(instruction, response);
+        let text = self.text(instruction, response)?;
         let gens = generate_text(
             self.model,
             &text,
@@ -236,7 +236,7 @@ impl<'m> Judge<'m> {
     /// One forward pass: the assistant's reply is started with "Score: " and the next-token
     /// distribution over the digits 0–5 gives an expected score.
     pub fn digit_score(&self, instruction: &str, response: &str) -> Result<DigitScore, ModelError> {
-        let text = format!("{}Score: ", self.text(instruction, response));
+        let text = format!("{}Score: ", self.text(instruction, response)?);
         let ids = self.model.encode(&text)?;
         let p = &self.prefix;
         let (mut cache, rest) = if ids.starts_with(&p.ids) && ids.len() > p.ids.len() {
@@ -356,7 +356,7 @@ mod tests {
         assert!(d.mass > 0.0 && d.mass <= 1.0);
         // The prefix reuse gives the same distribution as a fresh full pass, up to the 8-bit
         // rounding of activations (a last-bit difference upstream can flip one rounding).
-        let text = format!("{}Score: ", judge.text("What is 2+2?", "4"));
+        let text = format!("{}Score: ", judge.text("What is 2+2?", "4").unwrap());
         let ids = m.encode(&text).unwrap();
         let tt = Tensor::new(ids.as_slice(), m.device())
             .unwrap()

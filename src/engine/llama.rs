@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::grad_ops::{causal_softmax, linear, lm_head_logprobs, rms_norm, rope_heads, swiglu};
 
-use super::config::LlamaConfig;
+use super::config::{ModelConfig, QKV};
 use super::lora::{LoraConfig, LoraInit};
 use super::weights::Weights;
 
@@ -31,17 +31,21 @@ pub enum Trainable {
     Lora(LoraConfig, LoraInit),
 }
 
-/// A projection `y = x W^T (+ scale * x A^T B^T)`.
+/// A projection `y = x W^T (+ b) (+ scale * x A^T B^T)`.
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Tensor,
+    bias: Option<Tensor>,
     lora: Option<(Tensor, Tensor, f64)>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // A frozen weight is a detached tensor: `linear` then skips its gradient.
-        let y = linear(x, &self.weight)?;
+        let mut y = linear(x, &self.weight)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
         match &self.lora {
             None => Ok(y),
             Some((a, b, scale)) => {
@@ -68,7 +72,7 @@ struct Layer {
 /// The model: parameters as tensors (backed by `Var`s where trained) and rope tables.
 #[derive(Debug, Clone)]
 pub struct Llama {
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -82,7 +86,7 @@ pub struct Llama {
 
 impl Llama {
     /// Build the model from weights (HF names); `trainable` decides which become `Var`s.
-    pub fn new(cfg: &LlamaConfig, w: &Weights, trainable: &Trainable) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, w: &Weights, trainable: &Trainable) -> candle_core::Result<Self> {
         cfg.validate().map_err(candle_core::Error::wrap)?;
         let mut params = BTreeMap::new();
         let full = matches!(trainable, Trainable::All);
@@ -110,9 +114,13 @@ impl Llama {
         let mut raw_layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let mut lin = |n: &str| -> candle_core::Result<(String, Tensor)> {
+            let mut lin = |n: &str| -> candle_core::Result<(String, Tensor, Option<Tensor>)> {
                 let name = format!("{p}.{n}");
-                Ok((name.clone(), take(&format!("{name}.weight"))?))
+                let bias = match cfg.qkv_bias() && QKV.contains(&n) {
+                    true => Some(take(&format!("{name}.bias"))?),
+                    false => None,
+                };
+                Ok((name.clone(), take(&format!("{name}.weight"))?, bias))
             };
             let projs = [
                 lin("self_attn.q_proj")?,
@@ -131,28 +139,29 @@ impl Llama {
             Trainable::Lora(_, init) => Some(init.rng()),
             _ => None,
         };
-        let mut make = |name: String, weight: Tensor| -> candle_core::Result<Linear> {
-            let lora = match (trainable, lora_rng.as_mut()) {
-                (Trainable::Lora(lc, _), Some(rng)) if lc.targets(&name) => {
-                    let (out_dim, in_dim) = weight.dims2()?;
-                    let (a, b) = super::lora::init_pair(lc, in_dim, out_dim, rng)?;
-                    let a = Var::from_tensor(&a)?;
-                    let b = Var::from_tensor(&b)?;
-                    let pair = (a.as_tensor().clone(), b.as_tensor().clone(), lc.scale());
-                    params.insert(format!("{name}.lora_A.weight"), a);
-                    params.insert(format!("{name}.lora_B.weight"), b);
-                    Some(pair)
-                }
-                _ => None,
+        let mut make =
+            |name: String, weight: Tensor, bias: Option<Tensor>| -> candle_core::Result<Linear> {
+                let lora = match (trainable, lora_rng.as_mut()) {
+                    (Trainable::Lora(lc, _), Some(rng)) if lc.targets(&name) => {
+                        let (out_dim, in_dim) = weight.dims2()?;
+                        let (a, b) = super::lora::init_pair(lc, in_dim, out_dim, rng)?;
+                        let a = Var::from_tensor(&a)?;
+                        let b = Var::from_tensor(&b)?;
+                        let pair = (a.as_tensor().clone(), b.as_tensor().clone(), lc.scale());
+                        params.insert(format!("{name}.lora_A.weight"), a);
+                        params.insert(format!("{name}.lora_B.weight"), b);
+                        Some(pair)
+                    }
+                    _ => None,
+                };
+                Ok(Linear { weight, bias, lora })
             };
-            Ok(Linear { weight, lora })
-        };
         let mut layers = Vec::with_capacity(raw_layers.len());
         for (projs, ln1, ln2) in raw_layers {
             let mut it = projs.into_iter();
             let mut next = || {
-                let (n, t) = it.next().expect("seven projections");
-                make(n, t)
+                let (n, t, b) = it.next().expect("seven projections");
+                make(n, t, b)
             };
             layers.push(Layer {
                 q: next()?,
@@ -166,7 +175,7 @@ impl Llama {
                 ln2,
             });
         }
-        let lm_head = make("lm_head".into(), lm_head_w)?;
+        let lm_head = make("lm_head".into(), lm_head_w, None)?;
         let (cos, sin) = rope_tables(cfg, &Device::Cpu)?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -256,6 +265,9 @@ impl Llama {
                 Some((a, b, s)) => (lin.weight.detach() + (b.matmul(a)? * *s)?)?.detach(),
             };
             out.insert(format!("{name}.weight"), w);
+            if let Some(b) = &lin.bias {
+                out.insert(format!("{name}.bias"), b.detach());
+            }
             Ok(())
         };
         for (l, layer) in self.layers.iter().enumerate() {
@@ -309,24 +321,20 @@ impl Llama {
     }
 }
 
-/// Hugging Face's rope tables (`(max_positions, head_dim/2)` cos and sin), built in f32 the way
-/// candle-transformers builds them, so the two forwards agree.
+/// Hugging Face's rope tables (`(positions, head_dim/2)` cos and sin) from the config's inverse
+/// frequencies (`llama3` scaling included), built in f32 as transformers builds them.
 pub(crate) fn rope_tables(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     dev: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let hd = cfg.head_dim();
-    let theta = cfg.rope_theta as f32;
-    let inv: Vec<f32> = (0..hd)
-        .step_by(2)
-        .map(|i| 1f32 / theta.powf(i as f32 / hd as f32))
-        .collect();
-    let n = cfg.max_position_embeddings;
+    let inv = cfg.inv_freq();
+    let half = inv.len();
+    let n = cfg.positions();
     let inv = Tensor::new(inv, dev)?;
     let idx = Tensor::arange(0, n as u32, dev)?
         .to_dtype(DType::F32)?
         .reshape((n, 1))?
-        .matmul(&inv.reshape((1, hd / 2))?)?;
+        .matmul(&inv.reshape((1, half))?)?;
     Ok((idx.cos()?, idx.sin()?))
 }
 
@@ -349,8 +357,8 @@ pub(crate) mod tests {
     }
 
     /// A tiny random llama (2 layers, GQA 4/2 heads, vocab 64), weights from a seeded RNG.
-    pub(crate) fn tiny(seed: u64) -> (LlamaConfig, Weights) {
-        let cfg: LlamaConfig = serde_json::from_str(
+    pub(crate) fn tiny(seed: u64) -> (ModelConfig, Weights) {
+        let cfg: ModelConfig = serde_json::from_str(
             r#"{"hidden_size":32,"intermediate_size":48,"vocab_size":64,"num_hidden_layers":2,
                 "num_attention_heads":4,"num_key_value_heads":2,"rms_norm_eps":1e-5,
                 "rope_theta":10000.0,"max_position_embeddings":64,"tie_word_embeddings":true}"#,

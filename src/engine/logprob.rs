@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::chat::ChatTemplate;
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::dense::{Dense, DenseError};
 use super::llama::Llama;
 use super::tokenizer;
@@ -14,6 +14,8 @@ use super::tokenizer;
 pub enum LogprobError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(transparent)]
+    Chat(#[from] super::chat::ChatError),
     #[error("the response encodes to no tokens")]
     EmptyResponse,
     #[error("the prompt encodes to no tokens")]
@@ -40,7 +42,7 @@ impl Encoded {
 
 /// Turns (prompt, response) text into token ids with the model's chat template: the prompt as
 /// one user turn plus the assistant header ([`ChatTemplate::prompt`]), then the response and
-/// the end of its turn ([`ChatTemplate::response_suffix`]). Prompt and response are
+/// the end of its turn as the template renders them ([`ChatTemplate::response_text`]). Prompt and response are
 /// tokenized separately so the boundary is exact.
 #[derive(Clone)]
 pub struct Encoder {
@@ -55,12 +57,12 @@ impl Encoder {
 
     /// Encode one example.
     pub fn encode(&self, prompt: &str, response: &str) -> Result<Encoded, LogprobError> {
-        let mut ids = self.encode_text(&self.template.prompt(prompt))?;
+        let mut ids = self.encode_text(&self.template.prompt(prompt)?)?;
         if ids.is_empty() {
             return Err(LogprobError::EmptyPrompt);
         }
         let start = ids.len();
-        let resp = self.encode_text(&ChatTemplate::response_suffix(response))?;
+        let resp = self.encode_text(&self.template.response_text(prompt, response)?)?;
         if resp.is_empty() {
             return Err(LogprobError::EmptyResponse);
         }
@@ -108,7 +110,7 @@ fn check(model: &Llama, ids: &[u32], start: usize) -> Result<usize, LogprobError
 /// The number of response tokens of `ids[start..]`, or why a model with `cfg` cannot
 /// score them.
 pub(crate) fn check_sequence(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     ids: &[u32],
     start: usize,
 ) -> Result<usize, LogprobError> {
@@ -119,7 +121,7 @@ pub(crate) fn check_sequence(
     if start >= t {
         return Err(LogprobError::EmptyResponse);
     }
-    let max = cfg.max_position_embeddings;
+    let max = cfg.positions();
     if t > max {
         return Err(LogprobError::TooLong { len: t, max });
     }

@@ -1,4 +1,5 @@
-//! The model engine on candle: loading (GGUF, Hugging Face llama folders, srlm checkpoints),
+//! The model engine on candle: loading (GGUF, Hugging Face Llama / Mistral / Qwen2 folders,
+//! srlm checkpoints),
 //! tokenizer, chat template, generation, judging, and training (SFT, DPO, LoRA) on CPU,
 //! deterministically. Knows nothing of the store or the stages.
 
@@ -9,6 +10,8 @@ pub mod generate;
 pub mod gguf;
 pub mod judge;
 pub mod kernels;
+pub mod kv_cache;
+pub mod loader;
 pub mod model;
 pub mod tokenizer;
 
@@ -16,9 +19,15 @@ pub mod tokenizer;
 pub mod checkpoint;
 pub mod config;
 pub mod dense;
+mod dense_attention;
+mod dense_ops;
+pub mod export;
 pub mod grad_ops;
 pub mod llama;
 pub mod logprob;
 pub mod lora;
 pub mod train;
 pub mod weights;
+
+#[cfg(test)]
+mod families;

@@ -1,19 +1,20 @@
-//! A loaded model for inference: a llama from a GGUF file or from a Hugging Face folder / srlm
-//! checkpoint (`config.json` + `model.safetensors` (or sharded) + `tokenizer.json`), one
-//! [`load`] for both. Quantized matrices (Q4_1, Q8_0, Q4_0, as stored or re-quantized) run on
+//! A loaded model for inference (Llama, Mistral, Qwen2: [`ModelConfig`]) from a GGUF file or
+//! from a Hugging Face folder / srlm checkpoint (`config.json` + `model.safetensors` (or
+//! sharded) + `tokenizer.json`), one [`load`] for both ([`super::loader`] builds it). Quantized matrices (Q4_1, Q8_0, Q4_0, as stored or re-quantized) run on
 //! srlm's own kernels ([`super::kernels`]); f32 ones on candle's matmul. The KV cache is explicit
 //! ([`KvCache`]) so generation can share a prompt's prefill across candidates and the judge can
 //! reuse the KV state of its fixed prompt prefix.
-use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{Device, Module, Tensor};
 use tokenizers::Tokenizer;
 
-use super::chat::{ChatError, ChatTemplate, IM_END};
-use super::gguf::{GgufError, GgufFile};
+use super::chat::{ChatError, ChatTemplate};
+pub use super::config::ModelConfig;
+use super::gguf::GgufError;
 use super::kernels::{self, QMatrix, XQuant};
+pub use super::kv_cache::KvCache;
 use super::tokenizer::{self, TokenizerError};
 use rayon::prelude::*;
 
@@ -97,7 +98,7 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFormat {
     Gguf,
-    /// A Hugging Face llama folder or an srlm checkpoint (same layout).
+    /// A Hugging Face folder or an srlm checkpoint (same layout).
     Folder,
 }
 
@@ -171,7 +172,7 @@ impl std::str::FromStr for WeightMode {
 
 impl WeightMode {
     /// The kind to hold a matrix stored as `stored` in.
-    fn target(self, stored: GgmlDType) -> GgmlDType {
+    pub(super) fn target(self, stored: GgmlDType) -> GgmlDType {
         match self {
             WeightMode::Auto => match stored {
                 GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::Q4_0 => stored,
@@ -186,7 +187,7 @@ impl WeightMode {
 }
 
 /// A weight matrix of the inference model.
-enum Linear {
+pub(super) enum Linear {
     /// Quantized, on srlm's kernels.
     Quant(QMatrix),
     /// f32 (or a kind the kernels do not run), on candle.
@@ -234,48 +235,20 @@ impl Linear {
     }
 }
 
-/// Llama hyper-parameters the forward pass needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_layers: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub rms_norm_eps: f64,
-    pub rope_theta: f32,
-    pub max_position_embeddings: usize,
-}
-
-/// The subset of a Hugging Face llama `config.json` srlm reads.
-#[derive(Debug, serde::Deserialize)]
-struct HfConfig {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: f64,
-    rope_theta: Option<f32>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    eos_token_id: Option<serde_json::Value>,
-}
-
-struct Layer {
-    attn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
-    wo: Linear,
-    ffn_norm: Vec<f32>,
-    w_gate: Linear,
-    w_up: Linear,
-    w_down: Linear,
+/// One decoder layer; q/k/v biases for Qwen2.
+pub(super) struct Layer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) wq: Linear,
+    pub(super) wk: Linear,
+    pub(super) wv: Linear,
+    pub(super) bq: Option<Vec<f32>>,
+    pub(super) bk: Option<Vec<f32>>,
+    pub(super) bv: Option<Vec<f32>>,
+    pub(super) wo: Linear,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) w_gate: Linear,
+    pub(super) w_up: Linear,
+    pub(super) w_down: Linear,
 }
 
 /// A llama ready for inference.
@@ -283,505 +256,30 @@ pub struct Model {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub chat: ChatTemplate,
-    /// Token ids that end generation (`<|im_end|>`, eos, `<|endoftext|>`).
+    /// Token ids that end generation (eos, the template's end-of-turn marker, `<|endoftext|>`).
     pub stop_ids: Vec<u32>,
     pub format: ModelFormat,
     /// How the matrices are held, e.g. `q8_0 (requantized from q4_1)`; recorded in provenance.
     pub weights: String,
     pub path: PathBuf,
     /// The token embeddings, `vocab × hidden`, f32.
-    embed: Vec<f32>,
-    layers: Vec<Layer>,
-    norm: Vec<f32>,
-    lm_head: Linear,
+    pub(super) embed: Vec<f32>,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Vec<f32>,
+    pub(super) lm_head: Linear,
     /// `max_position × head_dim/2` rotary angles' cosines and sines.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    pub(super) cos: Vec<f32>,
+    pub(super) sin: Vec<f32>,
     /// GGUF stores q/k rows in llama.cpp's interleaved rotary layout; HF in halves.
-    rope_interleaved: bool,
-    device: Device,
+    pub(super) rope_interleaved: bool,
+    pub(super) device: Device,
 }
 
 /// Load a model (GGUF file or folder), holding its weights as `mode` says.
 pub fn load(path: &Path, mode: WeightMode) -> Result<Model> {
     match ModelFormat::detect(path)? {
-        ModelFormat::Gguf => load_gguf(path, mode),
-        ModelFormat::Folder => load_folder(path, mode),
-    }
-}
-
-fn dtype_name(d: GgmlDType) -> String {
-    format!("{d:?}").to_ascii_lowercase()
-}
-
-/// Turn a stored matrix into a [`Linear`] held as `mode` says; returns the dtype used.
-fn to_linear(q: QTensor, mode: WeightMode) -> candle_core::Result<(Linear, GgmlDType)> {
-    let stored = q.dtype();
-    let k = *q.shape().dims().last().unwrap_or(&0);
-    let target = match mode.target(stored) {
-        t if t != GgmlDType::F32 && k % t.block_size() != 0 => GgmlDType::F32,
-        t => t,
-    };
-    let q = if target == stored {
-        q
-    } else {
-        let f = q.dequantize(&Device::Cpu)?;
-        if target == GgmlDType::F32 {
-            return Ok((Linear::Candle(QMatMul::Tensor(f)), target));
-        }
-        QTensor::quantize(&f, target)?
-    };
-    let linear = match QMatrix::from_qtensor(&q)? {
-        Some(m) => Linear::Quant(m),
-        None => Linear::Candle(QMatMul::from_qtensor(q)?),
-    };
-    Ok((linear, target))
-}
-
-fn describe(stored: &BTreeSet<String>, held: &BTreeSet<String>) -> String {
-    let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("+");
-    if stored == held {
-        join(held)
-    } else {
-        format!("{} (from {})", join(held), join(stored))
-    }
-}
-
-/// The rotary angles' cosines and sines, `max_position × head_dim/2`.
-fn rope_tables(cfg: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
-    let hd = cfg.head_dim;
-    let inv: Vec<f32> = (0..hd)
-        .step_by(2)
-        .map(|i| 1f32 / cfg.rope_theta.powf(i as f32 / hd as f32))
-        .collect();
-    let (mut cos, mut sin) = (Vec::new(), Vec::new());
-    for p in 0..cfg.max_position_embeddings {
-        for f in &inv {
-            let a = p as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
-    (cos, sin)
-}
-
-/// A tensor's values as one f32 vector.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
-fn load_gguf(path: &Path, mode: WeightMode) -> Result<Model> {
-    let mut g = GgufFile::open(path)?;
-    let h = g.llama()?;
-    let tokenizer = g.tokenizer()?;
-    let chat = match g.chat_template() {
-        Some(t) => ChatTemplate::from_jinja(&t).map_err(|source| ModelError::Chat {
-            path: path.to_path_buf(),
-            source,
-        })?,
-        None => ChatTemplate::chatml(),
-    };
-    let config = ModelConfig {
-        vocab_size: h.vocab_size,
-        hidden_size: h.hidden_size,
-        intermediate_size: h.intermediate_size,
-        num_layers: h.num_layers,
-        num_heads: h.num_heads,
-        num_kv_heads: h.num_kv_heads,
-        head_dim: h.head_dim,
-        rms_norm_eps: h.rms_norm_eps,
-        rope_theta: h.rope_theta,
-        max_position_embeddings: h.context_length,
-    };
-    let device = Device::Cpu;
-    let names: BTreeSet<String> = g.content.tensor_infos.keys().cloned().collect();
-    let (mut stored, mut held) = (BTreeSet::new(), BTreeSet::new());
-    let tensor = |g: &mut GgufFile, name: &str| -> Result<QTensor> {
-        let GgufFile {
-            content,
-            file,
-            path,
-        } = g;
-        content
-            .tensor(file, name, &device)
-            .map_err(|e| ModelError::Tensor {
-                path: path.clone(),
-                name: name.to_string(),
-                message: e.to_string(),
-            })
-    };
-    let mut matmul = |g: &mut GgufFile, name: &str| -> Result<Linear> {
-        let q = tensor(g, name)?;
-        stored.insert(dtype_name(q.dtype()));
-        let (mm, d) = to_linear(q, mode)?;
-        held.insert(dtype_name(d));
-        Ok(mm)
-    };
-    let norm = |g: &mut GgufFile, name: &str| -> Result<Vec<f32>> {
-        let GgufFile {
-            content,
-            file,
-            path,
-        } = g;
-        let w = content
-            .tensor(file, name, &device)
-            .and_then(|q| q.dequantize(&device))
-            .map_err(|e| ModelError::Tensor {
-                path: path.clone(),
-                name: name.to_string(),
-                message: e.to_string(),
-            })?;
-        values(&w)
-    };
-    let mut layers = Vec::with_capacity(config.num_layers);
-    for i in 0..config.num_layers {
-        let p = format!("blk.{i}");
-        layers.push(Layer {
-            attn_norm: norm(&mut g, &format!("{p}.attn_norm.weight"))?,
-            wq: matmul(&mut g, &format!("{p}.attn_q.weight"))?,
-            wk: matmul(&mut g, &format!("{p}.attn_k.weight"))?,
-            wv: matmul(&mut g, &format!("{p}.attn_v.weight"))?,
-            wo: matmul(&mut g, &format!("{p}.attn_output.weight"))?,
-            ffn_norm: norm(&mut g, &format!("{p}.ffn_norm.weight"))?,
-            w_gate: matmul(&mut g, &format!("{p}.ffn_gate.weight"))?,
-            w_up: matmul(&mut g, &format!("{p}.ffn_up.weight"))?,
-            w_down: matmul(&mut g, &format!("{p}.ffn_down.weight"))?,
-        });
-    }
-    let final_norm = norm(&mut g, "output_norm.weight")?;
-    let lm_head = if names.contains("output.weight") {
-        matmul(&mut g, "output.weight")?
-    } else {
-        matmul(&mut g, "token_embd.weight")?
-    };
-    let embed_q = tensor(&mut g, "token_embd.weight")?;
-    let embed = values(&embed_q.dequantize(&device)?)?;
-    let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id"]
-        .iter()
-        .filter_map(|k| g.token_id(k))
-        .collect();
-    add_stop_tokens(&tokenizer, &mut stop_ids);
-    let (cos, sin) = rope_tables(&config);
-    Ok(Model {
-        config,
-        tokenizer,
-        chat,
-        stop_ids,
-        format: ModelFormat::Gguf,
-        weights: describe(&stored, &held),
-        path: path.to_path_buf(),
-        embed,
-        layers,
-        norm: final_norm,
-        lm_head,
-        cos,
-        sin,
-        rope_interleaved: true,
-        device,
-    })
-}
-
-fn add_stop_tokens(tok: &Tokenizer, ids: &mut Vec<u32>) {
-    for t in [IM_END, "<|endoftext|>"] {
-        if let Some(id) = tok.token_to_id(t) {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ModelError::Config {
-        path: path.to_path_buf(),
-        message: format!("line {} column {}: {e}", e.line(), e.column()),
-    })
-}
-
-/// The safetensors files of a folder: `model.safetensors`, or the shards its index names.
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if !index.is_file() {
-        return Err(ModelError::Config {
-            path: dir.to_path_buf(),
-            message: "no model.safetensors and no model.safetensors.index.json".into(),
-        });
-    }
-    let v = read_json(&index)?;
-    let map = v["weight_map"]
-        .as_object()
-        .ok_or_else(|| ModelError::Config {
-            path: index.clone(),
-            message: "field `weight_map` is missing or not an object".into(),
-        })?;
-    let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
-    Ok(files.into_iter().map(|f| dir.join(f)).collect())
-}
-
-fn load_folder(dir: &Path, mode: WeightMode) -> Result<Model> {
-    let config_path = dir.join("config.json");
-    let raw = read_json(&config_path)?;
-    let hf: HfConfig = serde_json::from_value(raw).map_err(|e| ModelError::Config {
-        path: config_path.clone(),
-        message: e.to_string(),
-    })?;
-    let config = ModelConfig {
-        vocab_size: hf.vocab_size,
-        hidden_size: hf.hidden_size,
-        intermediate_size: hf.intermediate_size,
-        num_layers: hf.num_hidden_layers,
-        num_heads: hf.num_attention_heads,
-        num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        head_dim: hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads),
-        rms_norm_eps: hf.rms_norm_eps,
-        rope_theta: hf.rope_theta.unwrap_or(10000.0),
-        max_position_embeddings: hf.max_position_embeddings.unwrap_or(2048),
-    };
-    let tokenizer = tokenizer::load_tokenizer_json(&dir.join("tokenizer.json"))?;
-    let tc_path = dir.join("tokenizer_config.json");
-    let chat = match tc_path.is_file() {
-        true => match read_json(&tc_path)?["chat_template"].as_str() {
-            Some(t) => ChatTemplate::from_jinja(t).map_err(|source| ModelError::Chat {
-                path: tc_path.clone(),
-                source,
-            })?,
-            None => ChatTemplate::chatml(),
-        },
-        false => ChatTemplate::chatml(),
-    };
-    let device = Device::Cpu;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let adapter_only = dir.join(super::checkpoint::ADAPTER_FILE).is_file()
-        && !dir.join("model.safetensors").is_file();
-    if adapter_only {
-        // A LoRA checkpoint: its base, checked by content id, with the adapter merged in.
-        let loaded = super::checkpoint::load(dir).map_err(|e| ModelError::Config {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        tensors.extend(loaded.weights.0);
-    }
-    for f in adapter_only
-        .then(Vec::new)
-        .map_or_else(|| safetensors_files(dir), Ok)?
-    {
-        let t = candle_core::safetensors::load(&f, &device).map_err(|e| ModelError::Tensor {
-            path: f.clone(),
-            name: "*".into(),
-            message: e.to_string(),
-        })?;
-        tensors.extend(t);
-    }
-    let st_path = dir.join("model.safetensors");
-    let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors.remove(name).ok_or_else(|| ModelError::Tensor {
-            path: st_path.clone(),
-            name: name.to_string(),
-            message: "missing".into(),
-        })?;
-        Ok(t.to_dtype(DType::F32)?)
-    };
-    let (mut stored, mut held) = (BTreeSet::new(), BTreeSet::new());
-    let mut matmul = |t: Tensor| -> Result<Linear> {
-        stored.insert("f32".to_string());
-        let (mm, d) = to_linear(QTensor::quantize(&t, GgmlDType::F32)?, mode)?;
-        held.insert(dtype_name(d));
-        Ok(mm)
-    };
-    let mut layers = Vec::with_capacity(config.num_layers);
-    for i in 0..config.num_layers {
-        let p = format!("model.layers.{i}");
-        layers.push(Layer {
-            attn_norm: values(&take(&format!("{p}.input_layernorm.weight"))?)?,
-            wq: matmul(take(&format!("{p}.self_attn.q_proj.weight"))?)?,
-            wk: matmul(take(&format!("{p}.self_attn.k_proj.weight"))?)?,
-            wv: matmul(take(&format!("{p}.self_attn.v_proj.weight"))?)?,
-            wo: matmul(take(&format!("{p}.self_attn.o_proj.weight"))?)?,
-            ffn_norm: values(&take(&format!("{p}.post_attention_layernorm.weight"))?)?,
-            w_gate: matmul(take(&format!("{p}.mlp.gate_proj.weight"))?)?,
-            w_up: matmul(take(&format!("{p}.mlp.up_proj.weight"))?)?,
-            w_down: matmul(take(&format!("{p}.mlp.down_proj.weight"))?)?,
-        });
-    }
-    let norm = values(&take("model.norm.weight")?)?;
-    let embed_w = take("model.embed_tokens.weight")?;
-    let lm_head = match hf.tie_word_embeddings {
-        Some(false) => matmul(take("lm_head.weight")?)?,
-        _ => match take("lm_head.weight") {
-            Ok(w) => matmul(w)?,
-            Err(_) => matmul(embed_w.clone())?,
-        },
-    };
-    let embed = values(&embed_w)?;
-    let mut stop_ids: Vec<u32> = match &hf.eos_token_id {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64().map(|x| x as u32))
-            .collect(),
-        _ => vec![],
-    };
-    add_stop_tokens(&tokenizer, &mut stop_ids);
-    let (cos, sin) = rope_tables(&config);
-    Ok(Model {
-        config,
-        tokenizer,
-        chat,
-        stop_ids,
-        format: ModelFormat::Folder,
-        weights: describe(&stored, &held),
-        path: dir.to_path_buf(),
-        embed,
-        layers,
-        norm,
-        lm_head,
-        cos,
-        sin,
-        rope_interleaved: false,
-        device,
-    })
-}
-
-/// Per-layer keys and values of the tokens seen so far, for a batch of sequences of equal
-/// length, each layer's held as `batch × kv_heads × capacity × head_dim` f32. Capacity grows by
-/// doubling, so a decode step writes one row instead of copying the whole cache. There is no
-/// `Clone`: use [`KvCache::fork`] for an independent copy with room to grow.
-pub struct KvCache {
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
-    batch: usize,
-    cap: usize,
-    len: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
-
-impl KvCache {
-    /// An empty cache for `model`.
-    pub fn new(model: &Model) -> Self {
-        KvCache {
-            layers: vec![(Vec::new(), Vec::new()); model.config.num_layers],
-            batch: 1,
-            cap: 0,
-            len: 0,
-            kv_heads: model.config.num_kv_heads,
-            head_dim: model.config.head_dim,
-        }
-    }
-
-    /// Number of positions cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Sequences in the batch (1 when empty).
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// A copy with `batch` sequences taken from `rows` of this one, and capacity `cap`.
-    fn rebuilt(&self, rows: &[usize], cap: usize) -> KvCache {
-        let (h, d, len) = (self.kv_heads, self.head_dim, self.len);
-        let copy = |src: &Vec<f32>| {
-            let mut out = vec![0f32; rows.len() * h * cap * d];
-            for (nb, &ob) in rows.iter().enumerate() {
-                for g in 0..h {
-                    let from = (ob * h + g) * self.cap * d;
-                    let to = (nb * h + g) * cap * d;
-                    out[to..to + len * d].copy_from_slice(&src[from..from + len * d]);
-                }
-            }
-            out
-        };
-        KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(|(k, v)| (copy(k), copy(v)))
-                .collect(),
-            batch: rows.len(),
-            cap,
-            len,
-            kv_heads: h,
-            head_dim: d,
-        }
-    }
-
-    /// An independent copy (e.g. of a shared prompt prefix) with room for `extra` more tokens.
-    pub fn fork(&self, extra: usize) -> Result<KvCache> {
-        let cap = (self.len + extra).next_power_of_two().max(16);
-        Ok(self.rebuilt(&(0..self.batch).collect::<Vec<_>>(), cap))
-    }
-
-    /// The batch-1 cache repeated `n` times (candidates sharing one prompt's prefill).
-    pub fn repeat(&self, n: usize) -> Result<KvCache> {
-        if self.batch != 1 {
-            return Err(ModelError::Batch {
-                cache: self.batch,
-                input: 1,
-            });
-        }
-        Ok(self.rebuilt(&vec![0; n], self.cap.max(16)))
-    }
-
-    /// Keep only the sequences at `rows` (candidates still generating).
-    pub fn select(&self, rows: &[usize]) -> Result<KvCache> {
-        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch) {
-            return Err(ModelError::Batch {
-                cache: self.batch,
-                input: bad + 1,
-            });
-        }
-        Ok(self.rebuilt(rows, self.cap.max(16)))
-    }
-
-    /// Make room for `need` positions of `batch` sequences.
-    fn reserve(&mut self, batch: usize, need: usize) -> Result<()> {
-        if batch != self.batch {
-            if self.len > 0 {
-                return Err(ModelError::Batch {
-                    cache: self.batch,
-                    input: batch,
-                });
-            }
-            self.batch = batch;
-            self.cap = 0;
-        }
-        if need > self.cap {
-            *self = self.rebuilt(
-                &(0..self.batch).collect::<Vec<_>>(),
-                need.next_power_of_two().max(16),
-            );
-        }
-        Ok(())
-    }
-
-    /// Store `layer`'s keys and values of `s` new positions per sequence (rows of
-    /// `kv_heads·head_dim`, sequence-major), after the `len` cached ones.
-    fn write(&mut self, layer: usize, k: &[f32], v: &[f32], s: usize) {
-        let (h, d, cap, len) = (self.kv_heads, self.head_dim, self.cap, self.len);
-        let (ck, cv) = &mut self.layers[layer];
-        for (r, (kr, vr)) in k.chunks_exact(h * d).zip(v.chunks_exact(h * d)).enumerate() {
-            let (b, i) = (r / s, r % s);
-            for g in 0..h {
-                let at = ((b * h + g) * cap + len + i) * d;
-                ck[at..at + d].copy_from_slice(&kr[g * d..(g + 1) * d]);
-                cv[at..at + d].copy_from_slice(&vr[g * d..(g + 1) * d]);
-            }
-        }
+        ModelFormat::Gguf => super::loader::load_gguf(path, mode),
+        ModelFormat::Folder => super::loader::load_folder(path, mode),
     }
 }
 
@@ -792,6 +290,14 @@ impl Model {
     /// Encode text (special tokens spelled out in it are recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(tokenizer::encode(&self.tokenizer, text)?)
+    }
+
+    /// The model's chat prompt for one user instruction (its template, generation prompt on).
+    pub fn prompt(&self, user: &str) -> Result<String> {
+        self.chat.prompt(user).map_err(|source| ModelError::Chat {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Decode ids, dropping special tokens.
@@ -830,12 +336,13 @@ impl Model {
             ));
         }
         let pos = cache.len();
-        let max = c.max_position_embeddings;
+        let max = c.positions();
         if pos + s > max {
             return Err(ModelError::TooLong { len: pos + s, max });
         }
         cache.reserve(b, pos + s)?;
-        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
         let eps = c.rms_norm_eps as f32;
         let mut x = Vec::with_capacity(b * s * h);
         for &id in ids.iter().flatten() {
@@ -854,10 +361,19 @@ impl Model {
             let mut act = Act::new(&n, h);
             let mut q = layer.wq.apply(&mut act)?;
             let mut k = layer.wk.apply(&mut act)?;
-            let v = layer.wv.apply(&mut act)?;
+            let mut v = layer.wv.apply(&mut act)?;
+            for (y, b) in [
+                (&mut q, &layer.bq),
+                (&mut k, &layer.bk),
+                (&mut v, &layer.bv),
+            ] {
+                if let Some(b) = b {
+                    y.chunks_exact_mut(b.len()).for_each(|row| add(row, b));
+                }
+            }
             for (r, (qr, kr)) in q
-                .chunks_exact_mut(c.num_heads * hd)
-                .zip(k.chunks_exact_mut(c.num_kv_heads * hd))
+                .chunks_exact_mut(nh * hd)
+                .zip(k.chunks_exact_mut(nkv * hd))
                 .enumerate()
             {
                 let p = pos + r % s;
@@ -871,7 +387,7 @@ impl Model {
             }
             cache.write(li, &k, &v, s);
             let y = self.attention(li, &q, cache, b, s);
-            let o = layer.wo.apply(&mut Act::new(&y, c.num_heads * hd))?;
+            let o = layer.wo.apply(&mut Act::new(&y, nh * hd))?;
             add(&mut x, &o);
             let mut n = x.clone();
             kernels::rms_norm(&mut n, &layer.ffn_norm, eps);
@@ -899,8 +415,8 @@ impl Model {
     /// (which already holds them); query heads share kv heads in groups (GQA), read in place.
     fn attention(&self, layer: usize, q: &[f32], cache: &KvCache, b: usize, s: usize) -> Vec<f32> {
         let c = &self.config;
-        let (nh, hd) = (c.num_heads, c.head_dim);
-        let n_rep = nh / c.num_kv_heads;
+        let (nh, hd, nkv) = (c.num_attention_heads, c.head_dim(), c.kv_heads());
+        let n_rep = nh / nkv;
         let scale = 1.0 / (hd as f32).sqrt();
         let pos = cache.len;
         let (keys, vals) = &cache.layers[layer];
@@ -910,7 +426,7 @@ impl Model {
             .map(|t| {
                 let (bh, chunk) = (t / chunks, t % chunks);
                 let (bi, head) = (bh / nh, bh % nh);
-                let base = (bi * c.num_kv_heads + head / n_rep) * cache.cap * hd;
+                let base = (bi * nkv + head / n_rep) * cache.cap * hd;
                 let rows = chunk * ATTN_ROWS..((chunk + 1) * ATTN_ROWS).min(s);
                 let mut out = vec![0f32; rows.len() * hd];
                 let mut scores = Vec::new();
@@ -1074,7 +590,7 @@ mod tests {
                     &Device::Cpu,
                 )
                 .unwrap();
-            let ids = m.encode(&m.chat.prompt(prompt)).unwrap();
+            let ids = m.encode(&m.chat.prompt(prompt).unwrap()).unwrap();
             let (mut c1, mut c2) = (KvCache::new(&m), KvCache::new(&exact));
             let steps = [ids.clone(), vec![504u32]];
             for (i, step) in steps.iter().enumerate() {
@@ -1099,7 +615,7 @@ mod tests {
     #[test]
     fn too_long_input_is_an_error_not_a_panic() {
         let (_t, m) = tiny(WeightMode::Stored);
-        let ids = vec![5u32; m.config.max_position_embeddings + 1];
+        let ids = vec![5u32; m.config.positions() + 1];
         let t = row(&m, ids.as_slice());
         let err = m.forward(&t, &mut KvCache::new(&m)).unwrap_err();
         assert!(matches!(err, ModelError::TooLong { .. }), "{err}");

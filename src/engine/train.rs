@@ -13,11 +13,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::chat::ChatTemplate;
 use super::checkpoint::{self, CheckpointError, Loaded};
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::dense::{Dense, DenseError};
-use super::gguf::GgufFile;
 use super::llama::{Llama, Trainable};
 use super::logprob::{
     batch_response_logprobs, sum_f64, token_logprobs, Encoded, Encoder, LogprobError,
@@ -180,7 +178,7 @@ impl Trained {
         }
     }
 
-    pub fn cfg(&self) -> &LlamaConfig {
+    pub fn cfg(&self) -> &ModelConfig {
         match &self.model {
             TrainedModel::Dense(d) => &d.cfg,
             TrainedModel::Graph(m) => &m.cfg,
@@ -203,11 +201,8 @@ impl Trained {
         base: &Loaded,
         base_path: &std::path::Path,
     ) -> Result<(), TrainError> {
-        let tokenizer = base
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| TrainError::Param("the base model's tokenizer is not loaded".into()))?;
-        let template = base.chat_template.as_deref();
+        let tokenizer = &base.tokenizer;
+        let template = Some(&base.chat);
         match &self.lora {
             Some(lora) => {
                 let adapter = self.adapter()?;
@@ -251,26 +246,12 @@ pub struct DpoRow {
 /// Load a model for training or scoring (f32 weights) with the encoder its chat template
 /// implies (plain ChatML when it carries none).
 pub fn load_for_training(path: &std::path::Path) -> Result<(Loaded, Encoder), TrainError> {
-    let mut loaded = checkpoint::load(path)?;
-    let tokenizer = match loaded.tokenizer.take() {
-        Some(t) => t,
-        None => GgufFile::open(path).and_then(|g| g.tokenizer())?,
+    let loaded = checkpoint::load(path)?;
+    let enc = Encoder {
+        tokenizer: loaded.tokenizer.clone(),
+        template: loaded.chat.clone(),
     };
-    let template = match loaded.chat_template.as_deref() {
-        Some(t) => ChatTemplate::from_jinja(t).map_err(|source| TrainError::Template {
-            path: path.to_owned(),
-            source,
-        })?,
-        None => ChatTemplate::chatml(),
-    };
-    loaded.tokenizer = Some(tokenizer.clone());
-    Ok((
-        loaded,
-        Encoder {
-            tokenizer,
-            template,
-        },
-    ))
+    Ok((loaded, enc))
 }
 
 fn encode_row(
@@ -302,7 +283,7 @@ fn truncate(ex: &mut Encoded, max: usize) {
 
 /// The candle model LoRA trains (full fine-tuning uses [`Dense`]).
 fn build_lora(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     w: &Weights,
     lc: &LoraConfig,
     p: &TrainParams,
@@ -341,7 +322,7 @@ fn check(p: &TrainParams) -> Result<(), TrainError> {
 
 /// SFT from text rows: encode with the chat template, then [`sft_encoded`].
 pub fn sft(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     enc: &Encoder,
     rows: &[SftRow],
@@ -371,7 +352,7 @@ pub fn sft_loss(
 
 /// SFT on tokenized examples.
 pub fn sft_encoded(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     data: &[Encoded],
     params: &SftParams,
@@ -396,9 +377,9 @@ pub fn sft_encoded(
 /// DPO from text rows. `reference` defaults to the policy's starting weights (`cfg`, `weights`).
 #[allow(clippy::too_many_arguments)]
 pub fn dpo(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
-    reference: Option<(&LlamaConfig, &Weights)>,
+    reference: Option<(&ModelConfig, &Weights)>,
     enc: &Encoder,
     rows: &[DpoRow],
     params: &DpoParams,
@@ -432,7 +413,7 @@ pub fn dpo(
 /// Summed response log-probs of every (chosen, rejected) pair under a frozen model: computed
 /// once per dataset and reused by every epoch.
 pub fn reference_logprobs(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     pairs: &[(Encoded, Encoded)],
 ) -> Result<Vec<(f64, f64)>, TrainError> {
@@ -452,7 +433,7 @@ pub fn reference_logprobs(
 
 /// DPO on tokenized pairs with precomputed reference log-probs.
 pub fn dpo_encoded(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     pairs: &[(Encoded, Encoded)],
     ref_logps: &[(f64, f64)],
@@ -495,7 +476,7 @@ pub fn dpo_encoded(
 /// model (every example checked first, naming the bad row), LoRA on the lm-head through
 /// candle's autograd.
 fn fit<'a>(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     p: &TrainParams,
     n: usize,

@@ -1,13 +1,14 @@
-//! Full-precision llama weights under Hugging Face tensor names, loaded from a GGUF (every
+//! Full-precision weights under Hugging Face tensor names, loaded from a GGUF (every
 //! tensor dequantized, q/k rows un-permuted from llama.cpp's rotary layout), a Hugging Face
-//! folder (one or sharded safetensors), or written back out as safetensors or GGUF.
+//! folder (one or sharded safetensors), or written back out as safetensors (GGUF: `export`).
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 
-use super::config::{ConfigError, LlamaConfig};
+use super::config::{ConfigError, ModelConfig};
+use super::gguf::{GgufError, GgufFile};
 
 /// Errors loading or writing weights; each names the file and, where known, the tensor.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum WeightsError {
     Index { path: PathBuf, msg: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
 }
 
 /// Weights in f32 on the CPU, keyed by Hugging Face name (`model.layers.0.self_attn.q_proj.weight`).
@@ -52,21 +55,23 @@ const LAYER_NAMES: [(&str, &str); 9] = [
     ("ffn_norm", "post_attention_layernorm"),
 ];
 
-/// Map a GGUF tensor name to its Hugging Face name (None for tensors srlm does not use, such
-/// as llama.cpp's precomputed `rope_freqs`).
+/// Map a GGUF tensor name to its Hugging Face name (None for a name srlm does not know).
 pub fn gguf_to_hf_name(name: &str) -> Option<String> {
-    let stem = name.strip_suffix(".weight")?;
-    match stem {
-        "token_embd" => return Some("model.embed_tokens.weight".into()),
-        "output_norm" => return Some("model.norm.weight".into()),
-        "output" => return Some("lm_head.weight".into()),
+    let (stem, kind) = name
+        .strip_suffix(".weight")
+        .map(|s| (s, "weight"))
+        .or_else(|| name.strip_suffix(".bias").map(|s| (s, "bias")))?;
+    match (stem, kind) {
+        ("token_embd", "weight") => return Some("model.embed_tokens.weight".into()),
+        ("output_norm", "weight") => return Some("model.norm.weight".into()),
+        ("output", "weight") => return Some("lm_head.weight".into()),
         _ => {}
     }
     let rest = stem.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let hf = LAYER_NAMES.iter().find(|(g, _)| *g == part)?.1;
-    Some(format!("model.layers.{layer}.{hf}.weight"))
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
 /// The reverse of [`gguf_to_hf_name`].
@@ -77,13 +82,67 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
         "lm_head.weight" => return Some("output.weight".into()),
         _ => {}
     }
-    let rest = name
-        .strip_prefix("model.layers.")?
-        .strip_suffix(".weight")?;
+    let rest = name.strip_prefix("model.layers.")?;
+    let (rest, kind) = rest
+        .strip_suffix(".weight")
+        .map(|s| (s, "weight"))
+        .or_else(|| rest.strip_suffix(".bias").map(|s| (s, "bias")))?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let g = LAYER_NAMES.iter().find(|(_, h)| *h == part)?.0;
-    Some(format!("blk.{layer}.{g}.weight"))
+    Some(format!("blk.{layer}.{g}.{kind}"))
+}
+
+/// Whether a file name from a shard index is a plain name inside the folder (no directory
+/// part, no `..`, not absolute): an index must not point outside its model.
+pub fn is_plain_file_name(name: &str) -> bool {
+    let p = Path::new(name);
+    !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && name != ".."
+        && name != "."
+        && p.file_name().and_then(|f| f.to_str()) == Some(name)
+}
+
+/// The safetensors files of a Hugging Face folder: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` names (checked to be plain file names in the folder).
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let bytes = std::fs::read(&index).map_err(|source| WeightsError::Io {
+        path: index.clone(),
+        source,
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| WeightsError::Index {
+            path: index.clone(),
+            msg: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| WeightsError::Index {
+            path: index.clone(),
+            msg: "field `weight_map` is missing or not an object".into(),
+        })?;
+    let mut shards = std::collections::BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| WeightsError::Index {
+            path: index.clone(),
+            msg: format!("weight_map `{tensor}`: the file is not a string"),
+        })?;
+        if !is_plain_file_name(file) {
+            return Err(WeightsError::Index {
+                path: index.clone(),
+                msg: format!("weight_map `{tensor}`: `{file}` is not a plain file name"),
+            });
+        }
+        shards.insert(file.to_owned());
+    }
+    Ok(shards.into_iter().map(|f| dir.join(f)).collect())
 }
 
 /// llama.cpp stores q/k projection rows per head as (hd/2, 2) pairs for its interleaved rope;
@@ -110,9 +169,21 @@ impl Weights {
         self.0.values().map(|t| t.elem_count()).sum()
     }
 
-    /// Check that every tensor the config needs is present with the right shape.
-    pub fn check(&self, cfg: &LlamaConfig, path: &Path) -> Result<(), WeightsError> {
-        for (name, shape) in cfg.tensor_shapes() {
+    /// Check that every tensor the config needs is present with the right shape, and that
+    /// there is no other (a bias or layer srlm would silently leave out).
+    pub fn check(&self, cfg: &ModelConfig, path: &Path) -> Result<(), WeightsError> {
+        let want = cfg.tensor_shapes();
+        if let Some(extra) = self.0.keys().find(|k| !want.iter().any(|(n, _)| n == *k)) {
+            return Err(WeightsError::Tensor {
+                path: path.to_owned(),
+                name: extra.clone(),
+                msg: format!(
+                    "not a tensor of the {} model config.json describes",
+                    cfg.architecture().map(|a| a.hf_names().0).unwrap_or("?")
+                ),
+            });
+        }
+        for (name, shape) in want {
             match self.0.get(&name) {
                 None => {
                     return Err(WeightsError::Tensor {
@@ -196,6 +267,13 @@ impl Weights {
         })?;
         let mut out = BTreeMap::new();
         for (k, t) in map {
+            if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+                return Err(WeightsError::Tensor {
+                    path: path.into(),
+                    name: k,
+                    msg: format!("dtype {:?} is not supported (f32, f16, bf16)", t.dtype()),
+                });
+            }
             let t = t
                 .to_dtype(DType::F32)
                 .map_err(|source| WeightsError::Candle {
@@ -207,181 +285,66 @@ impl Weights {
         Ok(Self(out))
     }
 
-    /// Load a Hugging Face llama folder: `config.json` plus `model.safetensors` or the shards
-    /// listed in `model.safetensors.index.json`.
-    pub fn load_hf_dir(dir: &Path) -> Result<(LlamaConfig, Self), WeightsError> {
-        let mut cfg = LlamaConfig::from_file(&dir.join("config.json"))?;
-        let single = dir.join("model.safetensors");
-        let weights = if single.exists() {
-            Self::load_safetensors(&single)?
-        } else {
-            let index = dir.join("model.safetensors.index.json");
-            let bytes = std::fs::read(&index).map_err(|source| WeightsError::Io {
-                path: index.clone(),
-                source,
-            })?;
-            let json: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| WeightsError::Index {
-                    path: index.clone(),
-                    msg: e.to_string(),
-                })?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| WeightsError::Index {
-                    path: index.clone(),
-                    msg: "no `weight_map` object".into(),
-                })?;
-            let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-            shards.sort_unstable();
-            shards.dedup();
-            let mut all = BTreeMap::new();
-            for shard in shards {
-                if shard.contains('/') || shard.contains("..") {
-                    return Err(WeightsError::Index {
-                        path: index.clone(),
-                        msg: format!("shard name `{shard}` is not a plain file name"),
+    /// Load a Hugging Face folder: `config.json` plus `model.safetensors` or the shards listed
+    /// in `model.safetensors.index.json` (f32, f16 or bf16; held as f32). Every tensor must
+    /// be one the config describes, with its shape.
+    pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Self), WeightsError> {
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut all = BTreeMap::new();
+        for f in safetensors_files(dir)? {
+            for (k, t) in Self::load_safetensors(&f)?.0 {
+                if all.contains_key(&k) {
+                    return Err(WeightsError::Tensor {
+                        path: f.clone(),
+                        name: k,
+                        msg: "also in another shard".into(),
                     });
                 }
-                all.extend(Self::load_safetensors(&dir.join(shard))?.0);
+                all.insert(k, t);
             }
-            Self(all)
-        };
-        if !weights.0.contains_key("lm_head.weight") {
-            cfg.tie_word_embeddings = true;
+        }
+        // Buffers older transformers saved; not parameters.
+        all.retain(|k, _| !k.ends_with(".rotary_emb.inv_freq"));
+        let weights = Self(all);
+        if cfg.tie_word_embeddings && weights.0.contains_key("lm_head.weight") {
+            // A tied model may still save the (identical) head: use the embeddings.
+            let mut w = weights;
+            w.0.remove("lm_head.weight");
+            w.check(&cfg, dir)?;
+            return Ok((cfg, w));
         }
         weights.check(&cfg, dir)?;
         Ok((cfg, weights))
     }
 
-    /// Load a GGUF llama: dequantize every tensor to f32 and un-permute q/k rows.
-    pub fn load_gguf(path: &Path) -> Result<(LlamaConfig, Self), WeightsError> {
+    /// Load a GGUF: check its metadata against its tensors, dequantize every tensor to f32
+    /// and (architecture `llama`) un-permute q/k rows.
+    pub fn load_gguf(path: &Path) -> Result<(ModelConfig, Self), WeightsError> {
         let cerr = |source| WeightsError::Candle {
             path: path.into(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(|source| WeightsError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let content = gguf_file::Content::read(&mut file).map_err(cerr)?;
-        let mut cfg = LlamaConfig::from_gguf_metadata(&content.metadata)?;
-        let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+        let mut g = GgufFile::open(path)?;
+        let cfg = g.config()?;
+        let interleaved = cfg.architecture()?.gguf_interleaved();
+        let mut names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
         names.sort();
         let mut out = BTreeMap::new();
         for name in names {
-            let Some(hf) = gguf_to_hf_name(name) else {
-                continue;
-            };
-            let q = content
-                .tensor(&mut file, name, &Device::Cpu)
-                .map_err(cerr)?;
+            let hf = gguf_to_hf_name(&name).expect("checked by GgufFile::config");
+            let GgufFile { content, file, .. } = &mut g;
+            let q = content.tensor(file, &name, &Device::Cpu).map_err(cerr)?;
             let mut t = q.dequantize(&Device::Cpu).map_err(cerr)?;
-            if hf.ends_with("q_proj.weight") {
+            if interleaved && hf.ends_with("q_proj.weight") {
                 t = permute_qk(&t, cfg.num_attention_heads, true).map_err(cerr)?;
-            } else if hf.ends_with("k_proj.weight") {
+            } else if interleaved && hf.ends_with("k_proj.weight") {
                 t = permute_qk(&t, cfg.kv_heads(), true).map_err(cerr)?;
             }
             out.insert(hf, t);
         }
-        cfg.tie_word_embeddings = !out.contains_key("lm_head.weight");
         let w = Self(out);
         w.check(&cfg, path)?;
         Ok((cfg, w))
-    }
-
-    /// Write these weights as a llama GGUF that llama.cpp and candle's quantized llama load:
-    /// q/k rows permuted back to the rotary layout, matrices quantized to `dtype` (1-D norms
-    /// stay f32), `extra` metadata (e.g. the base GGUF's `tokenizer.*` keys) appended.
-    pub fn export_gguf(
-        &self,
-        cfg: &LlamaConfig,
-        extra: &[(String, gguf_file::Value)],
-        path: &Path,
-        dtype: GgmlDType,
-    ) -> Result<(), WeightsError> {
-        let cerr = |source| WeightsError::Candle {
-            path: path.into(),
-            source,
-        };
-        let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        // llama.cpp's order: embeddings, blocks in order, final norm, output.
-        let mut names: Vec<(String, String)> = self
-            .0
-            .keys()
-            .filter_map(|hf| hf_to_gguf_name(hf).map(|g| (g, hf.clone())))
-            .collect();
-        names.sort_by_key(|(g, _)| gguf_order(g));
-        for (g, hf) in names {
-            let mut t = self.0[&hf].to_dtype(DType::F32).map_err(cerr)?;
-            if hf.ends_with("q_proj.weight") {
-                t = permute_qk(&t, cfg.num_attention_heads, false).map_err(cerr)?;
-            } else if hf.ends_with("k_proj.weight") {
-                t = permute_qk(&t, cfg.kv_heads(), false).map_err(cerr)?;
-            }
-            let block = dtype.block_size();
-            let dt = if t.rank() == 1 || t.dim(1).map_err(cerr)? % block != 0 {
-                GgmlDType::F32
-            } else {
-                dtype
-            };
-            tensors.push((g, QTensor::quantize(&t, dt).map_err(cerr)?));
-        }
-        let mut md = cfg.to_gguf_metadata();
-        md.push((
-            "general.file_type".into(),
-            gguf_file::Value::U32(file_type(dtype)),
-        ));
-        md.push((
-            "general.quantization_version".into(),
-            gguf_file::Value::U32(2),
-        ));
-        for (k, v) in extra {
-            if !md.iter().any(|(mk, _)| mk == k) {
-                md.push((k.clone(), v.clone()));
-            }
-        }
-        let md_refs: Vec<(&str, &gguf_file::Value)> =
-            md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut buf = std::io::Cursor::new(Vec::new());
-        gguf_file::write(&mut buf, &md_refs, &t_refs).map_err(cerr)?;
-        std::fs::write(path, buf.into_inner()).map_err(|source| WeightsError::Io {
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-/// Sort key for GGUF tensor names: token_embd, blk.0.*, blk.1.*, ..., output_norm, output.
-fn gguf_order(name: &str) -> (usize, usize, String) {
-    if name.starts_with("token_embd") {
-        (0, 0, name.into())
-    } else if let Some(rest) = name.strip_prefix("blk.") {
-        let layer = rest
-            .split('.')
-            .next()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(usize::MAX);
-        (1, layer, name.into())
-    } else {
-        (2, 0, name.into())
-    }
-}
-
-/// llama.cpp's `general.file_type` code for a tensor type.
-fn file_type(dtype: GgmlDType) -> u32 {
-    match dtype {
-        GgmlDType::F32 => 0,
-        GgmlDType::F16 => 1,
-        GgmlDType::Q4_0 => 2,
-        GgmlDType::Q4_1 => 3,
-        GgmlDType::Q8_0 => 7,
-        GgmlDType::Q5_0 => 8,
-        GgmlDType::Q5_1 => 9,
-        GgmlDType::Q4K => 15,
-        GgmlDType::Q6K => 18,
-        _ => 0,
     }
 }
 
@@ -415,6 +378,7 @@ pub fn to_hashmap(w: &Weights) -> HashMap<String, Tensor> {
 mod tests {
     use super::*;
     use crate::engine::llama::tests::max_abs_diff;
+    use candle_core::quantized::GgmlDType;
 
     #[test]
     fn names_map_both_ways() {
@@ -506,5 +470,116 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(diff < 1e-3, "quantized llama disagrees by {diff}");
+    }
+
+    /// A copy of a committed fixture model to break.
+    fn copy_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let src = crate::engine::families::fixture(name);
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        (t, dir)
+    }
+
+    fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    fn load_err(dir: &Path) -> String {
+        Weights::load_hf_dir(dir).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shard_index_may_not_leave_the_folder() {
+        for bad in [
+            "../model-00001-of-00004.safetensors",
+            "/etc/passwd",
+            "a/b.safetensors",
+            "..",
+        ] {
+            let (_t, dir) = copy_fixture("qwen2-untied");
+            edit_json(&dir.join("model.safetensors.index.json"), |v| {
+                v["weight_map"]["model.norm.weight"] = bad.into();
+            });
+            let err = load_err(&dir);
+            assert!(
+                err.contains("not a plain file name") && err.contains(bad),
+                "{bad}: {err}"
+            );
+        }
+        assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
+    }
+
+    #[test]
+    fn unsupported_architectures_and_shapes_are_named() {
+        let (_t, dir) = copy_fixture("qwen2-tied");
+        edit_json(&dir.join("config.json"), |v| {
+            v["architectures"] = serde_json::json!(["GemmaForCausalLM"]);
+        });
+        let err = load_err(&dir);
+        assert!(
+            err.contains("GemmaForCausalLM") && err.contains("Qwen2ForCausalLM"),
+            "{err}"
+        );
+        // A Qwen2 checkpoint that claims to be a llama: its biases are not silently dropped.
+        edit_json(&dir.join("config.json"), |v| {
+            v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+            v["model_type"] = "llama".into();
+        });
+        let err = load_err(&dir);
+        assert!(
+            err.contains(".bias") && err.contains("LlamaForCausalLM"),
+            "{err}"
+        );
+        edit_json(&dir.join("config.json"), |v| {
+            v["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+            v["model_type"] = "qwen2".into();
+            v["intermediate_size"] = 128.into();
+        });
+        let err = load_err(&dir);
+        assert!(err.contains("mlp.") && err.contains("shape"), "{err}");
+        edit_json(&dir.join("config.json"), |v| {
+            v["intermediate_size"] = 96.into();
+            v["num_attention_heads"] = 0.into();
+        });
+        let err = load_err(&dir);
+        assert!(err.contains("num_attention_heads"), "{err}");
+        edit_json(&dir.join("config.json"), |v| {
+            v["num_attention_heads"] = 4.into();
+            v["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        });
+        let err = load_err(&dir);
+        assert!(err.contains("yarn"), "{err}");
+    }
+
+    #[test]
+    fn gguf_whose_metadata_contradicts_its_tensors_is_refused() {
+        use crate::engine::llama::tests::tiny;
+        let (mut cfg, w) = tiny(5);
+        cfg.extra.clear();
+        cfg.intermediate_size += 32;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.gguf");
+        w.export_gguf(&cfg, &[], &path, GgmlDType::F32).unwrap();
+        let err = Weights::load_gguf(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.gguf") && err.contains("ffn_") && err.contains("shape"),
+            "{err}"
+        );
+        let err = crate::engine::model::load(&path, crate::engine::model::WeightMode::Auto)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("ffn_") && err.contains("metadata implies"),
+            "{err}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod eval_judge;
+pub mod export;
 pub mod external;
 pub mod gen_prompts;
 pub mod generate;

@@ -1,7 +1,7 @@
 //! The replay registry of srlm's own stages: `srlm reproduce` replays a recorded run by calling
 //! the very function that produced it, found here by stage name.
 use super::reproduce::Registry;
-use super::{generate, import, judge, pairs, train};
+use super::{export, generate, import, judge, pairs, train};
 
 /// Registers every model and data stage srlm runs itself.
 pub fn register_builtin(reg: &mut Registry) {
@@ -14,4 +14,5 @@ pub fn register_builtin(reg: &mut Registry) {
     reg.register(judge::JUDGE.0, judge::judge);
     reg.register(judge::EVAL_JUDGE.0, judge::eval_judge);
     reg.register(pairs::PAIRS.0, pairs::stage);
+    reg.register(export::EXPORT.0, export::export);
 }

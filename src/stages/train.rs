@@ -48,7 +48,7 @@ fn save_full(
             &loaded.cfg,
             Contents::Full(&weights),
             &enc.tokenizer,
-            loaded.chat_template.as_deref(),
+            Some(&loaded.chat),
         )?;
         Ok(())
     })
