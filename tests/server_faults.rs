@@ -122,12 +122,13 @@ fn server_errors_are_retried_with_backoff_and_recorded() {
 #[test]
 fn a_429_storm_fails_naming_the_request_and_a_rerun_sends_only_the_rest() {
     let d = store_with_prompts(4);
-    // prompts 0 and 1 answer; from the third request on, 429 for good
+    // prompts 0 and 1 answer; the next three tries (a first try and two retries) get 429;
+    // then the storm is over
     let s = Stub::start(
         &["m"],
         Box::new(|r, k| match k {
-            0 | 1 => Reply::Json(200, completion(n_of(r), "a")),
-            _ => Reply::Json(429, json!({"error": {"message": "slow down"}})),
+            2..=4 => Reply::Json(429, json!({"error": {"message": "slow down"}})),
+            _ => Reply::Json(200, completion(n_of(r), if k < 2 { "a" } else { "b" })),
         }),
     );
     let e = stderr(&gen(d.path(), &s.url, &[]));
@@ -135,15 +136,11 @@ fn a_429_storm_fails_naming_the_request_and_a_rerun_sends_only_the_rest() {
     assert!(e.contains("HTTP 429") && e.contains("slow down"), "{e}");
     assert!(e.contains("gave up after 3 tries"), "{e}");
     assert!(e.contains("2 of 4 done are kept"), "{e}");
-    drop(s);
-    let s = Stub::start(
-        &["m"],
-        Box::new(|r, _| Reply::Json(200, completion(n_of(r), "b"))),
-    );
+    assert_eq!(s.chats().len(), 5, "nothing is sent after the failure");
     let v = ok_json(&gen(d.path(), &s.url, &[]));
     assert_eq!(v["record"]["metrics"]["journal_reused"], 2);
     assert_eq!(v["record"]["metrics"]["requests_sent"], 2);
-    assert_eq!(s.chats().len(), 2, "only the missing prompts are sent");
+    assert_eq!(s.chats().len(), 7, "only the missing prompts are sent");
     let r = rows(d.path());
     assert_eq!(r.len(), 8);
     assert_eq!(r[0]["response"], "a 0");
