@@ -65,7 +65,7 @@ pub fn start() -> Option<LlamaServer> {
         eprintln!("SKIP: {msg}");
         return None;
     }
-    let model = match super::default_model() {
+    let model = match crate::common::default_model() {
         Some(m) => m,
         None if required() => panic!("SRLM_REQUIRE_SERVER=1 but the default model is absent"),
         None => return None,
