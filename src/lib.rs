@@ -14,9 +14,11 @@
 //!   iterate, reproduce; provenance is recorded around every stage, not inside each.
 //! - [`lineage`], [`provenance`], [`dataset`]: run records, lineage walks, the user's code
 //!   version (git2), dataset kinds, keys, row diff, statistics.
+//! - [`backend`]: the generation seam: the in-process engine or an OpenAI-compatible server.
 //! - [`engine`]: the model: GGUF / safetensors loading, tokenizer, generation, judging, training.
 //! - [`srlm_store`]: objects, chunks, manifests, trees, commits, refs, op log, index.
 
+pub mod backend;
 pub mod cli;
 pub mod dataset;
 pub mod engine;

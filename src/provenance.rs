@@ -235,6 +235,11 @@ impl RunKey {
         });
         RunKey(*blake3::hash(&canonical_json(&v)).as_bytes())
     }
+
+    /// The key in hex (names a run's journal of finished rows).
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
 }
 
 /// RFC 3339 UTC timestamp of now, to the millisecond.

@@ -1,7 +1,7 @@
 //! `srlm bench`: benchmarks that print measured figures. Each kind lives in its own file.
 use super::Ctx;
 
-/// Benchmarks that print measured figures (store, diff, engine, train).
+/// Benchmarks that print measured figures (store, diff, engine, train, server).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -18,6 +18,9 @@ pub enum Which {
     Engine(super::bench_engine::Args),
     /// SFT and DPO seconds per example and peak memory on the default model.
     Train(super::bench_train::Args),
+    /// An OpenAI-compatible server beside the in-process engine: tokens/s by concurrency,
+    /// judge seconds per response, the client's CPU share.
+    Server(super::bench_server::Args),
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Which::Diff(a) => super::bench_diff::run(a, ctx),
         Which::Engine(a) => super::bench_engine::run(a, ctx),
         Which::Train(a) => super::bench_train::run(a, ctx),
+        Which::Server(a) => super::bench_server::run(a, ctx),
     }
 }

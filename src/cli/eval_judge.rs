@@ -2,9 +2,11 @@
 use srlm_store::Store;
 
 use super::judge::JudgeArgs;
-use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
+use super::server_args::ServerArgs;
+use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::stages::judge as judge_stage;
+use crate::stages::model_io::with_server;
 
 /// Judge accuracy against human rankings: the model judges every response of the EFT
 /// evaluation split, and for every two responses to the same prompt that humans rank
@@ -15,9 +17,9 @@ use crate::stages::judge as judge_stage;
 /// Example: `srlm eval-judge --model M1:model --eval seed/eft_eval.jsonl`
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The judging model.
-    #[arg(long)]
-    pub model: String,
+    /// The judging model (not with `--server`).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub model: Option<String>,
     /// Evaluation rows (`prompt_id`, `prompt`, `response_id`, `response`, `quality_score`), as
     /// `srlm import oasst2` writes them.
     #[arg(long)]
@@ -28,23 +30,32 @@ pub struct Args {
     #[arg(long, default_value = "eval/judge_scores.jsonl")]
     pub out: String,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub opts: StageOpts,
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
-    let mut inputs = model_ref(&store, &ctx.cwd, "model", &args.model)?;
+    let mut inputs = model_or_server(
+        &store,
+        &ctx.cwd,
+        "model",
+        args.model.as_deref(),
+        &args.server,
+    )?;
     inputs.push(("eval".into(), file_ref(&store, &ctx.cwd, &args.eval)?));
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
     let p = args.judge.params();
-    run_stage_verb(
+    run_stage_verb_on(
         ctx,
         &args.opts,
         judge_stage::EVAL_JUDGE,
         inputs,
         vec![("scores".into(), out)],
-        serde_json::to_value(&p)?,
+        with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
+        args.server.engine(),
         judge_stage::eval_judge,
     )?;
     Ok(())

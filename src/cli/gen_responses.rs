@@ -1,20 +1,23 @@
 //! `srlm gen-responses`.
 use srlm_store::Store;
 
-use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
+use super::server_args::ServerArgs;
+use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::engine::generate::SamplingParams;
 use crate::stages::generate::{self, GenResponsesParams};
+use crate::stages::model_io::with_server;
 
 /// Sample N candidate responses per prompt (default 4, T=0.7, top-p 0.9), seeded: the same
-/// seed, inputs and thread count give byte-identical output.
+/// seed, inputs and thread count give byte-identical output in process; `--server URL` samples on
+/// an OpenAI-compatible server instead (servers are often not bit-deterministic).
 ///
 /// Example: `srlm gen-responses --model M1:model --prompts gen/prompts.jsonl --n 4`
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The model being iterated.
-    #[arg(long)]
-    pub model: String,
+    /// The model being iterated (not with `--server`).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub model: Option<String>,
     /// Prompts (`prompt_id`, `prompt`), as `srlm gen-prompts` writes them.
     #[arg(long)]
     pub prompts: String,
@@ -33,12 +36,20 @@ pub struct Args {
     #[arg(long, default_value = "gen/responses.jsonl")]
     pub out: String,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub opts: StageOpts,
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
-    let mut inputs = model_ref(&store, &ctx.cwd, "model", &args.model)?;
+    let mut inputs = model_or_server(
+        &store,
+        &ctx.cwd,
+        "model",
+        args.model.as_deref(),
+        &args.server,
+    )?;
     inputs.push(("prompts".into(), file_ref(&store, &ctx.cwd, &args.prompts)?));
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
@@ -52,13 +63,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             ..SamplingParams::default()
         },
     };
-    run_stage_verb(
+    run_stage_verb_on(
         ctx,
         &args.opts,
         generate::GEN_RESPONSES,
         inputs,
         vec![("responses".into(), out)],
-        serde_json::to_value(&p)?,
+        with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
+        args.server.engine(),
         generate::gen_responses,
     )?;
     Ok(())

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use srlm_store::Store;
 
-use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
+use super::server_args::ServerArgs;
+use super::stage_util::{file_ref, model_ref, run_stage_verb, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::stages::import::{self, EftFrom, ImportParams};
 use crate::stages::iterate::layout;
+use crate::stages::model_io::with_server;
 
 /// Import seed data as IFT, EFT and EFT-evaluation datasets.
 ///
@@ -64,6 +66,9 @@ pub struct Oasst2Args {
     /// Language code to keep (empty: all).
     #[arg(long, default_value = "en")]
     pub lang: String,
+    /// Judge on a server (`--eft-from model` only).
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(flatten)]
     pub opts: StageOpts,
 }
@@ -126,12 +131,16 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             if let Some(e) = &a.eft {
                 inputs.push(("eft".into(), source_ref(&store, &ctx.cwd, e)?));
             }
-            match (a.eft_from, &a.model) {
-                (EftFrom::Model, Some(m)) => {
+            match (a.eft_from, &a.model, &a.server.server) {
+                (EftFrom::Model, _, Some(_)) => {}
+                (EftFrom::Model, Some(m), None) => {
                     inputs.extend(model_ref(&store, &ctx.cwd, "model", m)?)
                 }
-                (EftFrom::Model, None) => {
-                    anyhow::bail!("--eft-from model needs --model (the judging model)")
+                (EftFrom::Model, None, None) => {
+                    anyhow::bail!("--eft-from model needs --model or --server (the judging model)")
+                }
+                (EftFrom::Human, _, Some(_)) => {
+                    anyhow::bail!("--server judges only with --eft-from model")
                 }
                 _ => {}
             }
@@ -145,13 +154,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 seed: a.seed,
                 lang: a.lang.clone(),
             };
-            run_stage_verb(
+            run_stage_verb_on(
                 ctx,
                 &a.opts,
                 import::IMPORT,
                 inputs,
                 outputs(true),
-                serde_json::to_value(&p)?,
+                with_server(serde_json::to_value(&p)?, a.server.target()?.as_ref()),
+                a.server.engine(),
                 import::stage,
             )?;
         }

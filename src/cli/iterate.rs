@@ -7,6 +7,7 @@ use srlm_store::Store;
 use super::judge::JudgeArgs;
 use super::stage_util::Bars;
 use super::Ctx;
+use crate::backend::server::{ServerOptions, ServerTarget};
 use crate::stages::iterate::{self, LoopParams, StageSummary};
 
 /// Run the self-rewarding loop: per iteration t, gen-prompts → gen-responses → judge → pairs →
@@ -14,7 +15,8 @@ use crate::stages::iterate::{self, LoopParams, StageSummary};
 /// Killed at any point, running it again resumes: a stage whose inputs and parameters match a
 /// committed run is not run again. Ends with a summary table.
 ///
-/// Example: `srlm iterate --from M1 --iterations 2`
+/// Example: `srlm iterate --from M1 --iterations 2`, or with generation and judging on a
+/// server: `srlm iterate --from M1 --iterations 1 --server http://127.0.0.1:8080/v1`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The model tag to start from (`M1`, … : the loop starts at that iteration).
@@ -49,6 +51,27 @@ pub struct Args {
     /// Base seed (each iteration offsets it).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Generate prompts and responses on this OpenAI-compatible server (base URL ending in
+    /// `/v1`); DPO still trains in process, so the server should serve the model being iterated.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    #[arg(long, value_name = "NAME", requires = "server")]
+    pub server_model: Option<String>,
+    /// Judge on this server (default: in process, or on `--server` when the judge is the
+    /// policy and no `--judge-model` is given).
+    #[arg(long, value_name = "URL")]
+    pub judge_server: Option<String>,
+    #[arg(long, value_name = "NAME", requires = "judge_server")]
+    pub judge_server_model: Option<String>,
+    /// Requests in flight at once, per server.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds one request may take.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub timeout: f64,
+    /// Retries on connection errors, 429 and 5xx.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +103,22 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     p.dpo.beta = args.beta;
     p.dpo.train.lr = args.lr;
     p.dpo.train.seed = args.seed;
+    p.policy_server = args
+        .server
+        .as_deref()
+        .map(|u| ServerTarget::new(u, args.server_model.clone()))
+        .transpose()?;
+    p.judge_server = match (&args.judge_server, &p.judge_model) {
+        (Some(u), _) => Some(ServerTarget::new(u, args.judge_server_model.clone())?),
+        (None, None) => p.policy_server.clone(),
+        (None, Some(_)) => None,
+    };
+    p.server_client = ServerOptions {
+        concurrency: args.concurrency.max(1),
+        timeout_s: args.timeout,
+        retries: args.retries,
+        ..ServerOptions::default()
+    };
     let mut bars = Bars::new(ctx.quiet);
     let summary = iterate::iterate(&workdir, from, args.iterations, &p, &mut |e| bars.event(e))?;
     print_summary(ctx, &summary, args.json)

@@ -1,22 +1,25 @@
 //! `srlm judge`.
 use srlm_store::Store;
 
-use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
+use super::server_args::ServerArgs;
+use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::stages::judge::{self as judge_stage, JudgeMethod, JudgeStageParams};
+use crate::stages::model_io::with_server;
 
 /// LLM-as-a-Judge: score every candidate with the paper's additive 5-point prompt, k samples
 /// per response averaged (unparsed samples are null, never a number), raw judgements kept.
 /// The judge is the model being iterated, as in the paper; name any other model to use a fixed
 /// or stronger judge (recorded in provenance). `--method digits` scores in one forward pass
-/// from the next-token distribution over 0–5 after "Score: ".
+/// from the next-token distribution over 0–5 after "Score: " (on a server: at the digit after
+/// the judgement's own "Score:", from the reply's log-probs).
 ///
 /// Example: `srlm judge --model M1:model --responses gen/responses.jsonl --samples 3`
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The judging model.
-    #[arg(long)]
-    pub model: String,
+    /// The judging model (not with `--server`).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub model: Option<String>,
     /// Candidate responses (as `srlm gen-responses` writes them).
     #[arg(long)]
     pub responses: String,
@@ -25,6 +28,8 @@ pub struct Args {
     /// Output file.
     #[arg(long, default_value = "gen/judgements.jsonl")]
     pub out: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(flatten)]
     pub opts: StageOpts,
 }
@@ -61,7 +66,13 @@ impl JudgeArgs {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
-    let mut inputs = model_ref(&store, &ctx.cwd, "model", &args.model)?;
+    let mut inputs = model_or_server(
+        &store,
+        &ctx.cwd,
+        "model",
+        args.model.as_deref(),
+        &args.server,
+    )?;
     inputs.push((
         "responses".into(),
         file_ref(&store, &ctx.cwd, &args.responses)?,
@@ -69,13 +80,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
     let p = args.judge.params();
-    run_stage_verb(
+    run_stage_verb_on(
         ctx,
         &args.opts,
         judge_stage::JUDGE,
         inputs,
         vec![("judgements".into(), out)],
-        serde_json::to_value(&p)?,
+        with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
+        args.server.engine(),
         judge_stage::judge,
     )?;
     Ok(())

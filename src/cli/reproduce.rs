@@ -95,6 +95,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             .map(|c| {
                 serde_json::json!({
                     "run": c.run.to_string(), "stage": c.stage, "refused": c.refused, "failed": c.failed,
+                    "backend": if c.server.is_some() { "server" } else { "in-process" }, "server": c.server,
                     "outputs": c.outputs.iter().map(|o| serde_json::json!({
                         "role": o.role, "path": o.path, "recorded": o.recorded.to_string(),
                         "reproduced": o.reproduced.map(|r| r.to_string()), "identical": o.identical(),
@@ -144,6 +145,16 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         writeln!(ctx.out, "{t}")?;
         for c in &checks {
+            if let Some(url) = &c.server {
+                let differ = c.outputs.iter().filter(|o| !o.identical()).count();
+                writeln!(
+                    ctx.out,
+                    "{} (run {}) replayed on the server {url}: {differ} output(s) differ; \
+                     servers are often not bit-deterministic",
+                    c.stage,
+                    c.run.short()
+                )?;
+            }
             if let Some(r) = &c.refused {
                 writeln!(ctx.out, "{} (run {}) refused: {r}", c.stage, c.run.short())?;
             }

@@ -43,6 +43,22 @@ pub fn file_ref(store: &Store, cwd: &Path, r: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The model inputs of a stage that may run on a server: none with `--server` (the model is
+/// the server's), else the model reference as inputs for `role` (it is then required).
+pub fn model_or_server(
+    store: &Store,
+    cwd: &Path,
+    role: &str,
+    model: Option<&str>,
+    server: &super::server_args::ServerArgs,
+) -> anyhow::Result<Vec<(String, String)>> {
+    match (model, &server.server) {
+        (_, Some(_)) => Ok(Vec::new()),
+        (Some(m), None) => model_ref(store, cwd, role, m),
+        (None, None) => anyhow::bail!("name a model (--model) or a server (--server URL)"),
+    }
+}
+
 /// A user's model reference (a file or folder, in the working tree or at a revision) as stage
 /// inputs for `role`.
 pub fn model_ref(
@@ -126,9 +142,26 @@ pub fn run_stage_verb(
     params: Value,
     f: fn(&mut StageIo) -> Result<Metrics, StageFailure>,
 ) -> anyhow::Result<Outcome> {
+    let engine = Value::Object(Default::default());
+    run_stage_verb_on(ctx, opts, name_version, inputs, outputs, params, engine, f)
+}
+
+/// [`run_stage_verb`] with the engine choices the caller asks for (a server client's options).
+#[allow(clippy::too_many_arguments)]
+pub fn run_stage_verb_on(
+    ctx: &mut Ctx,
+    opts: &StageOpts,
+    name_version: (&str, &str),
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+    params: Value,
+    engine: Value,
+    f: fn(&mut StageIo) -> Result<Metrics, StageFailure>,
+) -> anyhow::Result<Outcome> {
     let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
-    let mut stage =
-        crate::stages::record::Stage::new(name_version.0, name_version.1).params(params);
+    let mut stage = crate::stages::record::Stage::new(name_version.0, name_version.1)
+        .params(params)
+        .engine(engine);
     stage.inputs = inputs;
     stage.outputs = outputs;
     stage.commit = !opts.no_commit;

@@ -4,7 +4,7 @@
 //! the prompt's fixed prefix is computed once and reused for every judgement.
 use candle_core::Tensor;
 
-use super::generate::{generate_text, Prefix, Progress, SamplingParams};
+use super::generate::{generate_text, Generation, Prefix, Progress, SamplingParams};
 use super::model::{KvCache, Model, ModelError};
 
 /// The judge prompt of Yuan et al. (2024), verbatim.
@@ -134,7 +134,8 @@ pub struct Judgement {
 }
 
 impl Judgement {
-    fn from_texts(texts: Vec<String>) -> Self {
+    /// The judgement of these sample texts: each parsed, the parsed ones averaged.
+    pub fn from_texts(texts: Vec<String>) -> Self {
         let samples: Vec<JudgeSample> = texts
             .into_iter()
             .map(|text| JudgeSample {
@@ -205,18 +206,29 @@ impl<'m> Judge<'m> {
         params: &JudgeParams,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Judgement, ModelError> {
+        let gens = self.generations(instruction, response, params, progress)?;
+        Ok(Judgement::from_texts(
+            gens.into_iter().map(|g| g.text).collect(),
+        ))
+    }
+
+    /// The `params.samples` sampled judgements of `response`, as generated.
+    pub fn generations(
+        &self,
+        instruction: &str,
+        response: &str,
+        params: &JudgeParams,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Generation>, ModelError> {
         let text = self.text(instruction, response)?;
-        let gens = generate_text(
+        generate_text(
             self.model,
             &text,
             params.samples,
             &params.sampling,
             Some(&self.prefix),
             progress,
-        )?;
-        Ok(Judgement::from_texts(
-            gens.into_iter().map(|g| g.text).collect(),
-        ))
+        )
     }
 
     /// Judge many (instruction, response) pairs.

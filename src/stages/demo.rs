@@ -129,7 +129,10 @@ pub fn demo(
             ("ift".into(), layout::SEED_IFT.into()),
             ("eft".into(), layout::SEED_EFT.into()),
         ],
-        Value::Object(Default::default()),
+        (
+            Value::Object(Default::default()),
+            Value::Object(Default::default()),
+        ),
         seed_stage,
         events,
     )?;
@@ -149,7 +152,10 @@ pub fn demo(
         train::SFT,
         inputs,
         checkpoint_outputs("model", layout::MODEL_DIR),
-        serde_json::to_value(&params.sft).expect("parameters serialise"),
+        (
+            serde_json::to_value(&params.sft).expect("parameters serialise"),
+            Value::Object(Default::default()),
+        ),
         train::sft,
         events,
     )?;

@@ -1,14 +1,16 @@
 //! The generation stages: `gen-prompts` (few-shot self-instruction) and `gen-responses`
-//! (N candidates per prompt), both sampled from the model being iterated.
+//! (N candidates per prompt), both sampled from the model being iterated, in process or on a
+//! server ([`crate::backend`]), every finished request journalled so a re-run resumes.
 use serde::{Deserialize, Serialize};
 
 use super::gen_prompts::{
     draw_examples, few_shot_request, GenPromptsMetrics, GenPromptsParams, PromptFilter,
 };
-use super::model_io::{input, metrics_of, model_path, output, params};
+use super::journal::{journalled, Journal};
+use super::model_io::{backend, input, metrics_of, output, params, record_backend};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
-use crate::engine::generate::{generate_chat, SamplingParams};
-use crate::engine::model::{load, WeightMode};
+use crate::backend::ChatRequest;
+use crate::engine::generate::SamplingParams;
 
 pub const GEN_PROMPTS: (&str, &str) = ("gen-prompts", "2");
 pub const GEN_RESPONSES: (&str, &str) = ("gen-responses", "2");
@@ -37,10 +39,10 @@ struct SeedRow {
     prompt: String,
 }
 
-/// At most this many requests per call to the model.
+/// At most this many requests per call to the backend.
 const BATCH: usize = 8;
 
-/// `gen-prompts`: inputs `model`, `seeds`; output `prompts`.
+/// `gen-prompts`: inputs `model` (or a server in the parameters), `seeds`; output `prompts`.
 pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenPromptsParams = params(io)?;
     let seeds: Vec<String> = super::jsonl::read::<SeedRow>(input(io, "seeds")?)?
@@ -50,8 +52,8 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     if seeds.is_empty() {
         return Err("the seed file has no prompt".into());
     }
-    let mp = model_path(io, "model")?;
-    let model = load(&mp.path, WeightMode::Auto)?;
+    let backend = backend(io, "model")?;
+    let mut journal = Journal::open(io.journal.as_deref())?;
     let mut filter = PromptFilter::new(&p, &seeds);
     let mut m = GenPromptsMetrics::default();
     let mut kept: Vec<PromptRow> = Vec::new();
@@ -61,9 +63,6 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         let n = BATCH
             .min(max_attempts - m.attempts)
             .min(p.count - kept.len());
-        let requests: Vec<String> = (0..n)
-            .map(|k| few_shot_request(&draw_examples(&seeds, p.shots, p.seed, m.attempts + k)))
-            .collect();
         let sampling = SamplingParams {
             temperature: p.temperature,
             top_p: p.top_p,
@@ -71,7 +70,23 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             seed: p.seed.wrapping_add(m.attempts as u64),
             ..SamplingParams::default()
         };
-        let gens = generate_chat(&model, &requests, 1, &sampling, &mut |_| {})?;
+        let requests: Vec<ChatRequest> = (0..n)
+            .map(|k| ChatRequest {
+                user: few_shot_request(&draw_examples(&seeds, p.shots, p.seed, m.attempts + k)),
+                n: 1,
+                sampling: sampling.clone(),
+            })
+            .collect();
+        let keys: Vec<String> = (0..n)
+            .map(|k| format!("attempt {}", m.attempts + k))
+            .collect();
+        let gens = journalled(
+            &mut journal,
+            &keys,
+            &requests,
+            |r, done| backend.chat(r, done),
+            &mut |_| {},
+        )?;
         m.attempts += n;
         for g in gens.into_iter().flatten() {
             if kept.len() >= p.count {
@@ -81,7 +96,7 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
                 Ok(prompt) => kept.push(PromptRow {
                     prompt_id: format!("p{:05}", kept.len()),
                     prompt,
-                    source: model.path.display().to_string(),
+                    source: "self-instruct".into(),
                 }),
                 Err(r) => m.count(r),
             }
@@ -101,12 +116,9 @@ pub fn gen_prompts(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         )
         .into());
     }
-    for r in &mut kept {
-        r.source = "self-instruct".into();
-    }
     super::jsonl::write(output(io, "prompts")?, &kept)?;
     let mut out = metrics_of(&m);
-    out.insert("weights".into(), model.weights.clone().into());
+    record_backend(io, backend.as_ref(), &journal, &mut out);
     Ok(out)
 }
 
@@ -132,23 +144,42 @@ impl Default for GenResponsesParams {
     }
 }
 
-/// `gen-responses`: inputs `model`, `prompts`; output `responses`.
+/// `gen-responses`: inputs `model` (or a server in the parameters), `prompts`; output
+/// `responses`, ordered as the prompts are and by candidate index whatever order the
+/// replies came in.
 pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenResponsesParams = params(io)?;
     let prompts: Vec<PromptRow> = super::jsonl::read(input(io, "prompts")?)?;
-    let mp = model_path(io, "model")?;
-    let model = load(&mp.path, WeightMode::Auto)?;
-    let texts: Vec<String> = prompts.iter().map(|r| r.prompt.clone()).collect();
+    let backend = backend(io, "model")?;
+    let mut journal = Journal::open(io.journal.as_deref())?;
+    let requests: Vec<ChatRequest> = prompts
+        .iter()
+        .map(|r| ChatRequest {
+            user: r.prompt.clone(),
+            n: p.n,
+            sampling: p.sampling.clone(),
+        })
+        .collect();
+    let keys: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("prompt {} (row {})", r.prompt_id, i + 1))
+        .collect();
     let total = prompts.len() as u64;
     let progress = &mut io.progress;
-    let gens = generate_chat(&model, &texts, p.n, &p.sampling, &mut |g| {
-        let msg = format!("{:.1} tok/s", g.decode_tokens_per_s);
-        progress(Progress {
-            done: g.prompt as u64,
-            total,
-            message: &msg,
-        });
-    })?;
+    let gens = journalled(
+        &mut journal,
+        &keys,
+        &requests,
+        |r, done| backend.chat(r, done),
+        &mut |d| {
+            progress(Progress {
+                done: d as u64,
+                total,
+                message: "prompts answered",
+            })
+        },
+    )?;
     let mut rows = Vec::new();
     let mut tokens = 0usize;
     for (pr, cands) in prompts.iter().zip(gens) {
@@ -176,6 +207,6 @@ pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             / rows.len().max(1) as f64)
             .into(),
     );
-    m.insert("weights".into(), model.weights.clone().into());
+    record_backend(io, backend.as_ref(), &journal, &mut m);
     Ok(m)
 }

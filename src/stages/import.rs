@@ -686,7 +686,7 @@ pub const SEED: (&str, &str) = ("seed", "1");
 pub fn stage(
     io: &mut super::record::StageIo,
 ) -> Result<super::record::Metrics, super::record::StageFailure> {
-    use super::model_io::{input, metrics_of, model_path, output, params};
+    use super::model_io::{backend, input, metrics_of, output, params, record_backend};
     let p: ImportParams = params(io)?;
     let (_, ift_threads) = read_threads(input(io, "ift")?, &p.lang)?;
     let eft_threads = match io.inputs.get("eft") {
@@ -694,44 +694,57 @@ pub fn stage(
         None => ift_threads.clone(),
     };
     let prompt = |i: &str, r: &str| crate::engine::judge::judge_prompt(i, r);
-    let out = match p.eft_from {
-        EftFrom::Human => build(&ift_threads, &eft_threads, &p, &prompt, None)?,
+    let (out, backend_metrics) = match p.eft_from {
+        EftFrom::Human => (
+            build(&ift_threads, &eft_threads, &p, &prompt, None)?,
+            super::record::Metrics::new(),
+        ),
         EftFrom::Model => {
-            let mp = model_path(io, "model")?;
-            let model =
-                crate::engine::model::load(&mp.path, crate::engine::model::WeightMode::Auto)?;
-            let judge = crate::engine::judge::Judge::new(&model)?;
+            let backend = backend(io, "model")?;
             let jp = crate::engine::judge::JudgeParams {
                 samples: 1,
                 ..Default::default()
             };
             let mut failure = None;
-            let mut f = |i: &str, r: &str| match judge.judge(i, r, &jp, &mut |_| {}) {
-                Ok(j) => {
-                    let text = j
-                        .samples
-                        .into_iter()
-                        .next()
-                        .map(|s| s.text)
-                        .unwrap_or_default();
-                    (text, j.score)
-                }
-                Err(e) => {
-                    failure.get_or_insert(e.to_string());
-                    (String::new(), None)
+            let mut f = |i: &str, r: &str| {
+                let req = crate::backend::JudgeRequest {
+                    instruction: i.to_string(),
+                    response: r.to_string(),
+                };
+                let mut got = None;
+                backend.judge(&[req], 1, &jp.sampling, &mut |_, r| got = Some(r));
+                match got.unwrap_or(Err(crate::backend::BackendError::Cancelled { request: 0 })) {
+                    Ok(g) => {
+                        let text = g.into_iter().next().map(|g| g.text).unwrap_or_default();
+                        let score = crate::engine::judge::parse_score(&text);
+                        (text, score)
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e.to_string());
+                        (String::new(), None)
+                    }
                 }
             };
             let out = build(&ift_threads, &eft_threads, &p, &prompt, Some(&mut f));
             if let Some(e) = failure {
                 return Err(e.into());
             }
-            out?
+            let mut m = super::record::Metrics::new();
+            record_backend(
+                io,
+                backend.as_ref(),
+                &super::journal::Journal::none(),
+                &mut m,
+            );
+            (out?, m)
         }
     };
     super::jsonl::write(output(io, "ift")?, &out.ift)?;
     super::jsonl::write(output(io, "eft")?, &out.eft)?;
     super::jsonl::write(output(io, "eval")?, &out.eval)?;
-    Ok(metrics_of(&out.metrics))
+    let mut m = metrics_of(&out.metrics);
+    m.extend(backend_metrics);
+    Ok(m)
 }
 
 /// The built-in seed set srlm ships for the demo: a few dozen instructions with answers, and

@@ -15,11 +15,12 @@ use srlm_store::{CommitId, Store};
 use super::gen_prompts::GenPromptsParams;
 use super::generate::{self, GenResponsesParams};
 use super::judge::{self as judge_stage, JudgeStageParams};
-use super::model_io::{checkpoint_outputs, model_inputs};
+use super::model_io::{checkpoint_outputs, model_inputs, with_server};
 use super::record::{
     run_stage, Metrics, Outcome, Progress, RecordError, Stage, StageFailure, StageIo,
 };
 use super::{pairs, train};
+use crate::backend::server::{ServerOptions, ServerTarget};
 use crate::engine::train::DpoParams;
 
 /// Where the loop keeps its files in the working tree (the same paths every iteration, so
@@ -55,6 +56,35 @@ pub struct LoopParams {
     /// the model being iterated (the paper's self-judging); recorded as the judge's input.
     #[serde(default)]
     pub judge_model: Option<String>,
+    /// Generate prompts and responses on this server (DPO still trains in process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_server: Option<ServerTarget>,
+    /// Judge on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_server: Option<ServerTarget>,
+    /// How the client talks to those servers.
+    #[serde(default)]
+    pub server_client: ServerOptions,
+}
+
+impl LoopParams {
+    /// A stage's inputs, parameters and engine choices: on `server` (no model input), or in
+    /// process on the model `model` gives.
+    fn on(
+        &self,
+        server: Option<&ServerTarget>,
+        model: impl FnOnce() -> Result<Vec<(String, String)>, LoopError>,
+        params: Value,
+    ) -> Result<(Vec<(String, String)>, Value, Value), LoopError> {
+        Ok(match server {
+            Some(s) => (
+                Vec::new(),
+                with_server(params, Some(s)),
+                serde_json::json!({"backend": "server", "client": self.server_client}),
+            ),
+            None => (model()?, params, Value::Object(Default::default())),
+        })
+    }
 }
 
 impl LoopParams {
@@ -111,7 +141,7 @@ pub fn run_one(
     (name, version): (&str, &str),
     inputs: Vec<(String, String)>,
     outputs: Vec<(String, String)>,
-    params: Value,
+    (params, engine): (Value, Value),
     f: StageFn,
     events: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, StageSummary), LoopError> {
@@ -119,7 +149,7 @@ pub fn run_one(
         iteration,
         stage: name,
     });
-    let mut stage = Stage::new(name, version).params(params);
+    let mut stage = Stage::new(name, version).params(params).engine(engine);
     stage.inputs = inputs;
     stage.outputs = outputs;
     stage.reuse = true;
@@ -172,7 +202,9 @@ pub fn iterate(
         };
         let seeds = format!("{m}:{SEED_IFT}");
 
-        let mut inputs = model_roles("model")?;
+        let policy = p.policy_server.as_ref();
+        let (mut inputs, par, engine) =
+            p.on(policy, || model_roles("model"), to_value(&p.gen_prompts))?;
         inputs.push(("seeds".into(), seeds));
         let (o, s) = run_one(
             workdir,
@@ -180,14 +212,15 @@ pub fn iterate(
             generate::GEN_PROMPTS,
             inputs,
             vec![("prompts".into(), PROMPTS.into())],
-            to_value(&p.gen_prompts),
+            (par, engine),
             generate::gen_prompts,
             events,
         )?;
         let c = committed(&o, "gen-prompts")?;
         out.push(s);
 
-        let mut inputs = model_roles("model")?;
+        let (mut inputs, par, engine) =
+            p.on(policy, || model_roles("model"), to_value(&p.gen_responses))?;
         inputs.push(("prompts".into(), format!("{c}:{PROMPTS}")));
         let (o, s) = run_one(
             workdir,
@@ -195,17 +228,19 @@ pub fn iterate(
             generate::GEN_RESPONSES,
             inputs,
             vec![("responses".into(), RESPONSES.into())],
-            to_value(&p.gen_responses),
+            (par, engine),
             generate::gen_responses,
             events,
         )?;
         let c = committed(&o, "gen-responses")?;
         out.push(s);
 
-        let mut inputs = match &params.judge_model {
-            Some(r) => model_inputs(&Store::discover(workdir)?, "model", r)?,
-            None => model_roles("model")?,
+        let judge_model = || match &params.judge_model {
+            Some(r) => Ok(model_inputs(&Store::discover(workdir)?, "model", r)?),
+            None => model_roles("model"),
         };
+        let (mut inputs, par, engine) =
+            p.on(p.judge_server.as_ref(), judge_model, to_value(&p.judge))?;
         inputs.push(("responses".into(), format!("{c}:{RESPONSES}")));
         let (o, s) = run_one(
             workdir,
@@ -213,7 +248,7 @@ pub fn iterate(
             judge_stage::JUDGE,
             inputs,
             vec![("judgements".into(), JUDGEMENTS.into())],
-            to_value(&p.judge),
+            (par, engine),
             judge_stage::judge,
             events,
         )?;
@@ -226,7 +261,10 @@ pub fn iterate(
             pairs::PAIRS,
             vec![("judgements".into(), format!("{c}:{JUDGEMENTS}"))],
             vec![("pairs".into(), AIFT.into())],
-            Value::Object(Default::default()),
+            (
+                Value::Object(Default::default()),
+                Value::Object(Default::default()),
+            ),
             pairs::stage,
             events,
         )?;
@@ -242,7 +280,7 @@ pub fn iterate(
             train::DPO,
             inputs,
             checkpoint_outputs("model", MODEL_DIR),
-            to_value(&p.dpo),
+            (to_value(&p.dpo), Value::Object(Default::default())),
             train::dpo,
             events,
         )?;

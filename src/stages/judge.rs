@@ -5,10 +5,12 @@ use serde::{Deserialize, Serialize};
 use super::eval_judge::{pairwise_accuracy, Scored};
 use super::generate::ResponseRow;
 use super::import::EvalRow;
-use super::model_io::{input, metrics_of, model_path, output, params};
+use super::journal::{journalled, Journal};
+use super::model_io::{backend, input, metrics_of, output, params, record_backend};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
-use crate::engine::judge::{Judge, JudgeParams};
-use crate::engine::model::{load, WeightMode};
+use crate::backend::{DigitVerdict, JudgeRequest};
+use crate::engine::generate::Generation;
+use crate::engine::judge::{JudgeParams, Judgement};
 
 pub const JUDGE: (&str, &str) = ("judge", "2");
 pub const EVAL_JUDGE: (&str, &str) = ("eval-judge", "2");
@@ -46,72 +48,103 @@ pub struct JudgeStageParams {
     pub method: JudgeMethod,
 }
 
+/// Judges `items` (instruction, response) with the stage's backend; the keys name each item
+/// in errors and in the journal.
 fn score_all(
     io: &mut StageIo,
     p: &JudgeStageParams,
     items: &[(String, String)],
-) -> Result<(Vec<Verdict>, String), StageFailure> {
-    let mp = model_path(io, "model")?;
-    let model = load(&mp.path, WeightMode::Auto)?;
-    let judge = Judge::new(&model)?;
+    keys: &[String],
+) -> Result<(Vec<Verdict>, Metrics), StageFailure> {
+    let backend = backend(io, "model")?;
+    let mut journal = Journal::open(io.journal.as_deref())?;
+    let requests: Vec<JudgeRequest> = items
+        .iter()
+        .map(|(i, r)| JudgeRequest {
+            instruction: i.clone(),
+            response: r.clone(),
+        })
+        .collect();
     let total = items.len() as u64;
-    let mut out = Vec::with_capacity(items.len());
-    match p.method {
+    let progress = &mut io.progress;
+    let mut report = |d: usize| {
+        progress(Progress {
+            done: d as u64,
+            total,
+            message: "judging",
+        })
+    };
+    let sampling = &p.judge.sampling;
+    let out: Vec<Verdict> = match p.method {
         JudgeMethod::Sample => {
-            let progress = &mut io.progress;
-            let js = judge.judge_all(items, &p.judge, &mut |i, _| {
-                progress(Progress {
-                    done: i as u64,
-                    total,
-                    message: "judging",
+            // the method and sampling are in the journal's run key; the request is the pair
+            let gens: Vec<Vec<Generation>> = journalled(
+                &mut journal,
+                keys,
+                &requests,
+                |r, done| backend.judge(r, p.judge.samples, sampling, done),
+                &mut report,
+            )?;
+            gens.into_iter()
+                .map(|g| {
+                    let j = Judgement::from_texts(g.into_iter().map(|g| g.text).collect());
+                    let scores = j.samples.iter().map(|s| s.score).collect();
+                    let texts = j.samples.into_iter().map(|s| s.text).collect();
+                    (j.score, scores, texts)
                 })
-            })?;
-            for j in js {
-                let scores = j.samples.iter().map(|s| s.score).collect();
-                let texts = j.samples.into_iter().map(|s| s.text).collect();
-                out.push((j.score, scores, texts));
-            }
+                .collect()
         }
         JudgeMethod::Digits => {
-            for (i, (ins, resp)) in items.iter().enumerate() {
-                let d = judge.digit_score(ins, resp)?;
-                out.push((
-                    Some(d.expected),
-                    vec![Some(d.expected)],
-                    vec![format!("Score: {:.3}", d.expected)],
-                ));
-                (io.progress)(Progress {
-                    done: i as u64 + 1,
-                    total,
-                    message: "judging",
-                });
-            }
+            let ds: Vec<DigitVerdict> = journalled(
+                &mut journal,
+                keys,
+                &requests,
+                |r, done| backend.digits(r, sampling, done),
+                &mut report,
+            )?;
+            ds.into_iter()
+                .map(|d| {
+                    let e = d.score.map(|s| s.expected);
+                    let text = d
+                        .text
+                        .or_else(|| e.map(|e| format!("Score: {e:.3}")))
+                        .unwrap_or_default();
+                    (e, vec![e], vec![text])
+                })
+                .collect()
         }
-    }
-    Ok((out, model.weights.clone()))
+    };
+    let mut m = Metrics::new();
+    record_backend(io, backend.as_ref(), &journal, &mut m);
+    Ok((out, m))
 }
 
 /// A judged response: mean score (None when no sample parsed), each sample's score, the texts.
 type Verdict = (Option<f64>, Vec<Option<f64>>, Vec<String>);
 
 /// Reads the rows of input `role`, judges the (instruction, response) each names with the
-/// stage's parameters, and returns every row with its verdict, plus the weights used.
+/// stage's parameters, and returns every row with its verdict, plus the backend's metrics.
+/// `pair` gives a row's key (for errors and the journal) and its (instruction, response).
 fn judge_input<R: serde::de::DeserializeOwned>(
     io: &mut StageIo,
     role: &str,
-    pair: impl Fn(&R) -> (String, String),
-) -> Result<(Vec<(R, Verdict)>, String), StageFailure> {
+    pair: impl Fn(&R) -> (String, (String, String)),
+) -> Result<(Vec<(R, Verdict)>, Metrics), StageFailure> {
     let p: JudgeStageParams = params(io)?;
     let rows: Vec<R> = super::jsonl::read(input(io, role)?)?;
-    let items: Vec<(String, String)> = rows.iter().map(pair).collect();
-    let (verdicts, weights) = score_all(io, &p, &items)?;
-    Ok((rows.into_iter().zip(verdicts).collect(), weights))
+    let items: Vec<(String, String)> = rows.iter().map(|r| pair(r).1).collect();
+    let keys: Vec<String> = rows.iter().map(|r| pair(r).0).collect();
+    let (verdicts, m) = score_all(io, &p, &items, &keys)?;
+    Ok((rows.into_iter().zip(verdicts).collect(), m))
 }
 
 /// `judge`: inputs `model` (the judge), `responses`; output `judgements`.
 pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
-    let (judged, weights) = judge_input(io, "responses", |r: &ResponseRow| {
-        (r.prompt.clone(), r.response.clone())
+    let (judged, backend_metrics) = judge_input(io, "responses", |r: &ResponseRow| {
+        (
+            format!("prompt {} candidate {}", r.prompt_id, r.index),
+            (r.prompt.clone(), r.response.clone()),
+        )
     })?;
     let mut out = Vec::with_capacity(judged.len());
     for (r, (score, scores, judgements)) in judged {
@@ -136,7 +169,7 @@ pub fn judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             (parsed.iter().sum::<f64>() / parsed.len() as f64).into(),
         );
     }
-    m.insert("weights".into(), weights.into());
+    m.extend(backend_metrics);
     Ok(m)
 }
 
@@ -153,8 +186,11 @@ pub struct EvalScoreRow {
 /// `eval-judge`: inputs `model`, `eval` (the EFT evaluation split); output `scores`; the
 /// pairwise accuracy is the run's metric.
 pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
-    let (judged, weights) = judge_input(io, "eval", |r: &EvalRow| {
-        (r.prompt.clone(), r.response.clone())
+    let (judged, backend_metrics) = judge_input(io, "eval", |r: &EvalRow| {
+        (
+            format!("prompt {} response {}", r.prompt_id, r.response_id),
+            (r.prompt.clone(), r.response.clone()),
+        )
     })?;
     let mut out = Vec::with_capacity(judged.len());
     for (r, (score, _, judgements)) in judged {
@@ -177,6 +213,6 @@ pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             .collect::<Vec<_>>(),
     );
     let mut m = metrics_of(&acc);
-    m.insert("weights".into(), weights.into());
+    m.extend(backend_metrics);
     Ok(m)
 }

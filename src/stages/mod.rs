@@ -2,6 +2,7 @@
 //! parameters to outputs plus metrics; provenance is recorded and committed around every stage
 //! by one wrapper ([`record`]), not inside each, and [`reproduce`] replays the same functions.
 
+pub mod compare;
 pub mod demo;
 pub mod eval_judge;
 pub mod export;
@@ -10,6 +11,7 @@ pub mod gen_prompts;
 pub mod generate;
 pub mod import;
 pub mod iterate;
+pub mod journal;
 pub mod jsonl;
 pub mod judge;
 pub mod model_io;

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use srlm_store::Store;
 
 use super::record::{StageFailure, StageIo};
+use crate::backend::local::Local;
+use crate::backend::server::{Server, ServerOptions, ServerTarget};
+use crate::backend::Backend;
 use crate::engine::checkpoint;
 
 /// The files of a full checkpoint, in the order they are declared as outputs.
@@ -195,4 +198,70 @@ pub fn metrics_of<T: serde::Serialize>(m: &T) -> super::record::Metrics {
         Ok(serde_json::Value::Object(o)) => o.into_iter().collect(),
         _ => Default::default(),
     }
+}
+
+/// The generation backend a stage runs on: the server named in its parameters (`server`:
+/// [`ServerTarget`], with the client's options from `io.engine["client"]`), else the
+/// in-process engine on the model given as input `role`.
+pub fn backend(io: &StageIo, role: &str) -> Result<Box<dyn Backend>, StageFailure> {
+    if let Some(t) = io.params.get("server").filter(|v| !v.is_null()) {
+        let target: ServerTarget = serde_json::from_value(t.clone())
+            .map_err(|e| format!("stage parameters: server: {e}"))?;
+        let options = client_options(&io.engine)?;
+        return Ok(Box::new(Server::connect(&target, &options)?));
+    }
+    let mp = model_path(io, role)?;
+    Ok(Box::new(Local::open(&mp.path)?))
+}
+
+/// The client options recorded in (or asked for by) an engine value.
+fn client_options(engine: &serde_json::Value) -> Result<ServerOptions, StageFailure> {
+    Ok(match engine.get("client") {
+        Some(c) => serde_json::from_value(c.clone()).map_err(|e| format!("engine: client: {e}"))?,
+        None => ServerOptions::default(),
+    })
+}
+
+/// The server a run's parameters name, if any.
+pub fn server_of(params: &serde_json::Value) -> Option<ServerTarget> {
+    serde_json::from_value(params.get("server")?.clone()).ok()
+}
+
+/// Whether the recorded server answers (lists its models and serves the recorded one).
+pub fn probe_server(target: &ServerTarget, engine: &serde_json::Value) -> Result<(), StageFailure> {
+    let mut options = client_options(engine)?;
+    options.retries = options.retries.min(1);
+    Server::connect(target, &options)?;
+    Ok(())
+}
+
+/// The parameters `params` with the server to run on (none: the in-process engine).
+pub fn with_server(
+    mut params: serde_json::Value,
+    server: Option<&ServerTarget>,
+) -> serde_json::Value {
+    if let (Some(s), Some(o)) = (server, params.as_object_mut()) {
+        o.insert(
+            "server".into(),
+            serde_json::to_value(s).expect("serialises"),
+        );
+    }
+    params
+}
+
+/// Records what the stage ran on: the backend's description as the run's engine, and its
+/// counters (requests, retries, tokens, wall time) plus the rows a journal gave back, as
+/// metrics.
+pub fn record_backend(
+    io: &mut StageIo,
+    backend: &dyn Backend,
+    journal: &super::journal::Journal,
+    m: &mut super::record::Metrics,
+) {
+    io.engine = backend.describe();
+    if let serde_json::Value::Object(u) = backend.usage() {
+        m.extend(u);
+    }
+    m.insert("journal_reused".into(), journal.reused.into());
+    m.insert("requests_sent".into(), journal.sent.into());
 }

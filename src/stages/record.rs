@@ -69,6 +69,13 @@ pub struct StageIo<'a> {
     pub outputs: BTreeMap<String, PathBuf>,
     /// Progress callback.
     pub progress: &'a mut dyn FnMut(Progress),
+    /// The engine's choices: on entry what the caller asked for (e.g. a server client's
+    /// options), and what the stage leaves here (its backend's description) is recorded as
+    /// the run's `engine`.
+    pub engine: Value,
+    /// Where the stage may journal finished rows so a re-run of the same run key resumes
+    /// ([`super::journal`]); `None` during a replay.
+    pub journal: Option<PathBuf>,
 }
 
 /// One stage invocation: identity, inputs, outputs, parameters, engine choices.
@@ -233,6 +240,8 @@ pub fn run_stage(
         code,
     );
     record.replay = stage.replay.clone();
+    let journal =
+        store.journal_dir().join(format!("{}.jsonl", key.hex()));
     drop(store);
     let mut io = StageIo {
         dir: &workdir,
@@ -247,8 +256,11 @@ pub fn run_stage(
             .map(|(r, (_, abs))| (r.clone(), abs.clone()))
             .collect(),
         progress,
+        engine: stage.engine.clone(),
+        journal: Some(journal.clone()),
     };
     let result = f(&mut io);
+    record.engine = std::mem::take(&mut io.engine);
     record.finished = now_rfc3339();
     let mut store = Store::open(&workdir)?;
     record.metrics = match result {
@@ -293,6 +305,13 @@ pub fn run_stage(
         );
     }
     let run = record.store(&store)?;
+    // the run is on record: the journal of its rows is no longer needed
+    match std::fs::remove_file(&journal) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(RecordError::Io { path: journal, err })
+        }
+        _ => {}
+    }
     let commit = if stage.commit {
         drop(store);
         let opts = CommitOptions {

@@ -204,6 +204,12 @@ impl Store {
         self.dir.join("cache").join(name)
     }
 
+    /// A folder for the resumable state of running stages (`.srlm/journal`): rows a killed
+    /// stage finished, kept until its run is recorded. Not an object store: gc leaves it.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
