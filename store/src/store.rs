@@ -46,6 +46,7 @@ pub(crate) const KNOWN_ENTRIES: &[&str] = &[
     "oplog",
     "pins",
     "cache",
+    "journal",
 ];
 
 /// An open store. Holds the store lock (shared for readers, exclusive for writers) until dropped.
