@@ -17,7 +17,7 @@ fn check_gguf(bytes: &[u8]) {
     let p = d.path().join("m.gguf");
     std::fs::write(&p, bytes).unwrap();
     if let Ok(g) = srlm::engine::gguf::GgufFile::open(&p) {
-        let _ = g.llama();
+        let _ = g.config();
         let _ = g.chat_template();
     }
 }
