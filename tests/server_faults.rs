@@ -343,3 +343,62 @@ fn the_api_key_is_sent_but_never_recorded_or_shown() {
     ));
     assert!(e.contains("SRLM_API_KEY") && !e.contains("sk-x"), "{e}");
 }
+
+#[test]
+fn reproduce_replays_a_server_run_on_the_recorded_endpoint_or_refuses() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let d = store_with_prompts(2);
+    let changed = Arc::new(AtomicBool::new(false));
+    let c = changed.clone();
+    let s = Stub::start(
+        &["m"],
+        Box::new(move |r, _| {
+            let text = if c.load(Ordering::SeqCst) {
+                "other"
+            } else {
+                "same"
+            };
+            Reply::Json(200, completion(n_of(r), text))
+        }),
+    );
+    ok_json(&gen(d.path(), &s.url, &[]));
+    let out = srlm(d.path(), &["reproduce", "HEAD:gen/responses.jsonl"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "replayed on the server {}: 0 output(s) differ",
+            s.url
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        s.chats().len(),
+        4,
+        "the replay asked the recorded server again"
+    );
+    // the server now answers otherwise: the rows differ and the exit status says so
+    changed.store(true, Ordering::SeqCst);
+    let out = srlm(d.path(), &["reproduce", "HEAD:gen/responses.jsonl"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("1 output(s) differ") && text.contains("not bit-deterministic"),
+        "{text}"
+    );
+    // the server is gone: refused, with the reason
+    let url = s.url.clone();
+    drop(s);
+    let out = srlm(d.path(), &["reproduce", "HEAD:gen/responses.jsonl"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("refused: the recorded server does not answer") && text.contains(&url),
+        "{text}"
+    );
+}
