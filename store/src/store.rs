@@ -46,6 +46,8 @@ pub(crate) const KNOWN_ENTRIES: &[&str] = &[
     "oplog",
     "pins",
     "cache",
+    "remotes",
+    "partial",
 ];
 
 /// An open store. Holds the store lock (shared for readers, exclusive for writers) until dropped.
