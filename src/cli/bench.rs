@@ -18,6 +18,8 @@ pub enum Which {
     Engine(super::bench_engine::Args),
     /// SFT and DPO seconds per example and peak memory on the default model.
     Train(super::bench_train::Args),
+    /// Push, second push (90% shared), clone and lazy clone of a checkpoint, beside a raw PUT.
+    Remote(super::bench_remote::Args),
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -26,5 +28,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Which::Diff(a) => super::bench_diff::run(a, ctx),
         Which::Engine(a) => super::bench_engine::run(a, ctx),
         Which::Train(a) => super::bench_train::run(a, ctx),
+        Which::Remote(a) => super::bench_remote::run(a, ctx),
     }
 }

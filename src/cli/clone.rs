@@ -16,8 +16,10 @@ use super::Ctx;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub url: String,
-    /// Directory of the new store (default: the URL's last component).
-    pub dir: Option<PathBuf>,
+    /// Directory of the new store (default: the URL's last component). (Not named `dir`:
+    /// that id is the global `-C DIR`.)
+    #[arg(value_name = "DIR")]
+    pub target: Option<PathBuf>,
     /// Fetch file bytes only when needed.
     #[arg(long)]
     pub lazy: bool,
@@ -33,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let dir = match &args.dir {
+    let dir = match &args.target {
         Some(d) => ctx.cwd.join(d),
         None => {
             let last = args

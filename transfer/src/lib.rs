@@ -179,7 +179,7 @@ pub fn clone_into(
     if lazy {
         store.mark_partial()?;
     }
-    let rep = fetch(&mut store, &remote, lazy, progress)?;
+    let mut rep = fetch(&mut store, &remote, lazy, progress)?;
     let branches = store.remote_refs("origin")?;
     let pick = branches
         .iter()
@@ -191,8 +191,7 @@ pub fn clone_into(
         if lazy {
             let tree = store.commit_tree(&c)?;
             let want = missing_pieces(&store, tree.entries.values())?;
-            let mut r = TransferReport::default();
-            fetch::receive_pieces(&store, &remote, &want, &mut r, progress)?;
+            fetch::receive_pieces(&store, &remote, &want, &mut rep, progress)?;
         }
         let wd = store.workdir().to_path_buf();
         store.checkout(&wd, &b, &[], true)?;
