@@ -94,7 +94,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     let mut steps = Vec::new();
     // the floor: the raw file in one multipart PUT through the same client
-    let b = Bucket::open(&cfg)?;
+    // beside the remote, not in it (a remote holds only what srlm writes)
+    let b = Bucket::open(&RemoteConfig {
+        url: format!("{url}-floor"),
+        ..cfg.clone()
+    })?;
     let t = Instant::now();
     let n = b.put_files(
         &[(
