@@ -21,6 +21,8 @@ pub enum Which {
     /// An OpenAI-compatible server beside the in-process engine: tokens/s by concurrency,
     /// judge seconds per response, the client's CPU share.
     Server(super::bench_server::Args),
+    /// Push, second push (90% shared), clone and lazy clone of a checkpoint, beside a raw PUT.
+    Remote(super::bench_remote::Args),
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -30,5 +32,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Which::Engine(a) => super::bench_engine::run(a, ctx),
         Which::Train(a) => super::bench_train::run(a, ctx),
         Which::Server(a) => super::bench_server::run(a, ctx),
+        Which::Remote(a) => super::bench_remote::run(a, ctx),
     }
 }

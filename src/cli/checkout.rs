@@ -29,6 +29,7 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut store = Store::discover(&ctx.cwd)?;
+    hydrate_lazy(&store, &ctx.cwd, &args.rev, &args.paths)?;
     let rep = store.checkout(&ctx.cwd, &args.rev, &args.paths, args.force)?;
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&rep)?)?;
@@ -49,5 +50,34 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         rep.unchanged.len(),
         rep.removed.len()
     )?;
+    Ok(())
+}
+
+/// In a lazy clone, fetch the file bytes `rev` (or its `paths`) needs from the remote first.
+pub fn hydrate_lazy(
+    store: &Store,
+    cwd: &std::path::Path,
+    rev: &str,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
+    if !srlm_transfer::config::list(store)?
+        .iter()
+        .any(|(_, c)| c.lazy)
+    {
+        return Ok(());
+    }
+    let tree = store.commit_tree(&store.resolve(rev)?)?;
+    let mut wanted = Vec::new();
+    for p in paths {
+        let tp = store.tree_path(cwd, p)?;
+        wanted.push(tp);
+    }
+    let entries = tree.entries.iter().filter(|(k, _)| {
+        wanted.is_empty()
+            || wanted.iter().any(|w| {
+                w.is_empty() || k.as_str() == w.as_str() || k.starts_with(&format!("{w}/"))
+            })
+    });
+    srlm_transfer::hydrate(store, entries.map(|(_, e)| e), &mut |_| {})?;
     Ok(())
 }

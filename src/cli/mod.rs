@@ -11,16 +11,19 @@ pub mod bench;
 pub mod bench_diff;
 pub mod bench_engine;
 pub mod bench_server;
+pub mod bench_remote;
 pub mod bench_store;
 pub mod bench_train;
 pub mod branch;
 pub mod checkout;
+pub mod clone;
 pub mod commit;
 pub mod demo;
 pub mod diff;
 pub mod dpo;
 pub mod eval_judge;
 pub mod export;
+pub mod fetch;
 pub mod fsck;
 pub mod gc;
 pub mod gen_prompts;
@@ -34,6 +37,8 @@ pub mod lineage;
 pub mod log;
 pub mod logprob;
 pub mod pairs;
+pub mod push;
+pub mod remote;
 pub mod reproduce;
 pub mod run;
 pub mod server_args;
@@ -90,6 +95,11 @@ pub enum Command {
     Reproduce(reproduce::Args),
     Demo(demo::Args),
     Validate(validate::Args),
+    Remote(remote::Args),
+    Push(push::Args),
+    Fetch(fetch::Args),
+    Pull(fetch::PullArgs),
+    Clone(clone::Args),
 }
 
 /// What every command gets: where to write, where it runs.
@@ -143,6 +153,11 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Reproduce(a) => reproduce::run(a, ctx),
         Command::Demo(a) => demo::run(a, ctx),
         Command::Validate(a) => validate::run(a, ctx),
+        Command::Remote(a) => remote::run(a, ctx),
+        Command::Push(a) => push::run(a, ctx),
+        Command::Fetch(a) => fetch::run(a, ctx),
+        Command::Pull(a) => fetch::run_pull(a, ctx),
+        Command::Clone(a) => clone::run(a, ctx),
     }
 }
 

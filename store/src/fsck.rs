@@ -73,6 +73,9 @@ impl Store {
         let mut manifests: HashMap<ObjectId, (bool, u64, u64)> = HashMap::new();
         let mut wants: Vec<(ObjectId, ObjectId, &'static str)> = Vec::new();
         let mut trees: Vec<(ObjectId, Tree)> = Vec::new();
+        // a lazy clone lacks pieces on purpose: absent (not corrupt) ones are only counted
+        let partial = self.is_partial();
+        let mut not_fetched = 0u64;
         for id in crate::odb::ObjectDb::list_objects(&self.odb)? {
             rep.loose_objects += 1;
             let raw = match self.get_object(&id) {
@@ -100,6 +103,9 @@ impl Store {
                                 Some(_) => rep.problems.push(format!(
                                     "manifest {id}: piece {piece} has the wrong length"
                                 )),
+                                None if partial && !self.odb.packs().contains(&piece.0)? => {
+                                    not_fetched += 1
+                                }
                                 None => rep.problems.push(format!(
                                     "manifest {id}: piece {piece} is missing or corrupt"
                                 )),
@@ -226,6 +232,11 @@ impl Store {
                     ));
                 }
             }
+        }
+        if not_fetched > 0 {
+            rep.notes.push(format!(
+                "{not_fetched} piece(s) not fetched yet (a lazy clone: they stay on the remote)"
+            ));
         }
         // 5. leftovers of interrupted writes
         let tmp = std::fs::read_dir(self.tmp_dir())

@@ -30,6 +30,8 @@
 //!   [`Store::set_branch`], [`Store::delete_branch`], [`Store::branches`].
 //! - working tree: [`Store::checkout`]; maintenance: [`Store::fsck`], [`Store::gc`],
 //!   [`Store::oplog`], [`Store::disk_usage`].
+//! - transfer (for remotes): [`Store::closure`], [`Store::pack_names`], [`Store::import_pack`],
+//!   [`Store::remote_refs`], [`Store::set_remote_ref`], [`Store::remotes_config`].
 //!
 //! # Safety
 //! Every write is atomic (temp file in `.srlm/tmp`, fsync, rename, fsync of the directory);
@@ -57,6 +59,7 @@ mod paths;
 mod pins;
 mod reader;
 mod refs;
+mod remote;
 mod revision;
 mod stage;
 mod store;
@@ -76,6 +79,7 @@ pub use odb::{LocalOdb, ObjectDb};
 pub use oplog::RepairReport;
 pub use paths::check_tree_path;
 pub use refs::{FileRefs, MemRefs, RefStore};
+pub use remote::{dependency_order, object_links, parse_pack_index, Closure};
 pub use store::{
     AddProgress, AddReport, AddedFile, Change, ChangeKind, CheckoutReport, CommitOptions,
     EntryReader, Head, Status, Store, FORMAT_VERSION,

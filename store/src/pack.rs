@@ -90,8 +90,13 @@ impl PackIndex {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        PackIndex::from_bytes(name, data, &path.display().to_string())
+    }
+
+    /// An index from its bytes (`shown` names it in errors), checksum and size checked.
+    pub fn from_bytes(name: String, data: Vec<u8>, shown: &str) -> Result<PackIndex> {
         let bad = |detail: &str| StoreError::BadPath {
-            path: path.display().to_string(),
+            path: shown.to_string(),
             reason: format!("corrupt pack index: {detail}"),
         };
         if data.len() < 16 + 32 || &data[..8] != IDX_MAGIC {

@@ -47,6 +47,8 @@ pub(crate) const KNOWN_ENTRIES: &[&str] = &[
     "pins",
     "cache",
     "journal",
+    "remotes",
+    "partial",
 ];
 
 /// An open store. Holds the store lock (shared for readers, exclusive for writers) until dropped.
