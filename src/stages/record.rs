@@ -240,8 +240,7 @@ pub fn run_stage(
         code,
     );
     record.replay = stage.replay.clone();
-    let journal =
-        store.journal_dir().join(format!("{}.jsonl", key.hex()));
+    let journal = store.journal_dir().join(format!("{}.jsonl", key.hex()));
     drop(store);
     let mut io = StageIo {
         dir: &workdir,
