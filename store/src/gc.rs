@@ -28,7 +28,7 @@ pub struct GcReport {
 }
 
 /// 64-hex strings anywhere in a JSON value (ids a run record mentions, e.g. a stored patch).
-fn hex_ids(v: &serde_json::Value, out: &mut Vec<ObjectId>) {
+pub(crate) fn hex_ids(v: &serde_json::Value, out: &mut Vec<ObjectId>) {
     match v {
         serde_json::Value::String(s) => {
             for word in s.split(|c: char| !c.is_ascii_hexdigit()) {

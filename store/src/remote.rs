@@ -46,28 +46,13 @@ pub fn object_links(id: &ObjectId, raw: &[u8]) -> Result<(Vec<ObjectId>, Vec<Obj
             let r = RunObject::decode(id, raw)?;
             objs.extend(r.inputs.iter().chain(r.outputs.iter()).copied());
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.record) {
-                hex_ids(&v, &mut objs);
+                crate::gc::hex_ids(&v, &mut objs);
             }
         }
         _ => {}
     }
     objs.retain(|o| o != id);
     Ok((objs, pieces))
-}
-
-fn hex_ids(v: &serde_json::Value, out: &mut Vec<ObjectId>) {
-    match v {
-        serde_json::Value::String(s) => {
-            for word in s.split(|c: char| !c.is_ascii_hexdigit()) {
-                if let Ok(id) = word.parse() {
-                    out.push(id);
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| hex_ids(x, out)),
-        serde_json::Value::Object(m) => m.values().for_each(|x| hex_ids(x, out)),
-        _ => {}
-    }
 }
 
 /// Order `tips` and what they reach through `links` dependencies first (iterative post-order),
