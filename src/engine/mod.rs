@@ -16,6 +16,7 @@ pub mod model;
 pub mod tokenizer;
 
 // Training side.
+pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod dense;
