@@ -448,7 +448,8 @@ fn lazy_clone(target: &Target, root: &Path) {
     let a = new_store(root, "lz");
     let versions: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(10 + i, 600_000)).collect();
     for (i, v) in versions.iter().enumerate() {
-        commit_files(&a, &[("m.gguf", v)], &format!("v{i}"));
+        let d = dataset(40 + 10 * i, &format!("v{i}"));
+        commit_files(&a, &[("m.gguf", v), ("d.jsonl", &d)], &format!("v{i}"));
     }
     target.ok(&a, &["remote", "add", "origin", &target.url("lz")]);
     target.ok(&a, &["push"]);
@@ -469,8 +470,18 @@ fn lazy_clone(target: &Target, root: &Path) {
     let l = root.join("lazy");
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[3]);
     fsck_clean(&l);
+    // show and diff of versions not fetched yet fetch what they read
+    let o = common::srlm_in(&l)
+        .args(["show", "HEAD~2:m.gguf"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, versions[1], "show fetched HEAD~2's bytes");
+    let d = common::ok(&l, &["diff", "HEAD~3", "HEAD", "--json"]);
+    assert!(d.contains("d.jsonl"), "{d}");
     common::ok(&l, &["checkout", "HEAD~3"]);
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[0]);
+    fsck_clean(&l);
 }
 
 /// kill -9 at random instants during push and during pull; the re-run succeeds and a fresh
