@@ -482,6 +482,29 @@ fn lazy_clone(target: &Target, root: &Path) {
     common::ok(&l, &["checkout", "HEAD~3"]);
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[0]);
     fsck_clean(&l);
+    // without a checkout a lazy clone moves metadata only; checkout fetches what it writes
+    let meta = target.json(
+        root,
+        &[
+            "clone",
+            &target.url("lz"),
+            "meta",
+            "--lazy",
+            "--no-checkout",
+            "--json",
+        ],
+    );
+    let mb = meta["bytes_received"].as_u64().unwrap();
+    assert!(mb < 100_000, "metadata only: {meta}");
+    let m = root.join("meta");
+    assert!(!m.join("m.gguf").exists());
+    assert_eq!(head(&m), head(&a));
+    fsck_clean(&m);
+    // (as after `git clone --no-checkout`, the empty staging area reads as staged deletions)
+    common::ok(&m, &["checkout", "--force", "main"]);
+    assert_eq!(std::fs::read(m.join("m.gguf")).unwrap(), versions[3]);
+    let st = common::ok(&m, &["status", "--json"]);
+    assert!(!st.contains("m.gguf"), "clean after checkout: {st}");
 }
 
 /// kill -9 at random instants during push and during pull; the re-run succeeds and a fresh

@@ -159,13 +159,17 @@ fn io_err(p: &std::path::Path, err: std::io::Error) -> TransferError {
 }
 
 /// Clone `cfg`'s remote into `dir` (a new store; `dir` must not be a store): fetch it as
-/// remote `origin`, create the branch `main` (or the remote's only branch) and check it out.
-/// With `lazy`, file bytes stay on the remote: the branch is set and the files are fetched by
-/// [`hydrate`] when a command needs them.
+/// remote `origin`, create the branch `main` (or the remote's only branch) and, with
+/// `checkout`, check it out. With `lazy`, file bytes stay on the remote: the branch is set and
+/// the files are fetched by [`hydrate`] when a command needs them (the checkout, when asked
+/// for, fetches the branch's own files). A lazy clone without checkout transfers metadata
+/// only: the branch is set, the working tree and the staging area stay empty (as after
+/// `git clone --no-checkout`), and a later checkout fetches what it writes.
 pub fn clone_into(
     dir: &std::path::Path,
     cfg: RemoteConfig,
     lazy: bool,
+    checkout: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Store, TransferReport)> {
     let remote = Remote::open("origin", &cfg)?;
@@ -188,6 +192,9 @@ pub fn clone_into(
         .cloned();
     if let Some((b, c)) = pick {
         store.set_branch(&b, &c, true)?;
+        if !checkout {
+            return Ok((store, rep));
+        }
         if lazy {
             let tree = store.commit_tree(&c)?;
             let want = missing_pieces(&store, tree.entries.values().map(|e| &e.id))?;
