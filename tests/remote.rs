@@ -471,15 +471,12 @@ fn lazy_clone(target: &Target, root: &Path) {
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[3]);
     fsck_clean(&l);
     // show and diff of versions not fetched yet fetch what they read
-    let o = common::srlm_in(&l)
-        .args(["show", "HEAD~2:m.gguf"])
-        .output()
-        .unwrap();
+    let o = target.run(&l, &["show", "HEAD~2:m.gguf"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, versions[1], "show fetched HEAD~2's bytes");
-    let d = common::ok(&l, &["diff", "HEAD~3", "HEAD", "--json"]);
+    let d = target.ok(&l, &["diff", "HEAD~3", "HEAD", "--json"]);
     assert!(d.contains("d.jsonl"), "{d}");
-    common::ok(&l, &["checkout", "HEAD~3"]);
+    target.ok(&l, &["checkout", "HEAD~3"]);
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[0]);
     fsck_clean(&l);
     // without a checkout a lazy clone moves metadata only; checkout fetches what it writes
@@ -501,9 +498,9 @@ fn lazy_clone(target: &Target, root: &Path) {
     assert_eq!(head(&m), head(&a));
     fsck_clean(&m);
     // (as after `git clone --no-checkout`, the empty staging area reads as staged deletions)
-    common::ok(&m, &["checkout", "--force", "main"]);
+    target.ok(&m, &["checkout", "--force", "main"]);
     assert_eq!(std::fs::read(m.join("m.gguf")).unwrap(), versions[3]);
-    let st = common::ok(&m, &["status", "--json"]);
+    let st = target.ok(&m, &["status", "--json"]);
     assert!(!st.contains("m.gguf"), "clean after checkout: {st}");
 }
 
