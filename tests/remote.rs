@@ -287,8 +287,33 @@ fn bad_inputs(t: &Target, root: &Path) {
     assert!(!root.join("bad-clone/.srlm").exists(), "no half clone left");
 }
 
+/// `push --delete` removes a remote tag or branch; a fresh clone no longer has it.
+fn delete_remote_refs(t: &Target, root: &Path) {
+    let a = new_store(root, "del-origin");
+    commit_files(&a, &[("f.txt", b"one")], "one");
+    common::ok(&a, &["tag", "T1"]);
+    common::ok(&a, &["branch", "side"]);
+    t.ok(&a, &["remote", "add", "origin", &t.url("del")]);
+    t.ok(&a, &["push", "origin", "main", "side", "T1"]);
+    let rep = t.json(&a, &["push", "origin", "--delete", "T1", "side", "--json"]);
+    assert_eq!(rep["updated"].as_array().unwrap().len(), 2, "{rep}");
+    t.ok(root, &["clone", &t.url("del"), "del-clone"]);
+    let c = root.join("del-clone");
+    let tags = common::ok(&c, &["tag"]);
+    assert!(!tags.contains("T1"), "{tags}");
+    let f = t.json(&c, &["fetch", "--json"]);
+    assert!(!f.to_string().contains("side"), "{f}");
+    assert!(
+        common::ok(&a, &["tag"]).contains("T1"),
+        "the local tag stays"
+    );
+    let e = t.fails(&a, &["push", "origin", "--delete", "T1"]);
+    assert!(e.contains("no branch or tag named"), "{e}");
+}
+
 fn run_suite(t: &Target, root: &Path) {
     push_clone_round_trip(t, root);
+    delete_remote_refs(t, root);
     incremental_push_and_pull(t, root);
     concurrent_pushers(t, root);
     bad_inputs(t, root);

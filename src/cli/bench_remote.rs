@@ -239,7 +239,11 @@ fn dvc_steps(
     let remote_url = format!("{url}-dvc");
     let run = |a: &[&str]| -> anyhow::Result<f64> {
         let t = Instant::now();
-        let o = Command::new(dvc).args(a).current_dir(&dir).output()?;
+        let o = Command::new(dvc)
+            .args(a)
+            .current_dir(&dir)
+            .env("DVC_NO_ANALYTICS", "1")
+            .output()?;
         anyhow::ensure!(
             o.status.success(),
             "dvc {} failed: {}{}",
@@ -251,10 +255,19 @@ fn dvc_steps(
     };
     run(&["init", "--no-scm", "-q"])?;
     run(&["remote", "add", "-d", "bench", &remote_url])?;
-    if let Some(e) = &args.endpoint {
+    // DVC does not read AWS_ENDPOINT_URL: give it the endpoint srlm's client uses
+    let endpoint = args
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if let Some(e) = &endpoint {
         run(&["remote", "modify", "bench", "endpointurl", e])?;
     }
-    if let Some(r) = &args.region {
+    let region = args
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok());
+    if let Some(r) = &region {
         run(&["remote", "modify", "bench", "region", r])?;
     }
     let bucket = Bucket::open(&RemoteConfig {

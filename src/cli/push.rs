@@ -11,7 +11,8 @@ use super::Ctx;
 /// first written wins and the other fails with "lost a race" (its commits are kept on the
 /// remote).
 ///
-/// Examples: `srlm push`, `srlm push origin main M1`, `srlm push --json`
+/// Examples: `srlm push`, `srlm push origin main M1`, `srlm push --json`,
+/// `srlm push origin --delete old-branch`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Remote name (default origin).
@@ -21,6 +22,10 @@ pub struct Args {
     /// Overwrite the remote's value even when it is not an ancestor.
     #[arg(short, long)]
     pub force: bool,
+    /// Delete the named branches or tags on the remote (nothing local is deleted but the
+    /// remote-tracking refs); the objects stay on the remote.
+    #[arg(long, conflicts_with = "force")]
+    pub delete: bool,
     /// Print the result as JSON (objects, packs and bytes sent, skipped, seconds).
     #[arg(long)]
     pub json: bool,
@@ -29,6 +34,13 @@ pub struct Args {
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut store = Store::discover(&ctx.cwd)?;
     let remote = open(&store, args.remote.as_deref())?;
+    if args.delete {
+        if args.refs.is_empty() {
+            anyhow::bail!("name the branches or tags to delete on {}", remote.name);
+        }
+        let rep = srlm_transfer::delete_refs(&mut store, &remote, &args.refs)?;
+        return print_report(ctx, &format!("delete on {}", remote.name), &rep, args.json);
+    }
     let refs = if args.refs.is_empty() {
         default_refs(&store)?
     } else {

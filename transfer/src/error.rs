@@ -92,6 +92,8 @@ pub enum TransferError {
     },
     #[error("{name}: nothing to push (no such branch or tag here)")]
     NoSuchRef { name: String },
+    #[error("{remote} has no branch or tag named {name:?}")]
+    NoSuchRemoteRef { remote: String, name: String },
     #[error(
         "piece {id} is not in this store (it was cloned lazily and the piece was never \
          fetched); fetch it from the remote first"

@@ -22,7 +22,7 @@ pub mod remote;
 pub use config::RemoteConfig;
 pub use error::{Result, TransferError};
 pub use fetch::fetch;
-pub use push::push;
+pub use push::{delete_refs, push};
 pub use remote::Remote;
 
 /// One transfer step, for a progress display.

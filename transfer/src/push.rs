@@ -199,6 +199,62 @@ pub fn push(
     };
     rep.objects_sent = objs.len() as u64;
     // 5. the op record, then learn whether it won
+    record_updates(store, remote, &st, updates, bundle, &mut rep)?;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// Delete branches or tags (`main`, `M1` or full names) on `remote`: one op record whose
+/// updates set them to nothing, written only if each still holds the value seen (a concurrent
+/// push that moved one first wins, and the deletion fails as a lost race). Nothing local is
+/// deleted but the remote-tracking refs.
+pub fn delete_refs(store: &mut Store, remote: &Remote, names: &[String]) -> Result<TransferReport> {
+    let t0 = Instant::now();
+    let mut rep = TransferReport::default();
+    if !remote.check_format()? {
+        return Err(TransferError::EmptyRemote {
+            url: remote.url().into(),
+        });
+    }
+    let st = remote.state(store)?;
+    let mut updates: BTreeMap<String, Update> = BTreeMap::new();
+    for n in names {
+        let full = if n.starts_with("refs/") {
+            n.clone()
+        } else if st.refs.contains_key(&format!("refs/heads/{n}")) {
+            format!("refs/heads/{n}")
+        } else {
+            format!("refs/tags/{n}")
+        };
+        let Some(theirs) = st.refs.get(&full) else {
+            return Err(TransferError::NoSuchRemoteRef {
+                remote: remote.name.clone(),
+                name: n.clone(),
+            });
+        };
+        updates.insert(
+            full,
+            Update {
+                old: Some(theirs.clone()),
+                new: None,
+            },
+        );
+    }
+    record_updates(store, remote, &st, updates, None, &mut rep)?;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// Write the op record of `updates` (on the op heads of `st`), wait until its verdict is
+/// settled, update the remote-tracking refs, and fail if a concurrent op came first.
+fn record_updates(
+    store: &mut Store,
+    remote: &Remote,
+    st: &crate::layout::State,
+    updates: BTreeMap<String, Update>,
+    bundle: Option<BundleRef>,
+    rep: &mut TransferReport,
+) -> Result<()> {
     let op = OpRecord {
         format: REMOTE_FORMAT,
         parents: st.heads.clone(),
@@ -210,7 +266,7 @@ pub fn push(
     rep.bytes_sent += b.len() as u64;
     remote.bucket.put(&format!("ops/{op_name}.json"), b)?;
     let after = settled_state(store, remote, &op_name)?;
-    crate::fetch::update_tracking(store, remote, &after, &mut rep)?;
+    crate::fetch::update_tracking(store, remote, &after, rep)?;
     for (r, u) in &updates {
         if let Some(lost) = after
             .rejected
@@ -220,7 +276,7 @@ pub fn push(
             return Err(TransferError::RaceLost {
                 remote: remote.name.clone(),
                 name: r.clone(),
-                ours: u.new.clone().unwrap_or_default(),
+                ours: u.new.clone().unwrap_or_else(|| "(deleted)".into()),
                 winner: lost.kept.clone().unwrap_or_else(|| "(deleted)".into()),
                 op: op_name,
             });
@@ -231,8 +287,7 @@ pub fn push(
             new: u.new.clone(),
         });
     }
-    rep.seconds = t0.elapsed().as_secs_f64();
-    Ok(rep)
+    Ok(())
 }
 
 /// The remote's state once no op written before ours can still be unseen: the op records are
