@@ -120,16 +120,7 @@ fn manual_run(
                     .iter()
                     .any(|o| o.is_empty() || *p == o || p.starts_with(&format!("{o}/")))
         })
-        .map(|(p, e)| {
-            (
-                p.clone(),
-                ObjectRef {
-                    id: e.id.0,
-                    kind: e.kind,
-                    path: p.clone(),
-                },
-            )
-        })
+        .map(|(p, e)| (p.clone(), ObjectRef::new(e.id.0, e.kind, p.clone())))
         .collect();
     let workdir = store.workdir().to_path_buf();
     let exclude: HashSet<_> = tracked_paths(store)?

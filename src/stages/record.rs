@@ -37,7 +37,8 @@ use serde_json::Value;
 use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
 
 use crate::provenance::{
-    now_rfc3339, record_code, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
+    now_rfc3339, record_code, InputSource, ObjectRef, ProvenanceError, RunKey, RunRecord,
+    RunStatus, StageInfo,
 };
 
 /// Metrics a stage returns (name → number, string, …), recorded in the run record.
@@ -294,14 +295,9 @@ pub fn run_stage(
     let staged = store.staged()?;
     for (role, (rel, _)) in &outputs {
         let e = &staged.entries[rel.as_str()];
-        record.outputs.insert(
-            role.clone(),
-            ObjectRef {
-                id: e.id.0,
-                kind: e.kind,
-                path: rel.clone(),
-            },
-        );
+        record
+            .outputs
+            .insert(role.clone(), ObjectRef::new(e.id.0, e.kind, rel.clone()));
     }
     let run = record.store(&store)?;
     // the run is on record: the journal of its rows is no longer needed
@@ -424,21 +420,16 @@ pub fn resolve_object(
             .entries
             .remove(&tp)
             .ok_or(srlm_store::StoreError::Missing(local.clone()))?;
-        return Ok((
-            ObjectRef {
-                id: e.id.0,
-                kind: e.kind,
-                path: tp,
-            },
-            Some(local),
-        ));
+        let mut obj = ObjectRef::new(e.id.0, e.kind, tp);
+        obj.source = Some(InputSource::WorkingTree);
+        return Ok((obj, Some(local)));
     }
-    let (_, path, entry) = store.resolve_path(reference)?;
-    let obj = ObjectRef {
-        id: entry.id.0,
-        kind: entry.kind,
-        path: path.clone(),
-    };
+    let (commit, path, entry) = store.resolve_path(reference)?;
+    let mut obj = ObjectRef::new(entry.id.0, entry.kind, path.clone());
+    obj.source = Some(InputSource::Commit {
+        commit,
+        run: store.read_commit(&commit)?.run,
+    });
     // the working-tree copy will do when it is that very object (a stat, thanks to the stat cache)
     let wt = workdir.join(&path);
     let same = wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id);

@@ -132,7 +132,7 @@ pub fn upstream_runs(
     start: Vec<ObjectRef>,
     last: Option<usize>,
 ) -> Result<Vec<(RunId, RunRecord)>, ReproduceError> {
-    let walk = lineage::walk(store, start, Direction::Up)?;
+    let walk = lineage::walk(store, start, Direction::Up, None)?;
     let mut runs: Vec<_> = walk.runs.into_iter().collect();
     // deeper runs first: every run's inputs come from runs at a greater depth
     runs.sort_by(|a, b| {
