@@ -79,9 +79,9 @@ fn setup_threads(dir: &Path, threads: Option<usize>) {
             "--base",
             "M0:base/tiny",
             "--ift",
-            "seed/ift.jsonl",
+            "HEAD:seed/ift.jsonl",
             "--eft",
-            "seed/eft.jsonl",
+            "HEAD:seed/eft.jsonl",
             "--max-tokens",
             "48",
             "--grad-accum",
@@ -169,7 +169,9 @@ fn loop_runs_records_and_reproduces() {
         );
     }
 
-    // Reproduce everything upstream of M3: identical, exit 0.
+    exact_lineage_of_m3(dir);
+
+    // Reproduce everything upstream of M3: identical, exit 0; a checkpoint is one row.
     let rep = run(dir, &["reproduce", "M3:model/model.safetensors"]);
     let text = String::from_utf8_lossy(&rep.stdout);
     assert!(
@@ -178,6 +180,10 @@ fn loop_runs_records_and_reproduces() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert!(text.contains("reproduced identically"), "{text}");
+    let model_rows = text.lines().filter(|l| l.contains(" model ")).count();
+    // sft and two dpo runs: one row each for their checkpoint
+    assert_eq!(model_rows, 3, "{text}");
+    assert!(!text.contains("config.json"), "{text}");
 
     // A deliberately altered parameter: the DPO stages no longer reproduce, and the first of
     // them is named; nothing upstream of it is blamed.
@@ -198,6 +204,86 @@ fn loop_runs_records_and_reproduces() {
         !diverging.is_empty() && diverging.iter().all(|l| l.contains("dpo")),
         "{text}"
     );
+}
+
+/// `lineage M3`: every input carries the commit it was resolved from, no upstream run started
+/// after M3's run finished, a checkpoint is one node, and the text fits a screen.
+fn exact_lineage_of_m3(dir: &Path) {
+    let j: Value = serde_json::from_str(&ok(dir, &["lineage", "M3", "--format", "json"])).unwrap();
+    let runs = j["runs"].as_array().unwrap();
+    let target = &runs[0];
+    assert_eq!(target["stage"], "dpo", "{j:#}");
+    assert_eq!(target["tags"], serde_json::json!(["M3"]), "{j:#}");
+    let finished = target["finished"].as_str().unwrap();
+    let mut stages: Vec<&str> = Vec::new();
+    for r in runs {
+        assert!(
+            r["started"].as_str().unwrap() <= finished,
+            "run {} ({}) started after M3's run finished",
+            r["id"],
+            r["stage"]
+        );
+        stages.push(r["stage"].as_str().unwrap());
+        for (role, input) in r["inputs"].as_object().unwrap() {
+            assert_eq!(
+                input["source"]["from"], "commit",
+                "{} input {role} has no source commit: {input:#}",
+                r["stage"]
+            );
+            assert!(input["source"]["commit"].is_string(), "{input:#}");
+        }
+    }
+    // seed, sft, and five stages per iteration: each run once
+    stages.sort();
+    assert_eq!(
+        stages,
+        [
+            "dpo",
+            "dpo",
+            "gen-prompts",
+            "gen-prompts",
+            "gen-responses",
+            "gen-responses",
+            "judge",
+            "judge",
+            "pairs",
+            "pairs",
+            "seed",
+            "sft"
+        ],
+        "{j:#}"
+    );
+    // a checkpoint is one input and one output
+    let roles = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(roles(&target["inputs"]), ["pairs", "policy"]);
+    assert_eq!(roles(&target["outputs"]), ["model"]);
+    assert_eq!(target["outputs"]["model"]["kind"], "checkpoint");
+    assert_eq!(
+        target["inputs"]["policy"]["tags"],
+        serde_json::json!(["M2"])
+    );
+    assert_eq!(
+        target["inputs"]["pairs"]["tags"],
+        serde_json::json!(["AIFT(M2)"])
+    );
+    let sft = runs.iter().find(|r| r["stage"] == "sft").unwrap();
+    assert_eq!(sft["inputs"]["base"]["path"], "base/tiny");
+    assert_eq!(sft["inputs"]["base"]["tags"], serde_json::json!(["M0"]));
+
+    let text = ok(dir, &["lineage", "M3"]);
+    let lines = text.lines().count();
+    assert!(lines <= 40, "{lines} lines:\n{text}");
+    for tag in ["M3", "M2", "AIFT(M2)", "M1", "AIFT(M1)", "M0"] {
+        assert!(
+            text.contains(&format!("] {tag}")),
+            "{tag} not shown:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("sft v").count(), 1, "{text}");
+    println!("{text}");
+    let short = ok(dir, &["lineage", "M3", "--depth", "1"]);
+    assert!(short.lines().count() <= 4, "{short}");
+    assert!(short.contains("(deeper runs not shown)"), "{short}");
 }
 
 #[test]

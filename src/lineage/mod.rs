@@ -333,7 +333,16 @@ pub fn start_objects(
     if spec.contains(':') {
         let (commit, path, entry) = store.resolve_path(&spec)?;
         let run = store.read_commit(&commit)?.run;
-        let o = ObjectRef::new(entry.id.0, entry.kind, path);
+        // a file of a checkpoint folder stands for the checkpoint: one node
+        let tree = store.commit_tree(&commit)?;
+        let unit = tree
+            .units
+            .iter()
+            .find(|(dir, _)| path.starts_with(&format!("{dir}/")));
+        let o = match unit {
+            Some((dir, u)) => ObjectRef::new(u.id.0, u.kind, dir.clone()),
+            None => ObjectRef::new(entry.id.0, entry.kind, path),
+        };
         return Ok(vec![sourced(o, commit, run)]);
     }
     let commit_id = store.resolve(&spec)?;
@@ -348,9 +357,18 @@ pub fn start_objects(
                 .collect());
         }
     }
+    // every entry of the tree, a checkpoint folder as one
     let tree = store.read_tree(&commit.tree)?;
-    Ok(tree
+    let in_unit = |p: &str| tree.units.keys().any(|d| p.starts_with(&format!("{d}/")));
+    let mut entries: Vec<(String, srlm_store::TreeEntry)> = tree
         .entries
+        .iter()
+        .filter(|(p, _)| !in_unit(p))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect();
+    entries.extend(tree.units.clone());
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries
         .into_iter()
         .map(|(path, e)| sourced(ObjectRef::new(e.id.0, e.kind, path), commit_id, commit.run))
         .collect())
