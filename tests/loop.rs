@@ -171,6 +171,25 @@ fn loop_runs_records_and_reproduces() {
 
     exact_lineage_of_m3(dir);
 
+    // Two checkpoints: one path, the tensors that changed, the bytes the second added.
+    let diff = ok(dir, &["diff", "M1", "M2"]);
+    assert!(!diff.contains("model/config.json"), "{diff}");
+    let line = diff
+        .lines()
+        .find(|l| l.starts_with("checkpoint model:"))
+        .unwrap_or_else(|| panic!("no checkpoint summary:\n{diff}"));
+    assert!(line.contains("model.safetensors"), "{line}");
+    assert!(
+        line.contains("tensor(s) changed") && line.contains("added to the store"),
+        "{line}"
+    );
+    assert!(diff.contains("max abs diff"), "{diff}");
+    let j: Value = serde_json::from_str(&ok(dir, &["diff", "M1", "M2", "--json"])).unwrap();
+    let c = &j["checkpoints"][0];
+    assert_eq!(c["path"], "model", "{j:#}");
+    assert!(c["added_bytes"].as_u64().unwrap() > 0, "{c:#}");
+    assert!(!c["tensors"].as_array().unwrap().is_empty(), "{c:#}");
+
     // Reproduce everything upstream of M3: identical, exit 0; a checkpoint is one row.
     let rep = run(dir, &["reproduce", "M3:model/model.safetensors"]);
     let text = String::from_utf8_lossy(&rep.stdout);
@@ -280,10 +299,30 @@ fn exact_lineage_of_m3(dir: &Path) {
         );
     }
     assert_eq!(text.matches("sft v").count(), 1, "{text}");
-    println!("{text}");
+    insta::assert_snapshot!("lineage_m3_text", normalise(&text));
     let short = ok(dir, &["lineage", "M3", "--depth", "1"]);
     assert!(short.lines().count() <= 4, "{short}");
     assert!(short.contains("(deeper runs not shown)"), "{short}");
+}
+
+/// Ids and times replaced, so the snapshot holds the shape (ids depend on floating point, run
+/// ids on time).
+fn normalise(text: &str) -> String {
+    let word = |w: &str| -> String {
+        let core = w.trim_end_matches(']');
+        let tail = &w[core.len()..];
+        let hex = core.len() == 12 && core.chars().all(|c| c.is_ascii_hexdigit());
+        let time = core.len() == 24 && core.ends_with('Z') && core.as_bytes()[10] == b'T';
+        match (hex, time) {
+            (true, _) => format!("<id>{tail}"),
+            (_, true) => format!("<time>{tail}"),
+            _ => w.to_string(),
+        }
+    };
+    text.lines()
+        .map(|l| l.split(' ').map(word).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

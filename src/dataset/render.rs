@@ -333,6 +333,21 @@ pub fn render_report(w: &mut dyn Write, report: &Report, stat_only: bool) -> io:
             writeln!(w, "{} paths unchanged", report.unchanged_paths)?;
         }
     }
+    for c in &report.checkpoints {
+        writeln!(
+            w,
+            "\ncheckpoint {}: {} file(s) changed ({}); {} of {} tensor(s) changed; {} added to the store",
+            c.path,
+            c.files_changed.len(),
+            c.files_changed.join(", "),
+            c.tensors.len(),
+            c.tensors_compared,
+            human_size(c.added_bytes)
+        )?;
+        for t in &c.tensors {
+            writeln!(w, "  {t}")?;
+        }
+    }
     for d in &report.datasets {
         render_dataset(w, &d.path, &d.diff, stat_only)?;
     }

@@ -85,28 +85,30 @@ pub enum TensorDiff {
 /// One line for the tensors that differ: `N tensor(s) differ: NAME: k/n values, max abs diff
 /// x; …` (what `reproduce` and `diff` print).
 pub fn describe_tensors(d: &BTreeMap<String, TensorDiff>) -> String {
-    let parts: Vec<String> = d
-        .iter()
-        .map(|(name, t)| match t {
-            TensorDiff::OnlyRecorded => format!("{name}: missing"),
-            TensorDiff::OnlyReproduced => format!("{name}: extra"),
-            TensorDiff::Layout {
-                recorded,
-                reproduced,
-            } => format!("{name}: {recorded} -> {reproduced}"),
-            TensorDiff::Values {
-                max_abs: Some(m),
-                differing,
-                total,
-            } => format!("{name}: {differing}/{total} values, max abs diff {m:.3e}"),
-            TensorDiff::Values {
-                max_abs: None,
-                differing,
-                total,
-            } => format!("{name}: {differing}/{total} values"),
-        })
-        .collect();
+    let parts: Vec<String> = d.iter().map(|(n, t)| describe_tensor(n, t)).collect();
     format!("{} tensor(s) differ: {}", d.len(), parts.join("; "))
+}
+
+/// How one tensor differs: `NAME: k/n values, max abs diff x` (or missing, extra, a layout).
+pub fn describe_tensor(name: &str, t: &TensorDiff) -> String {
+    match t {
+        TensorDiff::OnlyRecorded => format!("{name}: missing"),
+        TensorDiff::OnlyReproduced => format!("{name}: extra"),
+        TensorDiff::Layout {
+            recorded,
+            reproduced,
+        } => format!("{name}: {recorded} -> {reproduced}"),
+        TensorDiff::Values {
+            max_abs: Some(m),
+            differing,
+            total,
+        } => format!("{name}: {differing}/{total} values, max abs diff {m:.3e}"),
+        TensorDiff::Values {
+            max_abs: None,
+            differing,
+            total,
+        } => format!("{name}: {differing}/{total} values"),
+    }
 }
 
 /// Compare two folders file by file (by content): `N file(s) differ: NAME: how; …`, where
