@@ -511,5 +511,5 @@ fn iterate_with_a_fixed_judge_records_it() {
             "json",
         ],
     );
-    assert!(lineage.contains("base/tiny/model.safetensors"), "{lineage}");
+    assert!(lineage.contains("\"path\": \"base/tiny\""), "{lineage}");
 }
