@@ -344,8 +344,13 @@ pub fn render_report(w: &mut dyn Write, report: &Report, stat_only: bool) -> io:
             c.tensors_compared,
             human_size(c.added_bytes)
         )?;
-        for t in &c.tensors {
+        // a full fine-tune changes every tensor: the first few say enough, JSON has them all
+        const SHOWN: usize = 5;
+        for t in c.tensors.iter().take(SHOWN) {
             writeln!(w, "  {t}")?;
+        }
+        if c.tensors.len() > SHOWN {
+            writeln!(w, "  … {} more (--json lists every tensor)", c.tensors.len() - SHOWN)?;
         }
     }
     for d in &report.datasets {
