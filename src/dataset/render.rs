@@ -350,7 +350,11 @@ pub fn render_report(w: &mut dyn Write, report: &Report, stat_only: bool) -> io:
             writeln!(w, "  {t}")?;
         }
         if c.tensors.len() > SHOWN {
-            writeln!(w, "  … {} more (--json lists every tensor)", c.tensors.len() - SHOWN)?;
+            writeln!(
+                w,
+                "  … {} more (--json lists every tensor)",
+                c.tensors.len() - SHOWN
+            )?;
         }
     }
     for d in &report.datasets {
