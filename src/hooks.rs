@@ -239,6 +239,12 @@ fn commit_hooked(
     verify: bool,
     only: Option<&[PathBuf]>,
 ) -> Result<Committed, CommitError> {
+    // checkpoint folders are committed as one unit each
+    let mut opts = opts.clone();
+    if opts.units.is_empty() {
+        opts.units = crate::unit::rules();
+    }
+    let opts = &opts;
     let mut store = Store::discover(dir)?;
     let staged = store.scratch_dir("hook")?;
     let mut env = HookEnv {

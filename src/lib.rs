@@ -26,3 +26,4 @@ pub mod hooks;
 pub mod lineage;
 pub mod provenance;
 pub mod stages;
+pub mod unit;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use srlm_store::{canonical_json, EntryKind, ObjectId, RunId, Store};
+use srlm_store::{canonical_json, CommitId, EntryKind, ObjectId, RunId, Store};
 
 /// The record type tag, first field of every run record.
 pub const RUN_TYPE: &str = "srlm.run/v1";
@@ -46,6 +46,38 @@ pub struct ObjectRef {
     /// Path relative to the store's working directory where the object lived (inputs: where it
     /// was read; outputs: where it was written). Replays put it at the same place.
     pub path: String,
+    /// Inputs: where the object was resolved from (a commit, or the working tree). Absent on
+    /// outputs and in records written before sources were recorded (lineage then matches the
+    /// producer by content id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<InputSource>,
+}
+
+/// Where a run's input came from: what lineage follows to the run that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "kebab-case")]
+pub enum InputSource {
+    /// Resolved from a committed revision (`M1:model`, `AIFT(M1):aift.jsonl`, `HEAD:…`): the
+    /// commit, and that commit's run when it has one.
+    Commit {
+        commit: CommitId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<RunId>,
+    },
+    /// Read from the working tree (hashed when the stage started).
+    WorkingTree,
+}
+
+impl ObjectRef {
+    /// An object with no recorded source (an output, or a start of a walk).
+    pub fn new(id: ObjectId, kind: EntryKind, path: impl Into<String>) -> Self {
+        ObjectRef {
+            id,
+            kind,
+            path: path.into(),
+            source: None,
+        }
+    }
 }
 
 /// Stage identity.

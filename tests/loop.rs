@@ -79,9 +79,9 @@ fn setup_threads(dir: &Path, threads: Option<usize>) {
             "--base",
             "M0:base/tiny",
             "--ift",
-            "seed/ift.jsonl",
+            "HEAD:seed/ift.jsonl",
             "--eft",
-            "seed/eft.jsonl",
+            "HEAD:seed/eft.jsonl",
             "--max-tokens",
             "48",
             "--grad-accum",
@@ -169,7 +169,28 @@ fn loop_runs_records_and_reproduces() {
         );
     }
 
-    // Reproduce everything upstream of M3: identical, exit 0.
+    exact_lineage_of_m3(dir);
+
+    // Two checkpoints: one path, the tensors that changed, the bytes the second added.
+    let diff = ok(dir, &["diff", "M1", "M2"]);
+    assert!(!diff.contains("model/config.json"), "{diff}");
+    let line = diff
+        .lines()
+        .find(|l| l.starts_with("checkpoint model:"))
+        .unwrap_or_else(|| panic!("no checkpoint summary:\n{diff}"));
+    assert!(line.contains("model.safetensors"), "{line}");
+    assert!(
+        line.contains("tensor(s) changed") && line.contains("added to the store"),
+        "{line}"
+    );
+    assert!(diff.contains("max abs diff"), "{diff}");
+    let j: Value = serde_json::from_str(&ok(dir, &["diff", "M1", "M2", "--json"])).unwrap();
+    let c = &j["checkpoints"][0];
+    assert_eq!(c["path"], "model", "{j:#}");
+    assert!(c["added_bytes"].as_u64().unwrap() > 0, "{c:#}");
+    assert!(!c["tensors"].as_array().unwrap().is_empty(), "{c:#}");
+
+    // Reproduce everything upstream of M3: identical, exit 0; a checkpoint is one row.
     let rep = run(dir, &["reproduce", "M3:model/model.safetensors"]);
     let text = String::from_utf8_lossy(&rep.stdout);
     assert!(
@@ -178,6 +199,10 @@ fn loop_runs_records_and_reproduces() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert!(text.contains("reproduced identically"), "{text}");
+    let model_rows = text.lines().filter(|l| l.contains(" model ")).count();
+    // sft and two dpo runs: one row each for their checkpoint
+    assert_eq!(model_rows, 3, "{text}");
+    assert!(!text.contains("config.json"), "{text}");
 
     // A deliberately altered parameter: the DPO stages no longer reproduce, and the first of
     // them is named; nothing upstream of it is blamed.
@@ -198,6 +223,106 @@ fn loop_runs_records_and_reproduces() {
         !diverging.is_empty() && diverging.iter().all(|l| l.contains("dpo")),
         "{text}"
     );
+}
+
+/// `lineage M3`: every input carries the commit it was resolved from, no upstream run started
+/// after M3's run finished, a checkpoint is one node, and the text fits a screen.
+fn exact_lineage_of_m3(dir: &Path) {
+    let j: Value = serde_json::from_str(&ok(dir, &["lineage", "M3", "--format", "json"])).unwrap();
+    let runs = j["runs"].as_array().unwrap();
+    let target = &runs[0];
+    assert_eq!(target["stage"], "dpo", "{j:#}");
+    assert_eq!(target["tags"], serde_json::json!(["M3"]), "{j:#}");
+    let finished = target["finished"].as_str().unwrap();
+    let mut stages: Vec<&str> = Vec::new();
+    for r in runs {
+        assert!(
+            r["started"].as_str().unwrap() <= finished,
+            "run {} ({}) started after M3's run finished",
+            r["id"],
+            r["stage"]
+        );
+        stages.push(r["stage"].as_str().unwrap());
+        for (role, input) in r["inputs"].as_object().unwrap() {
+            assert_eq!(
+                input["source"]["from"], "commit",
+                "{} input {role} has no source commit: {input:#}",
+                r["stage"]
+            );
+            assert!(input["source"]["commit"].is_string(), "{input:#}");
+        }
+    }
+    // seed, sft, and five stages per iteration: each run once
+    stages.sort();
+    assert_eq!(
+        stages,
+        [
+            "dpo",
+            "dpo",
+            "gen-prompts",
+            "gen-prompts",
+            "gen-responses",
+            "gen-responses",
+            "judge",
+            "judge",
+            "pairs",
+            "pairs",
+            "seed",
+            "sft"
+        ],
+        "{j:#}"
+    );
+    // a checkpoint is one input and one output
+    let roles = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(roles(&target["inputs"]), ["pairs", "policy"]);
+    assert_eq!(roles(&target["outputs"]), ["model"]);
+    assert_eq!(target["outputs"]["model"]["kind"], "checkpoint");
+    assert_eq!(
+        target["inputs"]["policy"]["tags"],
+        serde_json::json!(["M2"])
+    );
+    assert_eq!(
+        target["inputs"]["pairs"]["tags"],
+        serde_json::json!(["AIFT(M2)"])
+    );
+    let sft = runs.iter().find(|r| r["stage"] == "sft").unwrap();
+    assert_eq!(sft["inputs"]["base"]["path"], "base/tiny");
+    assert_eq!(sft["inputs"]["base"]["tags"], serde_json::json!(["M0"]));
+
+    let text = ok(dir, &["lineage", "M3"]);
+    let lines = text.lines().count();
+    assert!(lines <= 40, "{lines} lines:\n{text}");
+    for tag in ["M3", "M2", "AIFT(M2)", "M1", "AIFT(M1)", "M0"] {
+        assert!(
+            text.contains(&format!("] {tag}")),
+            "{tag} not shown:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("sft v").count(), 1, "{text}");
+    insta::assert_snapshot!("lineage_m3_text", normalise(&text));
+    let short = ok(dir, &["lineage", "M3", "--depth", "1"]);
+    assert!(short.lines().count() <= 4, "{short}");
+    assert!(short.contains("(deeper runs not shown)"), "{short}");
+}
+
+/// Ids and times replaced, so the snapshot holds the shape (ids depend on floating point, run
+/// ids on time).
+fn normalise(text: &str) -> String {
+    let word = |w: &str| -> String {
+        let core = w.trim_end_matches(']');
+        let tail = &w[core.len()..];
+        let hex = core.len() == 12 && core.chars().all(|c| c.is_ascii_hexdigit());
+        let time = core.len() == 24 && core.ends_with('Z') && core.as_bytes()[10] == b'T';
+        match (hex, time) {
+            (true, _) => format!("<id>{tail}"),
+            (_, true) => format!("<time>{tail}"),
+            _ => w.to_string(),
+        }
+    };
+    text.lines()
+        .map(|l| l.split(' ').map(word).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -386,5 +511,5 @@ fn iterate_with_a_fixed_judge_records_it() {
             "json",
         ],
     );
-    assert!(lineage.contains("base/tiny/model.safetensors"), "{lineage}");
+    assert!(lineage.contains("\"path\": \"base/tiny\""), "{lineage}");
 }

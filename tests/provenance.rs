@@ -682,3 +682,92 @@ fn reproduce_replays_srlm_own_stages_through_the_registry() {
     );
     assert!(stdout.contains("reproduced identically"), "{stdout}");
 }
+
+/// A run record as srlm wrote it before inputs carried their source: stored with the store
+/// API, committed, then read by today's binary.
+fn put_old_record(
+    store: &srlm_store::Store,
+    stage: &str,
+    input: (&str, &srlm_store::TreeEntry),
+    output: (&str, &srlm_store::TreeEntry),
+    time: &str,
+) -> srlm_store::RunId {
+    let obj = |(path, e): (&str, &srlm_store::TreeEntry)| serde_json::json!({"id": e.id.to_hex(), "kind": "dataset", "path": path});
+    let record = serde_json::json!({
+        "_type": "srlm.run/v1",
+        "stage": {"name": stage, "version": "1"},
+        "inputs": {"src": obj(input)},
+        "params": {}, "engine": {}, "code": null,
+        "env": {"srlm": "0.1.0", "os": "linux", "arch": "x86_64", "cpu": "x", "threads": 1},
+        "outputs": {output.0: obj(output)},
+        "metrics": {}, "started": time, "finished": time, "status": "ok",
+    });
+    store
+        .put_run(
+            &srlm_store::canonical_json(&record),
+            &[input.1.id.0],
+            &[output.1.id.0],
+        )
+        .unwrap()
+}
+
+#[test]
+fn an_old_format_record_still_loads_and_lineage_says_it_matched_by_content() {
+    let d = init_store();
+    let p = d.path().canonicalize().unwrap();
+    let p = p.as_path();
+    write(p, "a.jsonl", "{\"prompt\":\"x\"}\n");
+    write(p, "b.jsonl", "{\"prompt\":\"y\"}\n");
+    write(p, "c.jsonl", "{\"prompt\":\"z\"}\n");
+    let mut store = srlm_store::Store::open(p).unwrap();
+    let rep = store
+        .add(p, &["a.jsonl".into(), "b.jsonl".into(), "c.jsonl".into()])
+        .unwrap();
+    let e = |name: &str| {
+        rep.added
+            .iter()
+            .find(|f| f.path == name)
+            .unwrap()
+            .entry
+            .clone()
+    };
+    let (a, b, c) = (e("a.jsonl"), e("b.jsonl"), e("c.jsonl"));
+    let r1 = put_old_record(
+        &store,
+        "filter",
+        ("a.jsonl", &a),
+        ("b.jsonl", &b),
+        "2026-01-01T00:00:00.000Z",
+    );
+    let r2 = put_old_record(
+        &store,
+        "pairs",
+        ("b.jsonl", &b),
+        ("c.jsonl", &c),
+        "2026-01-02T00:00:00.000Z",
+    );
+    for (run, msg) in [(r1, "filter"), (r2, "pairs")] {
+        store
+            .commit(&srlm_store::CommitOptions {
+                message: msg.into(),
+                run: Some(run),
+                allow_empty: true,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    drop(store);
+    let j = json(p, &["lineage", "HEAD:c.jsonl", "--json"]);
+    let stages = field_of_each(&j["runs"], "stage");
+    assert_eq!(stages, vec!["pairs", "filter"], "{j:#}");
+    // the start is linked by its commit; the old record's input by content, and JSON says so
+    assert_eq!(j["start"][0]["matched"], "source", "{j:#}");
+    let input = &j["runs"][0]["inputs"]["src"];
+    assert!(input["source"].is_null(), "{input:#}");
+    assert_eq!(input["matched"], "content", "{input:#}");
+    let text = ok(p, &["lineage", "HEAD:c.jsonl"]);
+    assert!(
+        text.contains("filter v1") && text.contains("(root)"),
+        "{text}"
+    );
+}

@@ -131,6 +131,7 @@ fn a_tree_entry_inside_dot_git_is_refused_by_fsck_and_checkout() {
         let (_, _, e) = s.resolve_path("HEAD:ok.txt").unwrap();
         let t = srlm_store::Tree {
             entries: [(".git/hooks/post-checkout".to_string(), e)].into(),
+            units: Default::default(),
         };
         let tree = srlm_store::TreeId(s.put_object(&t.encode()).unwrap());
         let c = srlm_store::Commit {

@@ -120,17 +120,17 @@ fn manual_run(
                     .iter()
                     .any(|o| o.is_empty() || *p == o || p.starts_with(&format!("{o}/")))
         })
-        .map(|(p, e)| {
-            (
-                p.clone(),
-                ObjectRef {
-                    id: e.id.0,
-                    kind: e.kind,
-                    path: p.clone(),
-                },
-            )
-        })
+        .map(|(p, e)| (p.clone(), ObjectRef::new(e.id.0, e.kind, p.clone())))
         .collect();
+    // a checkpoint folder among the outputs is one output, the unit its commit will hold
+    let mut outputs = outputs;
+    for (dir, u) in store.units_of(&staged.entries, &crate::unit::rules())? {
+        let inside = format!("{dir}/");
+        if outputs.keys().any(|p| p.starts_with(&inside)) {
+            outputs.retain(|p, _| !p.starts_with(&inside));
+            outputs.insert(dir.clone(), ObjectRef::new(u.id.0, u.kind, dir));
+        }
+    }
     let workdir = store.workdir().to_path_buf();
     let exclude: HashSet<_> = tracked_paths(store)?
         .into_iter()
@@ -167,6 +167,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         author: args.author.clone(),
         run,
         allow_empty: args.allow_empty,
+        units: crate::unit::rules(),
     };
     let committed = if args.paths.is_empty() {
         commit_with_hooks_verify(&ctx.cwd, &opts, !args.no_verify)

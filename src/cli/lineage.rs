@@ -9,8 +9,11 @@ use crate::lineage::{start_objects, walk, Direction};
 /// runs that produced those, … back to the roots (files no run produced). With --down, show
 /// what was made from it instead. TARGET is REV:PATH (e.g. `M3:model.safetensors`), a path
 /// (meaning HEAD:PATH), or a revision (the outputs of its commit's run, or all its files).
+/// An input resolved from a commit is linked to the run that made it in that commit's
+/// history; only working-tree inputs are matched by content (never to a later run). A run or
+/// object met again is one line; tags stand beside ids.
 ///
-/// Example: `srlm lineage M2:model.safetensors --format mermaid`
+/// Example: `srlm lineage M3`, `srlm lineage M2:model --format mermaid --depth 3`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// REV[:PATH] or a path in the working directory.
@@ -24,6 +27,9 @@ pub struct Args {
     /// Same as --format json.
     #[arg(long)]
     pub json: bool,
+    /// Follow at most N runs from the target.
+    #[arg(long, value_name = "N")]
+    pub depth: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +48,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     } else {
         Direction::Up
     };
-    let lineage = walk(&store, start, dir)?;
+    let lineage = walk(&store, start, dir, args.depth)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Text => {

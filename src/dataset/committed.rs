@@ -270,16 +270,22 @@ pub fn diff_revisions(
 ) -> Result<Report, DatasetError> {
     let (ta, tb) = (tree_of(store, rev_a)?, tree_of(store, rev_b)?);
     let mut report = Report::new(rev_a, rev_b);
-    let mut paths: Vec<&String> = ta
-        .entries
+    // a checkpoint folder (a unit on either side) is one path
+    let dirs: std::collections::BTreeSet<String> =
+        ta.units.keys().chain(tb.units.keys()).cloned().collect();
+    let (va, vb) = (
+        super::checkpoint_diff::collapsed(&ta, &dirs),
+        super::checkpoint_diff::collapsed(&tb, &dirs),
+    );
+    let mut paths: Vec<&String> = va
         .keys()
-        .chain(tb.entries.keys())
+        .chain(vb.keys())
         .filter(|p| selected(p, only))
         .collect();
     paths.sort();
     paths.dedup();
     for path in paths {
-        let (ea, eb) = (ta.entries.get(path), tb.entries.get(path));
+        let (ea, eb) = (va.get(path), vb.get(path));
         let status = match (ea, eb) {
             (Some(x), Some(y)) if x.id == y.id => {
                 report.unchanged_paths += 1;
@@ -299,6 +305,14 @@ pub fn diff_revisions(
             a: ea.map(entry_side),
             b: eb.map(entry_side),
         });
+        if kind == EntryKind::Checkpoint.as_str() && eb.is_some() {
+            let a = ea.map(|_| &ta);
+            match super::checkpoint_diff::diff_checkpoint(store, path, a, &tb) {
+                Ok(c) => report.checkpoints.push(c),
+                Err(e) if keep_going => report.errors.push(ErrorReport::new(path, &e)),
+                Err(e) => return Err(e),
+            }
+        }
         if !dataset {
             continue;
         }

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 pub mod cache;
+pub mod checkpoint_diff;
 pub mod committed;
 pub mod engine;
 pub mod files;

@@ -333,6 +333,30 @@ pub fn render_report(w: &mut dyn Write, report: &Report, stat_only: bool) -> io:
             writeln!(w, "{} paths unchanged", report.unchanged_paths)?;
         }
     }
+    for c in &report.checkpoints {
+        writeln!(
+            w,
+            "\ncheckpoint {}: {} file(s) changed ({}); {} of {} tensor(s) changed; {} added to the store",
+            c.path,
+            c.files_changed.len(),
+            c.files_changed.join(", "),
+            c.tensors.len(),
+            c.tensors_compared,
+            human_size(c.added_bytes)
+        )?;
+        // a full fine-tune changes every tensor: the first few say enough, JSON has them all
+        const SHOWN: usize = 5;
+        for t in c.tensors.iter().take(SHOWN) {
+            writeln!(w, "  {t}")?;
+        }
+        if c.tensors.len() > SHOWN {
+            writeln!(
+                w,
+                "  … {} more (--json lists every tensor)",
+                c.tensors.len() - SHOWN
+            )?;
+        }
+    }
     for d in &report.datasets {
         render_dataset(w, &d.path, &d.diff, stat_only)?;
     }

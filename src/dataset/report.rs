@@ -82,6 +82,9 @@ pub struct Report {
     pub changes: Vec<EntryChange>,
     pub unchanged_paths: u64,
     pub datasets: Vec<DatasetReport>,
+    /// Checkpoints that changed: files, tensors, bytes added (absent when none did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<super::checkpoint_diff::CheckpointChange>,
     pub errors: Vec<ErrorReport>,
 }
 
@@ -95,6 +98,7 @@ impl Report {
             changes: Vec::new(),
             unchanged_paths: 0,
             datasets: Vec::new(),
+            checkpoints: Vec::new(),
             errors: Vec::new(),
         }
     }

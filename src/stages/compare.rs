@@ -82,6 +82,88 @@ pub enum TensorDiff {
     },
 }
 
+/// One line for the tensors that differ: `N tensor(s) differ: NAME: k/n values, max abs diff
+/// x; …` (what `reproduce` and `diff` print).
+pub fn describe_tensors(d: &BTreeMap<String, TensorDiff>) -> String {
+    let parts: Vec<String> = d.iter().map(|(n, t)| describe_tensor(n, t)).collect();
+    format!("{} tensor(s) differ: {}", d.len(), parts.join("; "))
+}
+
+/// How one tensor differs: `NAME: k/n values, max abs diff x` (or missing, extra, a layout).
+pub fn describe_tensor(name: &str, t: &TensorDiff) -> String {
+    match t {
+        TensorDiff::OnlyRecorded => format!("{name}: missing"),
+        TensorDiff::OnlyReproduced => format!("{name}: extra"),
+        TensorDiff::Layout {
+            recorded,
+            reproduced,
+        } => format!("{name}: {recorded} -> {reproduced}"),
+        TensorDiff::Values {
+            max_abs: Some(m),
+            differing,
+            total,
+        } => format!("{name}: {differing}/{total} values, max abs diff {m:.3e}"),
+        TensorDiff::Values {
+            max_abs: None,
+            differing,
+            total,
+        } => format!("{name}: {differing}/{total} values"),
+    }
+}
+
+/// Compare two folders file by file (by content): `N file(s) differ: NAME: how; …`, where
+/// `describe` says how two files present on both sides differ.
+pub fn diff_folders(a: &Path, b: &Path, describe: impl Fn(&str, &Path, &Path) -> String) -> String {
+    let (fa, fb) = (files_under(a), files_under(b));
+    let mut parts = Vec::new();
+    for name in fa.iter().chain(fb.iter().filter(|n| !fa.contains(*n))) {
+        let (pa, pb) = (a.join(name), b.join(name));
+        match (fa.contains(name), fb.contains(name)) {
+            (true, false) => parts.push(format!("{name}: missing")),
+            (false, true) => parts.push(format!("{name}: extra")),
+            _ => {
+                if std::fs::read(&pa).ok() != std::fs::read(&pb).ok() {
+                    parts.push(format!("{name}: {}", describe(name, &pa, &pb)));
+                }
+            }
+        }
+    }
+    if parts.is_empty() {
+        return "files equal".into();
+    }
+    format!("{} file(s) differ: {}", parts.len(), parts.join("; "))
+}
+
+/// Regular files under `dir`, relative, sorted (srlm's temporary files left out).
+fn files_under(dir: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut std::collections::BTreeSet<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".srlm") {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path(), &child, out),
+                Ok(t) if t.is_file() => {
+                    out.insert(child);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(dir, "", &mut out);
+    out
+}
+
 /// The tensors that differ between two safetensors files, by name.
 pub fn diff_tensors(
     recorded: &Path,

@@ -57,17 +57,12 @@ pub struct ExportParams {
 }
 
 /// The stage's outputs for `format`, written at `out` (relative to the working tree): the
-/// GGUF file, or the folder's files.
+/// GGUF file, or the checkpoint folder.
 pub fn outputs(format: Format, out: &str) -> Vec<(String, String)> {
     match format {
         Format::Gguf => vec![("gguf".into(), out.into())],
-        Format::Hf => {
-            let dir = out.trim_end_matches('/');
-            HF_FILES
-                .iter()
-                .map(|n| (format!("model/{n}"), format!("{dir}/{n}")))
-                .collect()
-        }
+        // one checkpoint folder: one role, one unit
+        Format::Hf => vec![("model".into(), out.trim_end_matches('/').into())],
     }
 }
 
@@ -97,12 +92,17 @@ pub fn export(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             let dir = tmp.path().join("hf");
             export::write_hf(&loaded, &dir)?;
             for n in HF_FILES {
-                let dst = io
-                    .outputs
-                    .get(&format!("model/{n}"))
-                    .ok_or_else(|| format!("no output `model/{n}`"))?;
+                // the folder as one role; records from before units name one role per file
+                let dst = match io.outputs.get("model") {
+                    Some(d) => d.join(n),
+                    None => io
+                        .outputs
+                        .get(&format!("model/{n}"))
+                        .ok_or_else(|| format!("no output `model/{n}`"))?
+                        .clone(),
+                };
                 std::fs::create_dir_all(dst.parent().ok_or("output has no folder")?)?;
-                std::fs::rename(dir.join(n), dst)?;
+                std::fs::rename(dir.join(n), &dst)?;
             }
         }
         Format::Gguf => {

@@ -1,7 +1,7 @@
-//! Models as stage inputs and outputs. The stage wrapper records one object per role, so a
-//! checkpoint folder travels as one role per file (`policy/config.json`,
-//! `policy/model.safetensors`, …) and is put back together as a folder for the engine; a GGUF
-//! file is a single role.
+//! Models as stage inputs and outputs. A checkpoint is one role: a GGUF file, or a checkpoint
+//! folder recorded as one unit ([`crate::unit`]). A folder that is not a checkpoint (or one in
+//! a tree committed before units existed) travels as one role per file (`policy/config.json`,
+//! …) and is put back together as a folder for the engine, as older records have it.
 use std::path::{Path, PathBuf};
 
 use srlm_store::Store;
@@ -45,7 +45,7 @@ pub fn model_inputs(
     };
     let workdir = store.workdir().to_path_buf();
     let local = workdir.join(reference);
-    if local.is_file() {
+    if local.is_file() || crate::unit::is_checkpoint_dir(&local) {
         return Ok(vec![(role.to_string(), reference.to_string())]);
     }
     if local.is_dir() {
@@ -72,7 +72,7 @@ pub fn model_inputs(
     let commit = store.resolve(rev)?;
     let tree = store.commit_tree(&commit)?;
     let path = path.trim_end_matches('/');
-    if tree.entries.contains_key(path) {
+    if tree.entries.contains_key(path) || tree.units.contains_key(path) {
         return Ok(vec![(role.to_string(), reference.to_string())]);
     }
     let prefix = format!("{path}/");
@@ -127,13 +127,9 @@ pub fn model_path(io: &StageIo, role: &str) -> Result<ModelPath, StageFailure> {
     })
 }
 
-/// Output roles `(role/NAME, dir/NAME)` of a full checkpoint written to `dir`.
+/// The output role of a full checkpoint written to folder `dir`: one role, one unit.
 pub fn checkpoint_outputs(role: &str, dir: &str) -> Vec<(String, String)> {
-    let dir = dir.trim_end_matches('/');
-    CHECKPOINT_FILES
-        .iter()
-        .map(|n| (format!("{role}/{n}"), format!("{dir}/{n}")))
-        .collect()
+    vec![(role.to_string(), dir.trim_end_matches('/').to_string())]
 }
 
 /// Writes a checkpoint to the output folder of `role`: `save` writes a fresh folder (the
@@ -144,14 +140,17 @@ pub fn write_checkpoint(
     role: &str,
     save: impl FnOnce(&Path) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
-    let first = io
-        .outputs
-        .get(&format!("{role}/{}", CHECKPOINT_FILES[0]))
-        .ok_or_else(|| format!("no checkpoint output `{role}`"))?;
-    let dir = first
-        .parent()
-        .ok_or("checkpoint output has no folder")?
-        .to_path_buf();
+    // one role naming the folder; records from before units name one role per file
+    let dir = match io.outputs.get(role) {
+        Some(d) => d.clone(),
+        None => io
+            .outputs
+            .get(&format!("{role}/{}", CHECKPOINT_FILES[0]))
+            .ok_or_else(|| format!("no checkpoint output `{role}`"))?
+            .parent()
+            .ok_or("checkpoint output has no folder")?
+            .to_path_buf(),
+    };
     std::fs::create_dir_all(&dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(".srlm-new-")

@@ -37,7 +37,8 @@ use serde_json::Value;
 use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
 
 use crate::provenance::{
-    now_rfc3339, record_code, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
+    now_rfc3339, record_code, InputSource, ObjectRef, ProvenanceError, RunKey, RunRecord,
+    RunStatus, StageInfo,
 };
 
 /// Metrics a stage returns (name → number, string, …), recorded in the run record.
@@ -277,7 +278,7 @@ pub fn run_stage(
     };
     // outputs are hashed only now, after the stage wrote them
     for (role, (rel, abs)) in &outputs {
-        if !abs.is_file() {
+        if !abs.is_file() && !crate::unit::is_checkpoint_dir(abs) {
             return Err(RecordError::BadOutput {
                 stage: stage.name.clone(),
                 role: role.clone(),
@@ -292,16 +293,23 @@ pub fn run_stage(
         .collect();
     store.add(&workdir, &rels)?;
     let staged = store.staged()?;
-    for (role, (rel, _)) in &outputs {
-        let e = &staged.entries[rel.as_str()];
-        record.outputs.insert(
-            role.clone(),
-            ObjectRef {
-                id: e.id.0,
-                kind: e.kind,
-                path: rel.clone(),
-            },
-        );
+    for (role, (rel, abs)) in &outputs {
+        let e = if abs.is_dir() {
+            // a checkpoint folder: one unit, the one its commit's tree will hold
+            &crate::unit::unit_of(&store, &staged.entries, rel)?.ok_or_else(|| {
+                RecordError::BadOutput {
+                    stage: stage.name.clone(),
+                    role: role.clone(),
+                    path: rel.clone(),
+                    reason: "the folder is not a checkpoint".into(),
+                }
+            })?
+        } else {
+            &staged.entries[rel.as_str()]
+        };
+        record
+            .outputs
+            .insert(role.clone(), ObjectRef::new(e.id.0, e.kind, rel.clone()));
     }
     let run = record.store(&store)?;
     // the run is on record: the journal of its rows is no longer needed
@@ -419,34 +427,59 @@ pub fn resolve_object(
     if !reference.contains(':') || local.exists() {
         let tp = store.tree_path(&workdir, Path::new(reference))?;
         store.add(&workdir, &[PathBuf::from(&tp)])?;
+        if local.is_dir() {
+            // a checkpoint folder is one input; any other folder is not an input at all
+            let staged = store.staged()?.entries;
+            let e = crate::unit::unit_of(store, &staged, &tp)?.ok_or_else(|| {
+                srlm_store::StoreError::BadPath {
+                    path: tp.clone(),
+                    reason: "a folder is an input only when it is a checkpoint (it holds \
+                             srlm-checkpoint.json or model.safetensors)"
+                        .into(),
+                }
+            })?;
+            let mut obj = ObjectRef::new(e.id.0, e.kind, tp);
+            obj.source = Some(InputSource::WorkingTree);
+            return Ok((obj, Some(local)));
+        }
         let e = store
             .staged()?
             .entries
             .remove(&tp)
             .ok_or(srlm_store::StoreError::Missing(local.clone()))?;
-        return Ok((
-            ObjectRef {
-                id: e.id.0,
-                kind: e.kind,
-                path: tp,
-            },
-            Some(local),
-        ));
+        let mut obj = ObjectRef::new(e.id.0, e.kind, tp);
+        obj.source = Some(InputSource::WorkingTree);
+        return Ok((obj, Some(local)));
     }
-    let (_, path, entry) = store.resolve_path(reference)?;
-    let obj = ObjectRef {
-        id: entry.id.0,
-        kind: entry.kind,
-        path: path.clone(),
-    };
+    let (commit, path, entry) = store.resolve_path(reference)?;
+    let mut obj = ObjectRef::new(entry.id.0, entry.kind, path.clone());
+    obj.source = Some(InputSource::Commit {
+        commit,
+        run: store.read_commit(&commit)?.run,
+    });
     // the working-tree copy will do when it is that very object (a stat, thanks to the stat cache)
     let wt = workdir.join(&path);
-    let same = wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id);
+    let same = if crate::unit::files_of(store, entry.id.0)?.is_some() {
+        wt.is_dir() && store.hash_folder(&wt, entry.kind).map(|e| e.id).ok() == Some(entry.id)
+    } else {
+        wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id)
+    };
     Ok((obj, same.then_some(wt)))
 }
 
-/// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read).
+/// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read);
+/// a unit (a checkpoint folder) becomes the folder `dest` with its files.
 pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), RecordError> {
+    if let Some(files) = crate::unit::files_of(store, obj.id)? {
+        for (name, e) in files {
+            write_entry(store, &e, &dest.join(name))?;
+        }
+        return Ok(());
+    }
+    write_entry(store, &entry_of(obj.id, obj.kind), dest)
+}
+
+fn write_entry(store: &Store, entry: &TreeEntry, dest: &Path) -> Result<(), RecordError> {
     let io = |err| RecordError::Io {
         path: dest.to_path_buf(),
         err,
@@ -454,8 +487,7 @@ pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), Re
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let entry = entry_of(obj.id, obj.kind);
-    let mut r = store.open_entry(&entry)?;
+    let mut r = store.open_entry(entry)?;
     let mut f = std::fs::File::create(dest).map_err(io)?;
     std::io::copy(&mut r, &mut f).map_err(io)?;
     Ok(())

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use srlm_store::{ObjectId, RunId, Store};
 
-use super::compare::{diff_rows, diff_tensors, TensorDiff};
+use super::compare::{describe_tensors, diff_rows, diff_tensors};
 pub use super::external::NotReplayable;
 use super::record::{materialise, Metrics, Progress, RecordError, StageFailure, StageIo};
 use crate::lineage::{self, Direction, LineageError};
@@ -132,7 +132,7 @@ pub fn upstream_runs(
     start: Vec<ObjectRef>,
     last: Option<usize>,
 ) -> Result<Vec<(RunId, RunRecord)>, ReproduceError> {
-    let walk = lineage::walk(store, start, Direction::Up)?;
+    let walk = lineage::walk(store, start, Direction::Up, None)?;
     let mut runs: Vec<_> = walk.runs.into_iter().collect();
     // deeper runs first: every run's inputs come from runs at a greater depth
     runs.sort_by(|a, b| {
@@ -292,7 +292,10 @@ fn replay_one(
     for (role, o) in &record.outputs {
         let produced = &outputs[role];
         // an absolute path is hashed where it is, exactly as `add` would (kind from its name)
-        let reproduced = if produced.is_file() {
+        let unit = crate::unit::files_of(&store, o.id)?.is_some();
+        let reproduced = if unit && produced.is_dir() {
+            Some(store.hash_folder(produced, o.kind)?.id.0)
+        } else if !unit && produced.is_file() {
             Some(store.hash_file(&produced.to_string_lossy())?.id.0)
         } else {
             None
@@ -316,8 +319,15 @@ fn replay_one(
     Ok(check)
 }
 
-/// Rows that differ for datasets, tensors for safetensors checkpoints, else nothing more.
+/// Rows that differ for datasets, tensors for safetensors checkpoints, the files that differ
+/// (and how) for a checkpoint folder, else sizes.
 fn describe_difference(recorded: &Path, reproduced: &Path, o: &ObjectRef) -> String {
+    if recorded.is_dir() {
+        return super::compare::diff_folders(recorded, reproduced, |name, a, b| {
+            let file = ObjectRef::new(o.id, srlm_store::EntryKind::for_path(name), name);
+            describe_difference(a, b, &file)
+        });
+    }
     if o.kind == srlm_store::EntryKind::Dataset {
         return match diff_rows(recorded, reproduced) {
             Ok(d) => format!(
@@ -330,34 +340,7 @@ fn describe_difference(recorded: &Path, reproduced: &Path, o: &ObjectRef) -> Str
     if o.path.ends_with(".safetensors") {
         return match diff_tensors(recorded, reproduced) {
             Ok(d) if d.is_empty() => "tensors equal; metadata differs".into(),
-            Ok(d) => {
-                let parts: Vec<String> = d
-                    .iter()
-                    .map(|(name, t)| match t {
-                        TensorDiff::OnlyRecorded => format!("{name}: missing"),
-                        TensorDiff::OnlyReproduced => format!("{name}: extra"),
-                        TensorDiff::Layout {
-                            recorded,
-                            reproduced,
-                        } => format!("{name}: {recorded} -> {reproduced}"),
-                        TensorDiff::Values {
-                            max_abs: Some(m),
-                            differing,
-                            total,
-                        } => {
-                            format!("{name}: {differing}/{total} values, max abs diff {m:.3e}")
-                        }
-                        TensorDiff::Values {
-                            max_abs: None,
-                            differing,
-                            total,
-                        } => {
-                            format!("{name}: {differing}/{total} values")
-                        }
-                    })
-                    .collect();
-                format!("{} tensor(s) differ: {}", d.len(), parts.join("; "))
-            }
+            Ok(d) => describe_tensors(&d),
             Err(e) => format!("tensors not compared: {e}"),
         };
     }

@@ -120,6 +120,9 @@ impl Store {
                     "run" => {
                         RunObject::decode(&id, &raw)?;
                     }
+                    "folder" => {
+                        crate::FolderManifest::decode(&id, &raw)?;
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -132,6 +135,19 @@ impl Store {
             }
         }
         for (tid, t) in &trees {
+            for (path, u) in &t.units {
+                // a unit names a folder manifest over exactly the tree's files under it
+                let ok = kinds.get(&u.id.0) == Some(&"folder")
+                    && self.read_folder(&u.id).ok().flatten().is_some_and(|f| {
+                        f.files == crate::folder_files(&t.entries, path) && f.size() == u.size
+                    });
+                if !ok {
+                    rep.problems.push(format!(
+                        "tree {tid}: unit '{path}' ({}) disagrees with the files under it or is missing",
+                        u.id
+                    ));
+                }
+            }
             for (path, e) in &t.entries {
                 match manifests.get(&e.id.0) {
                     None => rep.problems.push(format!(

@@ -75,8 +75,15 @@ impl Store {
                     queue.extend(c.run.iter().map(|r| r.0));
                 }
                 Some("tree") => {
-                    queue.extend(Tree::decode(&id, &raw)?.entries.values().map(|e| e.id.0))
+                    let t = Tree::decode(&id, &raw)?;
+                    queue.extend(t.entries.values().chain(t.units.values()).map(|e| e.id.0))
                 }
+                Some("folder") => queue.extend(
+                    crate::FolderManifest::decode(&id, &raw)?
+                        .files
+                        .values()
+                        .map(|e| e.id.0),
+                ),
                 Some("manifest") => pieces.extend(
                     Manifest::decode(&id, &raw)?
                         .pieces()

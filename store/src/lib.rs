@@ -63,6 +63,7 @@ mod remote;
 mod revision;
 mod stage;
 mod store;
+mod units;
 mod worktree;
 mod wtfs;
 
@@ -72,8 +73,8 @@ pub use gc::GcReport;
 pub use id::{BlobId, CommitId, ManifestId, ObjectId, RunId, TreeId};
 pub use lock::LockMode;
 pub use objects::{
-    canonical_json, ChunkManifest, Commit, EntryKind, Manifest, RowManifest, RunObject, Tree,
-    TreeEntry,
+    canonical_json, ChunkManifest, Commit, EntryKind, FolderManifest, Manifest, RowManifest,
+    RunObject, Tree, TreeEntry,
 };
 pub use odb::{LocalOdb, ObjectDb};
 pub use oplog::RepairReport;
@@ -84,3 +85,4 @@ pub use store::{
     AddProgress, AddReport, AddedFile, Change, ChangeKind, CheckoutReport, CommitOptions,
     EntryReader, Head, Status, Store, FORMAT_VERSION,
 };
+pub use units::{folder_files, UnitRule};

@@ -10,6 +10,7 @@ pub(crate) const COMMIT_TAG: &[u8] = b"srlm-commit/1\n";
 pub(crate) const CHUNKS_TAG: &[u8] = b"srlm-chunks/1\n";
 pub(crate) const ROWS_TAG: &[u8] = b"srlm-rows/1\n";
 pub(crate) const RUN_TAG: &[u8] = b"srlm-run/1\n";
+pub(crate) const FOLDER_TAG: &[u8] = b"srlm-folder/1\n";
 
 /// What a tracked file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -58,10 +59,15 @@ pub struct TreeEntry {
     pub rows: Option<u64>,
 }
 
-/// A tree: normalised relative paths (sorted) to entries.
+/// A tree: normalised relative paths (sorted) to entries, and the folders among them that are
+/// units (see [`crate::UnitRule`]): one entry each, whose id is a [`FolderManifest`] over the
+/// files under it (which `entries` still lists, each chunked and deduplicated as any file).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     pub entries: std::collections::BTreeMap<String, TreeEntry>,
+    /// Folder path → unit entry. Trees written before units existed have none (and their bytes,
+    /// so their ids, are unchanged: the field is written only when there is a unit).
+    pub units: std::collections::BTreeMap<String, TreeEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,8 +89,12 @@ impl Tree {
             })
             .collect();
         let mut out = TREE_TAG.to_vec();
-        serde_json::to_writer(&mut out, &serde_json::json!({ "entries": rows }))
-            .expect("tree serialises");
+        let body = if self.units.is_empty() {
+            serde_json::json!({ "entries": rows })
+        } else {
+            serde_json::json!({ "entries": rows, "units": rows_of(&self.units) })
+        };
+        serde_json::to_writer(&mut out, &body).expect("tree serialises");
         out
     }
 
@@ -93,15 +103,73 @@ impl Tree {
         #[derive(Deserialize)]
         struct Body {
             entries: Vec<TreeRow>,
+            #[serde(default)]
+            units: Vec<TreeRow>,
         }
         let b: Body = serde_json::from_slice(body).map_err(|e| malformed("tree", id, e))?;
-        let mut entries = std::collections::BTreeMap::new();
-        for r in b.entries {
-            crate::paths::check_tree_path(&r.path)
-                .map_err(|e| malformed("tree", id, e.to_string()))?;
-            entries.insert(r.path, r.entry);
+        Ok(Tree {
+            entries: checked_rows(b.entries, "tree", id)?,
+            units: checked_rows(b.units, "tree", id)?,
+        })
+    }
+}
+
+fn rows_of(m: &std::collections::BTreeMap<String, TreeEntry>) -> Vec<TreeRow> {
+    m.iter()
+        .map(|(p, e)| TreeRow {
+            path: p.clone(),
+            entry: e.clone(),
+        })
+        .collect()
+}
+
+fn checked_rows(
+    rows: Vec<TreeRow>,
+    what: &'static str,
+    id: &ObjectId,
+) -> Result<std::collections::BTreeMap<String, TreeEntry>> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        crate::paths::check_tree_path(&r.path).map_err(|e| malformed(what, id, e.to_string()))?;
+        out.insert(r.path, r.entry);
+    }
+    Ok(out)
+}
+
+/// A folder stored as one unit: its files (paths relative to the folder) and their entries.
+/// Tag line, then compact JSON `{"files":[{path,kind,id,size,rows?}]}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FolderManifest {
+    pub files: std::collections::BTreeMap<String, TreeEntry>,
+}
+
+impl FolderManifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = FOLDER_TAG.to_vec();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "files": rows_of(&self.files) }),
+        )
+        .expect("folder manifest serialises");
+        out
+    }
+
+    pub fn decode(id: &ObjectId, raw: &[u8]) -> Result<FolderManifest> {
+        let body = strip_tag(raw, FOLDER_TAG, "folder manifest", id)?;
+        #[derive(Deserialize)]
+        struct Body {
+            files: Vec<TreeRow>,
         }
-        Ok(Tree { entries })
+        let b: Body =
+            serde_json::from_slice(body).map_err(|e| malformed("folder manifest", id, e))?;
+        Ok(FolderManifest {
+            files: checked_rows(b.files, "folder manifest", id)?,
+        })
+    }
+
+    /// The sum of its files' sizes.
+    pub fn size(&self) -> u64 {
+        self.files.values().map(|e| e.size).sum()
     }
 }
 
@@ -322,6 +390,7 @@ pub(crate) fn tag_of(raw: &[u8]) -> Option<&'static str> {
         (CHUNKS_TAG, "manifest"),
         (ROWS_TAG, "manifest"),
         (RUN_TAG, "run"),
+        (FOLDER_TAG, "folder"),
     ]
     .into_iter()
     .find(|(t, _)| raw.starts_with(t))

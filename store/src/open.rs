@@ -174,6 +174,7 @@ impl Store {
         }
         let stage = Tree {
             entries: legacy.stage.into_iter().collect(),
+            units: Default::default(),
         };
         self.stage_file.save(&stage)?;
         // format 1's application file for a run staged with no commit becomes a pin

@@ -38,7 +38,16 @@ pub fn object_links(id: &ObjectId, raw: &[u8]) -> Result<(Vec<ObjectId>, Vec<Obj
             objs.extend(c.parents.iter().map(|p| p.0));
             objs.extend(c.run.iter().map(|r| r.0));
         }
-        Some("tree") => objs.extend(Tree::decode(id, raw)?.entries.values().map(|e| e.id.0)),
+        Some("tree") => {
+            let t = Tree::decode(id, raw)?;
+            objs.extend(t.entries.values().chain(t.units.values()).map(|e| e.id.0))
+        }
+        Some("folder") => objs.extend(
+            crate::FolderManifest::decode(id, raw)?
+                .files
+                .values()
+                .map(|e| e.id.0),
+        ),
         Some("manifest") => {
             pieces.extend(Manifest::decode(id, raw)?.pieces().iter().map(|(b, _)| b.0))
         }

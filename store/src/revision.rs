@@ -165,14 +165,16 @@ impl Store {
             .trim_end_matches('/')
             .to_string();
         let tree = self.commit_tree(&commit)?;
-        let entry =
-            tree.entries
-                .get(&path)
-                .cloned()
-                .ok_or_else(|| StoreError::PathNotInRevision {
-                    rev: rev.to_string(),
-                    path: path.clone(),
-                })?;
+        // a file, or a folder committed as one unit
+        let entry = tree
+            .entries
+            .get(&path)
+            .or_else(|| tree.units.get(&path))
+            .cloned()
+            .ok_or_else(|| StoreError::PathNotInRevision {
+                rev: rev.to_string(),
+                path: path.clone(),
+            })?;
         Ok((commit, path, entry))
     }
 

@@ -161,6 +161,8 @@ pub struct CommitOptions {
     pub run: Option<RunId>,
     /// Commit even when the tree equals the parent's.
     pub allow_empty: bool,
+    /// Folders holding one of these markers are committed as units (one tree entry each).
+    pub units: Vec<crate::UnitRule>,
 }
 
 /// What `checkout` did.

@@ -417,8 +417,9 @@ impl Store {
         Ok(id)
     }
 
-    fn commit_tree_of(&mut self, tree: Tree, opts: &CommitOptions) -> Result<CommitId> {
+    fn commit_tree_of(&mut self, mut tree: Tree, opts: &CommitOptions) -> Result<CommitId> {
         self.writable("commit")?;
+        tree.units = self.units_of(&tree.entries, &opts.units)?;
         let head = self.head()?;
         let tree_id = TreeId(self.put_object(&tree.encode())?);
         let parents: Vec<CommitId> = head.commit().into_iter().collect();

@@ -181,6 +181,7 @@ fn trees_naming_git_or_store_paths_are_refused() {
     ] {
         let t = Tree {
             entries: BTreeMap::from([(p.to_string(), entry.clone())]),
+            units: Default::default(),
         };
         let id = s.put_object(&t.encode()).unwrap();
         let e = s.read_tree(&srlm_store::TreeId(id)).unwrap_err();

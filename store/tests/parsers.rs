@@ -2,7 +2,7 @@
 //! run records) and its ref and path checks, fed random bytes and near-valid inputs, never
 //! panic: they decode or return an error.
 use proptest::prelude::*;
-use srlm_store::{check_tree_path, Commit, Manifest, ObjectId, RunObject, Tree};
+use srlm_store::{check_tree_path, Commit, FolderManifest, Manifest, ObjectId, RunObject, Tree};
 
 fn decode_all(raw: &[u8]) {
     let id = ObjectId::of(raw);
@@ -10,18 +10,20 @@ fn decode_all(raw: &[u8]) {
     let _ = Commit::decode(&id, raw);
     let _ = Manifest::decode(&id, raw);
     let _ = RunObject::decode(&id, raw);
+    let _ = FolderManifest::decode(&id, raw);
 }
 
 /// Valid encodings to start mutating from.
 fn seeds() -> Vec<Vec<u8>> {
     let entry = serde_json::json!({"kind": "dataset", "id": ObjectId::of(b"m").to_hex(),
         "size": 3, "rows": 1});
+    let entry: srlm_store::TreeEntry = serde_json::from_value(entry).unwrap();
     let tree: Tree = Tree {
-        entries: [(
-            "a/b.jsonl".to_string(),
-            serde_json::from_value(entry).unwrap(),
-        )]
-        .into(),
+        entries: [("a/b.jsonl".to_string(), entry.clone())].into(),
+        units: [("a".to_string(), entry.clone())].into(),
+    };
+    let folder = FolderManifest {
+        files: [("b.jsonl".to_string(), entry)].into(),
     };
     let commit = Commit {
         tree: srlm_store::TreeId(ObjectId::of(b"t")),
@@ -36,7 +38,12 @@ fn seeds() -> Vec<Vec<u8>> {
         inputs: vec![ObjectId::of(b"i")],
         outputs: vec![],
     };
-    vec![tree.encode(), commit.encode(), run.encode()]
+    vec![
+        tree.encode(),
+        commit.encode(),
+        run.encode(),
+        folder.encode(),
+    ]
 }
 
 proptest! {
@@ -49,7 +56,7 @@ proptest! {
 
     #[test]
     fn near_valid_objects_never_panic(
-        which in 0usize..3,
+        which in 0usize..4,
         edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
         cut in any::<u16>(),
     ) {
@@ -75,4 +82,5 @@ fn the_seeds_decode() {
     assert!(Tree::decode(&ObjectId::of(&s[0]), &s[0]).is_ok());
     assert!(Commit::decode(&ObjectId::of(&s[1]), &s[1]).is_ok());
     assert!(RunObject::decode(&ObjectId::of(&s[2]), &s[2]).is_ok());
+    assert!(FolderManifest::decode(&ObjectId::of(&s[3]), &s[3]).is_ok());
 }

@@ -212,7 +212,15 @@ pub fn missing_pieces<'a>(
     files: impl Iterator<Item = &'a srlm_store::ManifestId>,
 ) -> Result<Vec<ObjectId>> {
     let mut out = Vec::new();
+    let mut ids: Vec<srlm_store::ManifestId> = Vec::new();
     for id in files {
+        // a unit (a folder committed as one entry) stands for its files
+        match store.read_folder(id)? {
+            Some(f) => ids.extend(f.files.values().map(|e| e.id)),
+            None => ids.push(*id),
+        }
+    }
+    for id in &ids {
         for (p, _) in store.read_manifest(id)?.pieces() {
             if !store.has_piece(&p.0)? {
                 out.push(p.0);
