@@ -198,7 +198,11 @@ fn common_path(objs: &[&ObjectRef]) -> String {
     prefix.pop();
     for o in &objs[1..] {
         let parts: Vec<&str> = o.path.split('/').collect();
-        let n = prefix.iter().zip(&parts).take_while(|(a, b)| a == b).count();
+        let n = prefix
+            .iter()
+            .zip(&parts)
+            .take_while(|(a, b)| a == b)
+            .count();
         prefix.truncate(n);
     }
     match prefix.is_empty() {
@@ -240,23 +244,35 @@ fn plural(n: u64, one: &str) -> String {
 
 /// `kept 4, …` or, for a training run, `final_loss 0.693, reward_accuracy 0.000 (1 step, 3 pairs)`.
 pub fn key_figures(stage: &str, m: &Metrics) -> String {
+    let (figures, basis) = key_figure_parts(stage, m);
+    let line = figures.join(", ");
+    match basis {
+        Some(b) => format!("{line} {b}"),
+        None => line,
+    }
+}
+
+/// The key figures one by one, and for a training run what they come from (`(1 step, 3 pairs)`).
+pub fn key_figure_parts(stage: &str, m: &Metrics) -> (Vec<String>, Option<String>) {
     let figures: Vec<String> = KEYS
         .iter()
         .filter_map(|k| m.get(*k).filter(|v| !v.is_null()).map(|v| number(k, v)))
         .collect();
-    let mut line = figures.join(", ");
-    if let (Some(steps), Some(examples)) = (
+    let basis = match (
         m.get("steps").and_then(Value::as_u64),
         m.get("examples").and_then(Value::as_u64),
     ) {
-        let unit = if stage == "dpo" { "pair" } else { "example" };
-        line.push_str(&format!(
-            " ({}, {})",
-            plural(steps, "step"),
-            plural(examples, unit)
-        ));
-    }
-    line
+        (Some(steps), Some(examples)) => {
+            let unit = if stage == "dpo" { "pair" } else { "example" };
+            Some(format!(
+                "({}, {})",
+                plural(steps, "step"),
+                plural(examples, unit)
+            ))
+        }
+        _ => None,
+    };
+    (figures, basis)
 }
 
 /// Seconds between two RFC 3339 timestamps.
@@ -385,7 +401,12 @@ pub fn list_runs(store: &Store, q: &RunQuery) -> Result<Vec<RunRow>, RunsError> 
         }
         let mut failed: BTreeSet<RunId> = BTreeSet::new();
         for o in objs {
-            failed.extend(store.runs_consuming(&o)?.into_iter().filter(|r| !shown.contains(r)));
+            failed.extend(
+                store
+                    .runs_consuming(&o)?
+                    .into_iter()
+                    .filter(|r| !shown.contains(r)),
+            );
         }
         for run in failed {
             let rec = RunRecord::load(store, run)?;
@@ -462,10 +483,19 @@ mod tests {
 
     #[test]
     fn only_parameters_that_differ_within_a_stage_are_shown() {
-        let a = rec("dpo", serde_json::json!({"beta": 0.1, "train": {"lr": 1e-6, "seed": 4}}));
-        let b = rec("dpo", serde_json::json!({"beta": 0.1, "train": {"lr": 1e-6, "seed": 1004}}));
+        let a = rec(
+            "dpo",
+            serde_json::json!({"beta": 0.1, "train": {"lr": 1e-6, "seed": 4}}),
+        );
+        let b = rec(
+            "dpo",
+            serde_json::json!({"beta": 0.1, "train": {"lr": 1e-6, "seed": 1004}}),
+        );
         let c = rec("judge", serde_json::json!({"samples": 3}));
-        let d = rec("judge", serde_json::json!({"samples": 3, "method": "digits"}));
+        let d = rec(
+            "judge",
+            serde_json::json!({"samples": 3, "method": "digits"}),
+        );
         let v = varying_params(&[&a, &b, &c, &d]);
         assert_eq!(v[0], BTreeMap::from([("train.seed".into(), 4.into())]));
         assert_eq!(v[1], BTreeMap::from([("train.seed".into(), 1004.into())]));
@@ -490,8 +520,14 @@ mod tests {
             by_commit: HashMap::new(),
         };
         let inputs = BTreeMap::from([
-            ("policy/config.json".to_string(), o("model/config.json", "config")),
-            ("policy/model.safetensors".to_string(), o("model/model.safetensors", "w2")),
+            (
+                "policy/config.json".to_string(),
+                o("model/config.json", "config"),
+            ),
+            (
+                "policy/model.safetensors".to_string(),
+                o("model/model.safetensors", "w2"),
+            ),
             ("seeds".to_string(), o("seed/ift.jsonl", "seeds")),
             ("base/a".to_string(), o("base/tiny/a", "a")),
             ("base/b".to_string(), o("base/tiny/b", "b")),

@@ -28,13 +28,44 @@ fn tiny_loop(dir: &Path) {
     ok(&["tag", "M0"]);
     ok(&["import", "builtin"]);
     ok(&[
-        "sft", "--base", "M0:base/tiny", "--ift", "seed/ift.jsonl", "--eft", "seed/eft.jsonl",
-        "--max-tokens", "48", "--grad-accum", "8", "--lr", "1e-3", "--tag", "M1",
+        "sft",
+        "--base",
+        "M0:base/tiny",
+        "--ift",
+        "seed/ift.jsonl",
+        "--eft",
+        "seed/eft.jsonl",
+        "--max-tokens",
+        "48",
+        "--grad-accum",
+        "8",
+        "--lr",
+        "1e-3",
+        "--tag",
+        "M1",
     ]);
     ok(&[
-        "iterate", "--from", "M1", "--iterations", "2", "--prompts", "2", "--shots", "2", "--n",
-        "3", "--max-tokens", "6", "--method", "digits", "--samples", "1", "--lr", "1e-3",
-        "--seed", "5",
+        "iterate",
+        "--from",
+        "M1",
+        "--iterations",
+        "2",
+        "--prompts",
+        "2",
+        "--shots",
+        "2",
+        "--n",
+        "3",
+        "--max-tokens",
+        "6",
+        "--method",
+        "digits",
+        "--samples",
+        "1",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "5",
     ]);
     let rows = [
         ("a", "r1", "Paris is the capital of France.", 0.9),
@@ -56,8 +87,15 @@ fn tiny_loop(dir: &Path) {
     std::fs::write(dir.join("eval.jsonl"), text).unwrap();
     for model in ["M1:model", "M3:model"] {
         ok(&[
-            "eval-judge", "--model", model, "--eval", "eval.jsonl", "--method", "digits",
-            "--samples", "1",
+            "eval-judge",
+            "--model",
+            model,
+            "--eval",
+            "eval.jsonl",
+            "--method",
+            "digits",
+            "--samples",
+            "1",
         ]);
     }
 }
@@ -85,7 +123,14 @@ fn runs_lists_every_stage_of_the_loop() {
     let rows = rows.as_array().unwrap();
     let stages: Vec<&str> = rows.iter().map(|r| r["stage"].as_str().unwrap()).collect();
     for s in [
-        "seed", "sft", "gen-prompts", "gen-responses", "judge", "pairs", "dpo", "eval-judge",
+        "seed",
+        "sft",
+        "gen-prompts",
+        "gen-responses",
+        "judge",
+        "pairs",
+        "dpo",
+        "eval-judge",
     ] {
         assert!(stages.contains(&s), "{s} missing: {stages:?}");
     }
@@ -97,7 +142,13 @@ fn runs_lists_every_stage_of_the_loop() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| format!("{}={}", i["role"].as_str().unwrap(), i["label"].as_str().unwrap()))
+            .map(|i| {
+                format!(
+                    "{}={}",
+                    i["role"].as_str().unwrap(),
+                    i["label"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     assert_eq!(inputs(dpo[1]), ["pairs=AIFT(M2)", "policy=M2"]);
@@ -105,10 +156,13 @@ fn runs_lists_every_stage_of_the_loop() {
     // each iteration offsets the seed; nothing else about DPO differs
     assert_eq!(dpo[0]["params"], serde_json::json!({"seed": 1005}));
     assert_eq!(dpo[1]["params"], serde_json::json!({"seed": 2005}));
-    assert!(dpo[0]["metrics"]["step_log"].as_array().is_some_and(|s| !s.is_empty()));
+    assert!(dpo[0]["metrics"]["step_log"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
 
     // exactly the runs asked for, filtered by stage
-    let two: Value = serde_json::from_str(&common::ok(dir, &["runs", "M2", "M3", "--json"])).unwrap();
+    let two: Value =
+        serde_json::from_str(&common::ok(dir, &["runs", "M2", "M3", "--json"])).unwrap();
     assert_eq!(two.as_array().unwrap().len(), 2);
     let only: Value =
         serde_json::from_str(&common::ok(dir, &["runs", "--stage", "judge", "--json"])).unwrap();
@@ -117,26 +171,38 @@ fn runs_lists_every_stage_of_the_loop() {
     assert!(err.contains("M0") && err.contains("no run record"), "{err}");
 }
 
-/// The page's text: what is outside `<style>` and `<svg>`, one line per element's text.
+/// The page's text: what is outside `<style>` and `<svg>` (an svg is `[svg]`), a table row
+/// per line with its cells between `|`.
 fn text_of(html: &str) -> String {
     let mut s = html.to_string();
-    for (open, close) in [("<style", "</style>"), ("<svg", "</svg>")] {
+    for (open, close, with) in [("<style", "</style>", ""), ("<svg", "</svg>", "\n[svg]\n")] {
         while let Some(a) = s.find(open) {
-            let b = s[a..].find(close).map(|b| a + b + close.len()).unwrap_or(s.len());
-            s.replace_range(a..b, "\n[svg]\n");
+            let b = s[a..]
+                .find(close)
+                .map(|b| a + b + close.len())
+                .unwrap_or(s.len());
+            s.replace_range(a..b, with);
         }
     }
+    let s = s
+        .replace("<code>", "`")
+        .replace("</code>", "`")
+        .replace("</td>", " |")
+        .replace("</th>", " |");
     let mut out = String::new();
-    let mut in_tag = false;
+    let mut tag = None::<String>;
     for c in s.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push('\n');
+        match (&mut tag, c) {
+            (None, '<') => tag = Some(String::new()),
+            (Some(t), '>') => {
+                // a cell opens inline; any other element on its own line
+                if !(t.starts_with("td") || t.starts_with("th")) {
+                    out.push('\n');
+                }
+                tag = None;
             }
-            c if !in_tag => out.push(c),
-            _ => {}
+            (Some(t), c) => t.push(c),
+            (None, c) => out.push(c),
         }
     }
     let out = out
@@ -173,10 +239,34 @@ fn report_is_one_self_contained_page_of_the_loop() {
         assert!(!html.contains(banned), "{banned} in the page");
     }
     let urls = html.matches("http://").count() + html.matches("https://").count();
-    assert_eq!(urls, html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+    assert_eq!(
+        urls,
+        html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
     // counts, 2 histograms, lengths, loss/margin/accuracy, judge accuracy, lineage
     assert_eq!(html.matches("<svg").count(), 1 + 2 + 1 + 3 + 1 + 1);
     stable!(insta::assert_snapshot!("report_text", text_of(&html)));
+    // the lineage graph names every stage back to the base model and the seed data
+    let lineage = &html[html.find("Lineage of M3").unwrap()..];
+    let lineage = &lineage[..lineage.find("</svg>").unwrap()];
+    for label in [
+        "dpo",
+        "M3",
+        "AIFT(M2)",
+        "pairs",
+        "judge",
+        "gen-responses",
+        "gen-prompts",
+        "sft",
+        "M1",
+        "M0",
+        "seed",
+    ] {
+        assert!(
+            lineage.contains(&format!(">{label}<")) || lineage.contains(&format!(">\n{label}\n<")),
+            "{label} not in the lineage graph"
+        );
+    }
 }
 
 /// The screenshot's pixels: the variance of their brightness and the number of colours.
@@ -187,7 +277,10 @@ fn pixels(png_path: &Path) -> (f64, usize) {
     let info = reader.next_frame(&mut buf).unwrap();
     let bpp = info.color_type.samples();
     let px: Vec<&[u8]> = buf[..info.buffer_size()].chunks(bpp).collect();
-    let lum: Vec<f64> = px.iter().map(|p| p[..3.min(bpp)].iter().map(|&c| c as f64).sum::<f64>() / 3.0).collect();
+    let lum: Vec<f64> = px
+        .iter()
+        .map(|p| p[..3.min(bpp)].iter().map(|&c| c as f64).sum::<f64>() / 3.0)
+        .collect();
     let mean = lum.iter().sum::<f64>() / lum.len() as f64;
     let var = lum.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / lum.len() as f64;
     let colours: std::collections::HashSet<&[u8]> = px.into_iter().collect();
@@ -256,11 +349,17 @@ fn report_renders_in_headless_chromium() {
     let (shot, console) = render(&browser, &blank, tmp.path());
     assert!(console.iter().any(|l| l.contains("broken")), "{console:?}");
     let (var, colours) = pixels(&shot);
-    assert!(var < 1.0 && colours <= 2, "a blank page has variance {var}, {colours} colours");
+    assert!(
+        var < 1.0 && colours <= 2,
+        "a blank page has variance {var}, {colours} colours"
+    );
 
     let (page, _) = report(store(), "report-browser.html");
     let (shot, console) = render(&browser, &page, tmp.path());
     assert!(console.is_empty(), "console messages: {console:#?}");
     let (var, colours) = pixels(&shot);
-    assert!(var > 100.0 && colours > 50, "blank? variance {var}, {colours} colours");
+    assert!(
+        var > 100.0 && colours > 50,
+        "blank? variance {var}, {colours} colours"
+    );
 }

@@ -10,8 +10,8 @@ use super::Ctx;
 /// opens from a file): per iteration the prompts kept, pairs, ties and unparsed scores; score
 /// histograms of chosen vs rejected; response lengths; DPO loss, reward margin and reward
 /// accuracy per step; judge accuracy per model (`eval-judge` runs); the AIFT diff between
-/// iterations; the lineage of the last REV as a graph; every run. REVs (default HEAD) name the
-/// histories the report covers.
+/// iterations; the lineage as a graph (of the last model trained, or of the last REV given);
+/// every run. REVs (default HEAD) name the histories the report covers.
 ///
 /// Example: `srlm report -o report.html`, or `srlm report M2 -o m2.html`
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@ use comfy_table::Table;
 use srlm_store::Store;
 
 use super::Ctx;
-use crate::runs::{list_runs, RunQuery, RunRow};
+use crate::runs::{key_figure_parts, list_runs, RunQuery, RunRow};
 
 /// Compare runs: one row per run with its stage, when it started, its inputs by tag (`M2`,
 /// `AIFT(M2)`), the parameters that differ between the rows shown (of the same stage), key
@@ -31,7 +31,10 @@ fn when(ts: &str) -> String {
 
 fn duration(s: Option<f64>) -> String {
     match s {
-        Some(s) if s >= 60.0 => format!("{}m{:02.0}s", (s / 60.0) as u64, s % 60.0),
+        Some(s) if s >= 60.0 => {
+            let s = s.round() as u64;
+            format!("{}m{:02}s", s / 60, s % 60)
+        }
         Some(s) => format!("{s:.1}s"),
         None => String::new(),
     }
@@ -51,9 +54,14 @@ pub fn table(rows: &[RunRow]) -> Table {
             .map(|i| format!("{}={}", i.role, i.label))
             .collect();
         let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let figures = crate::runs::key_figures(&r.stage, &r.metrics);
+        let (mut figures, basis) = key_figure_parts(&r.stage, &r.metrics);
+        figures.extend(basis);
         let status = match &r.error {
-            Some(e) => format!("{}: {}", r.status.as_str(), e.chars().take(60).collect::<String>()),
+            Some(e) => format!(
+                "{}: {}",
+                r.status.as_str(),
+                e.chars().take(60).collect::<String>()
+            ),
             None => r.status.as_str().to_string(),
         };
         t.add_row(vec![
@@ -63,7 +71,7 @@ pub fn table(rows: &[RunRow]) -> Table {
             when(&r.started),
             inputs.join("\n"),
             params.join("\n"),
-            figures.replace(", ", "\n"),
+            figures.join("\n"),
             duration(r.seconds),
             status,
         ]);

@@ -208,7 +208,10 @@ pub fn iterations(
             Some(o) => stats_of(store, o)?,
             None => None,
         };
-        let cand_stats = match responses.as_ref().and_then(|(_, r)| r.outputs.get("responses")) {
+        let cand_stats = match responses
+            .as_ref()
+            .and_then(|(_, r)| r.outputs.get("responses"))
+        {
             Some(o) => stats_of(store, o)?,
             None => None,
         };
@@ -239,7 +242,9 @@ pub fn iterations(
             aift: format!("AIFT(M{t})"),
             commit,
             prompts_kept: prompts.as_ref().and_then(|(_, r)| u(&r.metrics, "kept")),
-            prompt_attempts: prompts.as_ref().and_then(|(_, r)| u(&r.metrics, "attempts")),
+            prompt_attempts: prompts
+                .as_ref()
+                .and_then(|(_, r)| u(&r.metrics, "attempts")),
             candidates: judge.as_ref().and_then(|(_, r)| u(&r.metrics, "responses")),
             unparsed_scores: judge.as_ref().and_then(|(_, r)| u(&r.metrics, "unparsed")),
             pairs: u(pm, "pairs"),

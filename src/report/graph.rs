@@ -1,7 +1,8 @@
 //! The lineage as a layered graph for the report: runs are boxes (stage, and the tag of what
 //! they made), roots (inputs no run on the walk produced: the base model, seed files) are grey
 //! boxes, edges go from the producing run to the consuming one. Layers are the longest path
-//! from a root, so time flows left to right. Drawn with plotters' SVG backend.
+//! from a root (a root sits just above its first consumer), so time flows top to bottom.
+//! Drawn with plotters' SVG backend.
 use std::collections::{BTreeMap, HashMap};
 
 use plotters::prelude::*;
@@ -21,7 +22,7 @@ pub struct Node {
     pub label: String,
     /// What the run made, by tag (`M3`, `AIFT(M2)`); empty for a root.
     pub detail: String,
-    /// Column, 0 for roots.
+    /// Row: one below the lowest row among what it came from.
     pub layer: usize,
     pub run: Option<RunId>,
 }
@@ -90,6 +91,23 @@ impl Graph {
             g.nodes[me].layer = 1 + sources.iter().map(|&s| g.nodes[s].layer).max().unwrap_or(0);
             g.edges.extend(sources.into_iter().map(|s| (s, me)));
         }
+        // a root sits just above its first consumer, not at the top of a long chain
+        for i in 0..g.nodes.len() {
+            if g.nodes[i].run.is_none() {
+                let first = g
+                    .edges
+                    .iter()
+                    .filter(|e| e.0 == i)
+                    .map(|e| g.nodes[e.1].layer)
+                    .min();
+                g.nodes[i].layer = first.map_or(0, |l| l - 1);
+            }
+        }
+        // no empty row on top (a run without inputs, `seed`, starts at row 1)
+        let top = g.nodes.iter().map(|n| n.layer).min().unwrap_or(0);
+        for n in &mut g.nodes {
+            n.layer -= top;
+        }
         g
     }
 
@@ -105,22 +123,24 @@ impl Graph {
 
     /// The graph as an SVG document.
     pub fn to_svg(&self) -> Result<String, ReportError> {
-        const COL: i32 = 132;
-        const ROW: i32 = 58;
-        const BOX: (i32, i32) = (112, 40);
-        const PAD: i32 = 12;
+        const COL: i32 = 128;
+        const ROW: i32 = 62;
+        const BOX: (i32, i32) = (112, 38);
+        const PAD: i32 = 8;
+        // edges that skip rows run down a gutter on the left, not through the boxes
+        const GUTTER: i32 = 28;
         let layers = self.layers();
-        let tallest = layers.iter().map(Vec::len).max().unwrap_or(1).max(1) as i32;
+        let widest = layers.iter().map(Vec::len).max().unwrap_or(1).max(1) as i32;
         let size = (
-            (layers.len().max(1) as i32 * COL + PAD) as u32,
-            (tallest * ROW + PAD) as u32,
+            (GUTTER + widest * COL + PAD) as u32,
+            (layers.len().max(1) as i32 * ROW) as u32,
         );
         let mut at = vec![(0, 0); self.nodes.len()];
         for (l, nodes) in layers.iter().enumerate() {
-            // centre each column vertically
-            let top = PAD + (tallest - nodes.len() as i32) * ROW / 2;
+            // centre each row
+            let left = GUTTER + PAD + (widest - nodes.len() as i32) * COL / 2;
             for (k, &i) in nodes.iter().enumerate() {
-                at[i] = (PAD + l as i32 * COL, top + k as i32 * ROW);
+                at[i] = (left + k as i32 * COL, PAD + l as i32 * ROW);
             }
         }
         let mut svg = String::new();
@@ -128,15 +148,35 @@ impl Graph {
             let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
             area.fill(&WHITE).map_err(super::plot_err)?;
             let edge = RGBColor(120, 120, 120);
+            let mut long = 0;
             for &(s, d) in &self.edges {
-                let from = (at[s].0 + BOX.0, at[s].1 + BOX.1 / 2);
-                let to = (at[d].0, at[d].1 + BOX.1 / 2);
-                let bend = (from.0 + 8, from.1);
-                area.draw(&PathElement::new(vec![from, bend, to], edge.stroke_width(1)))
+                let from = (at[s].0 + BOX.0 / 2, at[s].1 + BOX.1);
+                let to = (at[d].0 + BOX.0 / 2, at[d].1);
+                let mut path = vec![from];
+                if self.nodes[d].layer > self.nodes[s].layer + 1 {
+                    let x = PAD + 5 * (long % 4);
+                    long += 1;
+                    path.extend([(x, from.1 + 10), (x, to.1 - 10)]);
+                }
+                let last = *path.last().expect("starts with from");
+                path.push(to);
+                area.draw(&PathElement::new(path, edge.stroke_width(1)))
                     .map_err(super::plot_err)?;
-                let head = vec![to, (to.0 - 7, to.1 - 4), (to.0 - 7, to.1 + 4)];
-                area.draw(&Polygon::new(head, edge.filled()))
-                    .map_err(super::plot_err)?;
+                // the arrowhead points along the last segment
+                let (dx, dy) = ((to.0 - last.0) as f64, (to.1 - last.1) as f64);
+                let len = dx.hypot(dy).max(1.0);
+                let (ux, uy) = (dx / len, dy / len);
+                let back = |w: f64| {
+                    (
+                        (to.0 as f64 - 8.0 * ux - w * uy) as i32,
+                        (to.1 as f64 - 8.0 * uy + w * ux) as i32,
+                    )
+                };
+                area.draw(&Polygon::new(
+                    vec![to, back(4.0), back(-4.0)],
+                    edge.filled(),
+                ))
+                .map_err(super::plot_err)?;
             }
             for (i, n) in self.nodes.iter().enumerate() {
                 let (x, y) = at[i];
@@ -147,8 +187,11 @@ impl Graph {
                 let rect = [(x, y), (x + BOX.0, y + BOX.1)];
                 area.draw(&Rectangle::new(rect, fill.filled()))
                     .map_err(super::plot_err)?;
-                area.draw(&Rectangle::new(rect, RGBColor(90, 110, 140).stroke_width(1)))
-                    .map_err(super::plot_err)?;
+                area.draw(&Rectangle::new(
+                    rect,
+                    RGBColor(90, 110, 140).stroke_width(1),
+                ))
+                .map_err(super::plot_err)?;
                 let centre = Pos::new(HPos::Center, VPos::Center);
                 let text = |size: u32| ("sans-serif", size).into_font().color(&BLACK).pos(centre);
                 let lines: Vec<(&str, u32)> = match n.detail.is_empty() {
@@ -190,7 +233,10 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{svg}");
         assert_eq!(svg.matches("<polygon").count(), 2, "one arrowhead per edge");
         for l in ["M0", "sft", "dpo"] {
-            assert!(svg.contains(&format!(">{l}<")) || svg.contains(&format!(">\n{l}\n<")), "{svg}");
+            assert!(
+                svg.contains(&format!(">{l}<")) || svg.contains(&format!(">\n{l}\n<")),
+                "{svg}"
+            );
         }
     }
 }

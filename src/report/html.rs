@@ -110,8 +110,12 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
     }
     let mut histograms = Vec::new();
     for i in its {
-        let bins: std::collections::BTreeSet<i64> =
-            i.hist_chosen.keys().chain(i.hist_rejected.keys()).copied().collect();
+        let bins: std::collections::BTreeSet<i64> = i
+            .hist_chosen
+            .keys()
+            .chain(i.hist_rejected.keys())
+            .copied()
+            .collect();
         let (lo, hi) = match (bins.first(), bins.last()) {
             (Some(&lo), Some(&hi)) => (lo.min(0), hi.max(5)),
             _ => (0, 5),
@@ -169,8 +173,10 @@ pub fn render(r: &Report) -> Result<String, ReportError> {
             "characters",
         )?),
     };
-    let trained: Vec<(&super::Iteration, &super::Training)> =
-        its.iter().filter_map(|i| Some((i, i.dpo.as_ref()?))).collect();
+    let trained: Vec<(&super::Iteration, &super::Training)> = its
+        .iter()
+        .filter_map(|i| Some((i, i.dpo.as_ref()?)))
+        .collect();
     let mut dpo_figures = Vec::new();
     type Pick = fn(&crate::stages::train::StepFigures) -> Option<f64>;
     let per_step: [(&str, &str, Pick); 3] = [

@@ -53,7 +53,8 @@ pub struct Report {
     pub iterations: Vec<Iteration>,
     pub judges: Vec<JudgeAccuracy>,
     pub diffs: Vec<AiftDiff>,
-    /// What the lineage graph starts from (the last revision's outputs).
+    /// What the lineage graph starts from: the last model the loop trained (`M3`), or the last
+    /// revision given.
     pub lineage_of: String,
     pub lineage: Graph,
     pub runs: Vec<RunRow>,
@@ -61,11 +62,15 @@ pub struct Report {
 
 /// The report of the histories of `revs` (empty: HEAD's).
 pub fn gather(store: &Store, revs: &[String]) -> Result<Report, ReportError> {
+    let given = !revs.is_empty();
     let revs: Vec<String> = match revs {
         [] => vec!["HEAD".to_string()],
         r => r.to_vec(),
     };
-    let commits: BTreeSet<_> = history(store, &revs)?.into_iter().map(|(id, _)| id).collect();
+    let commits: BTreeSet<_> = history(store, &revs)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let labels = Labels::new(store)?;
     let runs = list_runs(
         store,
@@ -76,7 +81,11 @@ pub fn gather(store: &Store, revs: &[String]) -> Result<Report, ReportError> {
     )?;
     let iterations = data::iterations(store, &commits)?;
     let diffs = data::aift_diffs(store, &iterations)?;
-    let last = revs.last().expect("at least one revision").clone();
+    // the loop's product (the last model trained) unless a revision was named
+    let last = match iterations.iter().rev().find(|i| i.dpo.is_some()) {
+        Some(i) if !given => format!("M{}", i.t + 1),
+        _ => revs.last().expect("at least one revision").clone(),
+    };
     let start = crate::lineage::start_objects(store, store.workdir(), &last)?;
     let walk = crate::lineage::walk(store, start, crate::lineage::Direction::Up)?;
     Ok(Report {

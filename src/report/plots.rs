@@ -176,16 +176,17 @@ pub fn lines(
         for s in series {
             let colour = s.colour;
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
                 .map_err(super::plot_err)?
                 .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+                });
             chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|&p| Circle::new(p, 3, colour.filled())),
-                )
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                 .map_err(super::plot_err)?;
         }
         legend(&mut chart)?;
