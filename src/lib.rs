@@ -12,6 +12,7 @@
 //! - [`cli`]: one file per verb; the only code that prints.
 //! - [`stages`]: import, sft, gen-prompts, gen-responses, judge, pairs, dpo, eval-judge, run,
 //!   iterate, reproduce; provenance is recorded around every stage, not inside each.
+//! - [`report`], [`runs`]: the loop's HTML report and runs side by side (read the layers below).
 //! - [`lineage`], [`provenance`], [`dataset`]: run records, lineage walks, the user's code
 //!   version (git2), dataset kinds, keys, row diff, statistics.
 //! - [`backend`]: the generation seam: the in-process engine or an OpenAI-compatible server.
@@ -25,5 +26,7 @@ pub mod engine;
 pub mod hooks;
 pub mod lineage;
 pub mod provenance;
+pub mod report;
+pub mod runs;
 pub mod stages;
 pub mod unit;

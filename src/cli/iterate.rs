@@ -134,33 +134,6 @@ pub fn print_summary(ctx: &mut Ctx, summary: &[StageSummary], json: bool) -> any
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(vec!["it.", "stage", "commit", "time", "key figures"]);
     for s in summary {
-        let keys = [
-            "kept",
-            "responses",
-            "unparsed",
-            "mean_score",
-            "pairs",
-            "ties",
-            "mean_score_chosen",
-            "mean_score_rejected",
-            "final_loss",
-            "reward_accuracy",
-            "accuracy",
-            "ift_rows",
-            "eft_rows",
-        ];
-        let figures: Vec<String> = keys
-            .iter()
-            .filter_map(|k| {
-                s.metrics
-                    .get(*k)
-                    .filter(|v| !v.is_null())
-                    .map(|v| match v.as_f64() {
-                        Some(f) if v.is_f64() => format!("{k} {f:.3}"),
-                        _ => format!("{k} {v}"),
-                    })
-            })
-            .collect();
         t.add_row(vec![
             if s.iteration == 0 {
                 "-".to_string()
@@ -177,7 +150,7 @@ pub fn print_summary(ctx: &mut Ctx, summary: &[StageSummary], json: bool) -> any
             } else {
                 format!("{:.1}s", s.seconds)
             },
-            figures.join(", "),
+            crate::runs::key_figures(&s.stage, &s.metrics),
         ]);
     }
     writeln!(ctx.out, "{t}")?;

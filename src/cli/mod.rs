@@ -40,8 +40,10 @@ pub mod logprob;
 pub mod pairs;
 pub mod push;
 pub mod remote;
+pub mod report;
 pub mod reproduce;
 pub mod run;
+pub mod runs;
 pub mod server_args;
 pub mod sft;
 pub mod show;
@@ -76,6 +78,8 @@ pub enum Command {
     Tag(tag::Args),
     Branch(branch::Args),
     Lineage(lineage::Args),
+    Runs(runs::Args),
+    Report(report::Args),
     Fsck(fsck::Args),
     Gc(gc::Args),
     Diff(diff::Args),
@@ -134,6 +138,8 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Tag(a) => tag::run(a, ctx),
         Command::Branch(a) => branch::run(a, ctx),
         Command::Lineage(a) => lineage::run(a, ctx),
+        Command::Runs(a) => runs::run(a, ctx),
+        Command::Report(a) => report::run(a, ctx),
         Command::Fsck(a) => fsck::run(a, ctx),
         Command::Gc(a) => gc::run(a, ctx),
         Command::Diff(a) => diff::run(a, ctx),

@@ -225,7 +225,11 @@ pub fn print_outcome(ctx: &mut Ctx, json: bool, o: &Outcome) -> anyhow::Result<(
         writeln!(ctx.out, "  output {role}: {} {}", x.path, x.id.short())?;
     }
     for (k, v) in &r.metrics {
-        writeln!(ctx.out, "  {k}: {v}")?;
+        match v.as_array() {
+            // per-step figures: `srlm report` plots them, `--json` prints them
+            Some(a) => writeln!(ctx.out, "  {k}: {} entries", a.len())?,
+            None => writeln!(ctx.out, "  {k}: {v}")?,
+        }
     }
     match o.commit {
         Some(c) => writeln!(ctx.out, "committed {}", c.short())?,

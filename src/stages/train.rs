@@ -22,6 +22,44 @@ struct TextRow {
     response: String,
 }
 
+/// One optimizer step as recorded in the run's metrics (`step_log`): what the report plots.
+/// Wall time is left out, so the figures of a reproduced run are the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFigures {
+    pub step: usize,
+    pub lr: f64,
+    pub loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_margin: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_accuracy: Option<f64>,
+}
+
+impl From<&StepReport> for StepFigures {
+    fn from(s: &StepReport) -> Self {
+        StepFigures {
+            step: s.step,
+            lr: s.lr,
+            loss: s.loss,
+            reward_margin: s.reward_margin,
+            reward_accuracy: s.reward_accuracy,
+        }
+    }
+}
+
+/// The metric under which a training stage records its [`StepFigures`].
+pub const STEP_LOG: &str = "step_log";
+
+/// The run's metrics with the per-step figures beside the summary.
+fn with_steps<T: Serialize>(m: &T, steps: Vec<StepFigures>) -> Metrics {
+    let mut out = metrics_of(m);
+    out.insert(
+        STEP_LOG.into(),
+        serde_json::to_value(steps).expect("figures serialise"),
+    );
+    out
+}
+
 fn report(io: &mut StageIo, s: &StepReport) {
     let msg = match s.reward_accuracy {
         Some(acc) => format!("loss {:.4} reward acc {:.2}", s.loss, acc),
@@ -76,16 +114,20 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         }
     }
     let (loaded, enc) = train::load_for_training(&base.path)?;
+    let mut steps = Vec::new();
     let (trained, m) = train::sft(
         &loaded.cfg,
         &loaded.weights,
         &enc,
         &rows,
         &p.sft,
-        &mut |s| report(io, s),
+        &mut |s| {
+            steps.push(StepFigures::from(s));
+            report(io, s)
+        },
     )?;
     save_full(io, &loaded, &enc, &trained)?;
-    Ok(metrics_of(&m))
+    Ok(with_steps(&m, steps))
 }
 
 /// `dpo`: inputs `policy` (model; also the reference unless `reference` is given), `pairs`;
@@ -106,6 +148,7 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         true => Some(train::load_for_training(&model_path(io, "reference")?.path)?.0),
         false => None,
     };
+    let mut steps = Vec::new();
     let (trained, m) = train::dpo(
         &loaded.cfg,
         &loaded.weights,
@@ -113,8 +156,11 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         &enc,
         &rows,
         &p,
-        &mut |s| report(io, s),
+        &mut |s| {
+            steps.push(StepFigures::from(s));
+            report(io, s)
+        },
     )?;
     save_full(io, &loaded, &enc, &trained)?;
-    Ok(metrics_of(&m))
+    Ok(with_steps(&m, steps))
 }
