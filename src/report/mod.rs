@@ -87,7 +87,7 @@ pub fn gather(store: &Store, revs: &[String]) -> Result<Report, ReportError> {
         _ => revs.last().expect("at least one revision").clone(),
     };
     let start = crate::lineage::start_objects(store, store.workdir(), &last)?;
-    let walk = crate::lineage::walk(store, start, crate::lineage::Direction::Up)?;
+    let walk = crate::lineage::walk(store, start, crate::lineage::Direction::Up, None)?;
     Ok(Report {
         judges: data::judge_accuracy(&runs, &labels),
         lineage: Graph::of(&walk, &labels),
