@@ -403,6 +403,7 @@ pub fn start_objects(
             id: entry.id.0,
             kind: entry.kind,
             path,
+            external_path: None,
         }]);
     }
     let commit_id = store.resolve(&spec)?;
@@ -421,6 +422,7 @@ pub fn start_objects(
             id: e.id.0,
             kind: e.kind,
             path,
+            external_path: None,
         })
         .collect())
 }
@@ -461,6 +463,7 @@ mod tests {
             id: ObjectId::of(name.as_bytes()),
             kind: EntryKind::Dataset,
             path: name.to_string(),
+            external_path: None,
         }
     }
 

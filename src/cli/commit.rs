@@ -127,6 +127,7 @@ fn manual_run(
                     id: e.id.0,
                     kind: e.kind,
                     path: p.clone(),
+                    external_path: None,
                 },
             )
         })
