@@ -681,4 +681,12 @@ fn reproduce_replays_srlm_own_stages_through_the_registry() {
         "{stdout}"
     );
     assert!(stdout.contains("reproduced identically"), "{stdout}");
+    // the training run records what it ran on (it was `{}`)
+    let sft = last_record(p, "model/model.safetensors");
+    assert_eq!(sft["stage"], "sft", "{sft}");
+    let engine = &sft["engine"];
+    assert_eq!(engine["backend"], "in-process", "{engine}");
+    assert_eq!(engine["dtype"], "f32", "{engine}");
+    assert_eq!(engine["weights"], "safetensors folder (f32)", "{engine}");
+    assert!(engine["threads"].as_u64().unwrap() >= 1, "{engine}");
 }

@@ -726,7 +726,12 @@ fn issue12_a_model_outside_the_working_directory_is_a_stage_input() {
     assert_eq!(weights["path"], path.as_str(), "{v:#}");
     assert_eq!(weights["external_path"], path.as_str(), "{v:#}");
     let id: srlm_store::ObjectId = weights["id"].as_str().unwrap().parse().unwrap();
-    let has = |id| srlm_store::Store::discover(&d).unwrap().has_object(&id).unwrap();
+    let has = |id| {
+        srlm_store::Store::discover(&d)
+            .unwrap()
+            .has_object(&id)
+            .unwrap()
+    };
     assert!(!has(id), "not copied into the store");
     let o = gen_responses(&d, &m, "p.jsonl", &["--store-input", "--rerun"]);
     assert!(o.status.success(), "{}", no_panic(&o, "--store-input"));
@@ -757,7 +762,11 @@ fn issue12_prompts_need_only_a_prompt() {
         // the replication's file (only `prompt`) is read: the first rows, as a user would cut it
         let text = std::fs::read_to_string(real).unwrap();
         let head: Vec<&str> = text.lines().take(1).collect();
-        write(&d, "real.jsonl", format!("{}\n", head.join("\n")).as_bytes());
+        write(
+            &d,
+            "real.jsonl",
+            format!("{}\n", head.join("\n")).as_bytes(),
+        );
         let o = gen_responses(&d, "base/tiny", "real.jsonl", &["--out", "gen/real.jsonl"]);
         assert!(o.status.success(), "{}", no_panic(&o, "real prompts"));
     }
@@ -795,7 +804,9 @@ fn issue12_a_progress_line_is_cleared_before_an_error() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let at = out.find("error:").unwrap_or_else(|| panic!("no error in {out:?}"));
+    let at = out
+        .find("error:")
+        .unwrap_or_else(|| panic!("no error in {out:?}"));
     let before = &out[..at];
     let line_start = before.rfind(['\n', '\r']).map(|i| i + 1).unwrap_or(0);
     // what is left on the error's line before it, terminal escapes aside
@@ -807,5 +818,8 @@ fn issue12_a_progress_line_is_cleared_before_an_error() {
             .unwrap_or(rest.len());
         rest.replace_range(i..end, "");
     }
-    assert!(rest.trim().is_empty(), "the error runs into {rest:?}: {out:?}");
+    assert!(
+        rest.trim().is_empty(),
+        "the error runs into {rest:?}: {out:?}"
+    );
 }

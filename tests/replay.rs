@@ -90,8 +90,8 @@ fn reproduce_replays_the_recorded_commit_and_names_a_changed_script() {
     ok(p, &["init"]);
     write(p, "data.jsonl", "{\"k\":3}\n{\"k\":1}\n{\"k\":2}\n");
     sort_run(p);
-    let rec: Value = serde_json::from_str(&ok(p, &["lineage", "HEAD:sorted.jsonl", "--json"]))
-        .unwrap();
+    let rec: Value =
+        serde_json::from_str(&ok(p, &["lineage", "HEAD:sorted.jsonl", "--json"])).unwrap();
     let code = &rec["runs"][0]["code"];
     assert_eq!(code["commit"], sha.to_string(), "{code}");
     assert_eq!(
@@ -107,7 +107,10 @@ fn reproduce_replays_the_recorded_commit_and_names_a_changed_script() {
     insta::assert_snapshot!("reproduce_recorded_commit", redact(&out));
     assert!(out.contains("all 1 run(s) reproduced identically"), "{out}");
     assert!(
-        out.contains(&format!("replayed with git commit {}", &sha.to_string()[..12])),
+        out.contains(&format!(
+            "replayed with git commit {}",
+            &sha.to_string()[..12]
+        )),
         "{out}"
     );
     assert!(
@@ -128,7 +131,11 @@ fn reproduce_replays_the_recorded_commit_and_names_a_changed_script() {
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 
     // a run from a dirty tree: the recorded patch is applied on the commit
-    write(p, "sortit.sh", "sort data.jsonl | head -n 2 > sorted.jsonl\n");
+    write(
+        p,
+        "sortit.sh",
+        "sort data.jsonl | head -n 2 > sorted.jsonl\n",
+    );
     write(p, "helper.txt", "untracked, in the patch\n");
     sort_run(p);
     write(p, "sortit.sh", "echo gone > sorted.jsonl\n");
@@ -200,16 +207,15 @@ fn reproduce_says_when_the_recording_srlm_was_another_version() {
 fn external_run(p: &Path, model: &Path, extra: &[&str]) -> std::process::Output {
     let input = format!("model={}", model.display());
     let mut args = vec![
-        "run",
-        "--stage",
-        "copy",
-        "--input",
-        &input,
-        "--output",
-        "out.bin",
+        "run", "--stage", "copy", "--input", &input, "--output", "out.bin",
     ];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "sh", "-c", "tr a-z A-Z < \"$SRLM_INPUT_MODEL\" > out.bin"]);
+    args.extend_from_slice(&[
+        "--",
+        "sh",
+        "-c",
+        "tr a-z A-Z < \"$SRLM_INPUT_MODEL\" > out.bin",
+    ]);
     run(p, &args)
 }
 
@@ -238,8 +244,7 @@ fn an_external_input_is_recorded_by_path_and_id_and_checked_before_use() {
         "{err}"
     );
     // recorded by absolute path and id, not copied into the store
-    let l: Value =
-        serde_json::from_str(&ok(p, &["lineage", "HEAD:out.bin", "--json"])).unwrap();
+    let l: Value = serde_json::from_str(&ok(p, &["lineage", "HEAD:out.bin", "--json"])).unwrap();
     let input = &l["runs"][0]["inputs"]["model"];
     assert_eq!(input["path"], model.display().to_string(), "{l}");
     let id: srlm_store::ObjectId = input["id"].as_str().unwrap().parse().unwrap();
@@ -250,7 +255,10 @@ fn an_external_input_is_recorded_by_path_and_id_and_checked_before_use() {
         let tree = store
             .commit_tree(&store.head().unwrap().commit().unwrap())
             .unwrap();
-        assert!(!tree.entries.keys().any(|k| k.contains("m.gguf")), "not committed");
+        assert!(
+            !tree.entries.keys().any(|k| k.contains("m.gguf")),
+            "not committed"
+        );
     }
     // unchanged: a stat, not hashed again
     let second = external_run(p, &model, &[]);
@@ -304,6 +312,13 @@ fn an_external_input_is_recorded_by_path_and_id_and_checked_before_use() {
     );
     // an output may never be outside the working directory
     let bad = format!("{}/x.bin", root.display());
-    let err = fails(p, &["run", "--stage", "x", "--output", &bad, "--", "true"], 1);
-    assert!(err.contains("outside the store's working directory"), "{err}");
+    let err = fails(
+        p,
+        &["run", "--stage", "x", "--output", &bad, "--", "true"],
+        1,
+    );
+    assert!(
+        err.contains("outside the store's working directory"),
+        "{err}"
+    );
 }

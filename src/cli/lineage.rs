@@ -94,7 +94,8 @@ fn external_inputs(store: &Store, l: &Lineage) -> Vec<(ObjectRef, ExternalState)
     for r in &l.runs {
         for o in r.record.inputs.values() {
             if o.external_path.is_some() {
-                seen.entry((o.path.clone(), o.id)).or_insert_with(|| o.clone());
+                seen.entry((o.path.clone(), o.id))
+                    .or_insert_with(|| o.clone());
             }
         }
     }

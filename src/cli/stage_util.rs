@@ -8,9 +8,9 @@ use serde_json::Value;
 use srlm_store::Store;
 
 use super::Ctx;
+use crate::stages::decl::StageDecl;
 use crate::stages::iterate::{Event, StageSummary};
 use crate::stages::model_io::model_inputs;
-use crate::stages::decl::StageDecl;
 use crate::stages::record::Outcome;
 
 /// Flags every stage verb takes.

@@ -183,7 +183,9 @@ fn checkout(
             .map_err(|e| refuse("checking it out", &e))?,
     }
     let repo_root = Path::new(&code.repo);
-    let wd = workdir.canonicalize().unwrap_or_else(|_| workdir.to_path_buf());
+    let wd = workdir
+        .canonicalize()
+        .unwrap_or_else(|_| workdir.to_path_buf());
     let rel = wd.strip_prefix(repo_root).map_err(|_| {
         refuse(
             "the store's working directory is not inside it",

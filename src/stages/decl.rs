@@ -164,7 +164,11 @@ mod tests {
     static D: StageDecl = StageDecl {
         name: "d",
         version: "1",
-        inputs: &[Role::model("base"), Role::file("data"), Role::file("x").optional()],
+        inputs: &[
+            Role::model("base"),
+            Role::file("data"),
+            Role::file("x").optional(),
+        ],
         outputs: &[Role::model("model")],
         defaults: no_params,
         run: nothing,
@@ -176,8 +180,11 @@ mod tests {
         let v = |xs: &[&str]| -> Vec<(String, String)> {
             xs.iter().map(|r| (r.to_string(), "p".into())).collect()
         };
-        D.check(&v(&["base/config.json", "data"]), &v(&["model/m.safetensors"]))
-            .unwrap();
+        D.check(
+            &v(&["base/config.json", "data"]),
+            &v(&["model/m.safetensors"]),
+        )
+        .unwrap();
         D.check(&v(&["base", "data", "x"]), &v(&["model"])).unwrap();
         let e = D.check(&v(&["base", "dat"]), &v(&["model"])).unwrap_err();
         assert!(e.to_string().contains("no input role `dat`"), "{e}");

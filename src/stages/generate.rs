@@ -12,7 +12,6 @@ use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::backend::ChatRequest;
 use crate::engine::generate::SamplingParams;
 
-
 /// A generated prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PromptRow {

@@ -333,6 +333,8 @@ fn agrees(judged: &[(&Answer, String, Option<f64>)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::path::Path;
 
     fn write(dir: &Path, name: &str, lines: &[Value]) -> PathBuf {
         let p = dir.join(name);

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use srlm_store::{CommitId, Store};
 
+use super::decl::StageDecl;
 use super::gen_prompts::GenPromptsParams;
 use super::generate::GenResponsesParams;
 use super::judge::JudgeStageParams;
 use super::model_io::{checkpoint_outputs, model_inputs, with_server};
-use super::decl::StageDecl;
 use super::record::{run_stage, Metrics, Outcome, Progress, RecordError};
 use super::registry;
 use crate::backend::server::{ServerOptions, ServerTarget};

@@ -12,7 +12,6 @@ use crate::backend::{DigitVerdict, JudgeRequest};
 use crate::engine::generate::Generation;
 use crate::engine::judge::{JudgeParams, Judgement};
 
-
 /// A judged candidate (what `pairs` reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JudgedRow {

@@ -137,7 +137,6 @@ pub fn run(judgements: &Path, out: &Path) -> Result<PairsMetrics, JsonlError> {
     Ok(metrics)
 }
 
-
 /// `pairs` as a stage: input `judgements`, output `pairs`.
 pub fn stage(
     io: &mut super::record::StageIo,

@@ -114,7 +114,10 @@ pub static EXPORT: StageDecl = StageDecl {
     name: "export",
     version: "1",
     inputs: &[Role::model("model")],
-    outputs: &[Role::file("gguf").optional(), Role::model("model").optional()],
+    outputs: &[
+        Role::file("gguf").optional(),
+        Role::model("model").optional(),
+    ],
     defaults: no_params,
     run: export::export,
     open_roles: false,
@@ -162,6 +165,9 @@ mod tests {
     fn a_name_registered_twice_is_refused() {
         let mut reg = Registry::new();
         assert!(reg.register(&SFT));
-        assert!(!reg.register(&SFT), "a second stage of one name would be ambiguous");
+        assert!(
+            !reg.register(&SFT),
+            "a second stage of one name would be ambiguous"
+        );
     }
 }

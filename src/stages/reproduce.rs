@@ -17,10 +17,10 @@ use srlm_store::{ObjectId, RunId, Store};
 
 pub use super::code::ScriptCheck;
 use super::compare::{diff_rows, diff_tensors, TensorDiff};
-pub use super::inputs::ExternalState;
-use super::inputs::external_state;
-pub use super::external::NotReplayable;
 use super::decl::{StageDecl, StageFn};
+pub use super::external::NotReplayable;
+use super::inputs::external_state;
+pub use super::inputs::ExternalState;
 use super::record::{materialise, Progress, RecordError, StageIo};
 use crate::lineage::{self, Direction, LineageError};
 use crate::provenance::{ObjectRef, RunRecord};

@@ -8,7 +8,6 @@ use crate::engine::checkpoint::{self, Contents, Loaded};
 use crate::engine::logprob::Encoder;
 use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepReport, Trained};
 
-
 /// A row of an IFT or EFT file: `prompt`/`instruction` + `response`/`completion`/`output`.
 #[derive(Debug, Deserialize)]
 struct TextRow {

@@ -188,10 +188,7 @@ mod tests {
         // through a link: the same id as the file it points to
         let link = t.path().join("link.bin");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        assert_eq!(
-            s.hash_external(&link, &mut |_| {}).unwrap().entry,
-            c.entry
-        );
+        assert_eq!(s.hash_external(&link, &mut |_| {}).unwrap().entry, c.entry);
         std::fs::remove_file(&outside).unwrap();
         assert!(matches!(
             s.hash_external(&outside, &mut |_| {}),
