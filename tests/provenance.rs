@@ -682,9 +682,12 @@ fn reproduce_replays_srlm_own_stages_through_the_registry() {
     );
     assert!(stdout.contains("reproduced identically"), "{stdout}");
     // the training run records what it ran on (it was `{}`)
-    let sft = last_record(p, "model/model.safetensors");
-    assert_eq!(sft["stage"], "sft", "{sft}");
-    let engine = &sft["engine"];
+    let store = srlm_store::Store::discover(p).unwrap();
+    let head = store.head().unwrap().commit().unwrap();
+    let run = store.read_commit(&head).unwrap().run.unwrap();
+    let sft = srlm::provenance::RunRecord::load(&store, run).unwrap();
+    assert_eq!(sft.stage.name, "sft");
+    let engine = &sft.engine;
     assert_eq!(engine["backend"], "in-process", "{engine}");
     assert_eq!(engine["dtype"], "f32", "{engine}");
     assert_eq!(engine["weights"], "safetensors folder (f32)", "{engine}");
