@@ -119,7 +119,7 @@ pub(crate) fn parse_inputs(
     let mut inputs = Vec::new();
     for spec in specs {
         let (role, reference) = split_role(spec, "input")?;
-        if !(cwd.join(reference).exists() || !reference.contains(':')) {
+        if !cwd.join(reference).exists() && reference.contains(':') {
             inputs.push((role.to_string(), reference.to_string()));
             continue;
         }

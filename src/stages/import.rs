@@ -61,6 +61,7 @@ pub struct Answer {
     pub quality: Option<f64>,
 }
 
+pub use super::import_stage::{seed_stage, stage, BUILTIN_EFT, BUILTIN_IFT};
 pub use super::oasst2::{read_threads, SourceFormat};
 
 /// How EFT targets are made.
@@ -506,4 +507,3 @@ mod tests {
     }
 }
 
-pub use super::import_stage::{seed_stage, stage, BUILTIN_EFT, BUILTIN_IFT};
