@@ -120,6 +120,23 @@ fn push_clone_round_trip(t: &Target, root: &Path) {
     );
     common::ok(&a, &["tag", "M1"]);
     commit_files(&a, &[("data.jsonl", &dataset(320, "b"))], "two");
+    // a recorded run, so lineage and reproduce have something to follow on the clone
+    common::ok(
+        &a,
+        &[
+            "run",
+            "--stage",
+            "sort",
+            "--input",
+            "data=data.jsonl",
+            "--output",
+            "sorted.jsonl",
+            "--",
+            "sh",
+            "-c",
+            "sort data.jsonl > sorted.jsonl",
+        ],
+    );
     t.ok(&a, &["remote", "add", "origin", &t.url("rt")]);
     let listed = t.ok(&a, &["remote", "list"]);
     assert!(listed.contains(&t.url("rt")), "{listed}");
@@ -150,6 +167,14 @@ fn push_clone_round_trip(t: &Target, root: &Path) {
         common::ok(&b, &["log", "--json"]),
         "the clone has the same history"
     );
+    // lineage and reproduce work on the clone as on the origin
+    assert_eq!(
+        common::ok(&a, &["lineage", "sorted.jsonl", "--format", "json"]),
+        common::ok(&b, &["lineage", "sorted.jsonl", "--format", "json"]),
+        "the clone has the same lineage"
+    );
+    let rep = common::ok(&b, &["reproduce", "sorted.jsonl", "--last", "1"]);
+    assert!(rep.contains("identical"), "{rep}");
     common::ok(&b, &["checkout", "M1"]);
     assert_eq!(
         std::fs::read(b.join("data.jsonl")).unwrap(),
@@ -360,6 +385,8 @@ fn garage_remote_suite() {
         std::thread::sleep(Duration::from_millis(500));
     }
     run_suite(&target, &root);
+    lazy_clone(&target, &root);
+    kill_during_push_and_pull(&target, &root, 600);
     // a missing bucket, wrong credentials, an endpoint that is down: clear errors, quickly
     let a = root.join("bad-origin");
     let e = target.fails(&root, &["clone", "s3://no-such-bucket", "nb"]);
@@ -414,17 +441,21 @@ fn garage_remote_suite() {
 fn file_remote_lazy_clone_fetches_file_bytes_when_asked() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().canonicalize().unwrap();
-    let target = file_target(&root);
-    let a = new_store(&root, "lz");
+    lazy_clone(&file_target(&root), &root);
+}
+
+fn lazy_clone(target: &Target, root: &Path) {
+    let a = new_store(root, "lz");
     let versions: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(10 + i, 600_000)).collect();
     for (i, v) in versions.iter().enumerate() {
-        commit_files(&a, &[("m.gguf", v)], &format!("v{i}"));
+        let d = dataset(40 + 10 * i, &format!("v{i}"));
+        commit_files(&a, &[("m.gguf", v), ("d.jsonl", &d)], &format!("v{i}"));
     }
     target.ok(&a, &["remote", "add", "origin", &target.url("lz")]);
     target.ok(&a, &["push"]);
-    let full = target.json(&root, &["clone", &target.url("lz"), "full", "--json"]);
+    let full = target.json(root, &["clone", &target.url("lz"), "full", "--json"]);
     let lazy = target.json(
-        &root,
+        root,
         &["clone", &target.url("lz"), "lazy", "--lazy", "--json"],
     );
     let (fb, lb) = (
@@ -439,8 +470,38 @@ fn file_remote_lazy_clone_fetches_file_bytes_when_asked() {
     let l = root.join("lazy");
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[3]);
     fsck_clean(&l);
-    common::ok(&l, &["checkout", "HEAD~3"]);
+    // show and diff of versions not fetched yet fetch what they read
+    let o = target.run(&l, &["show", "HEAD~2:m.gguf"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, versions[1], "show fetched HEAD~2's bytes");
+    let d = target.ok(&l, &["diff", "HEAD~3", "HEAD", "--json"]);
+    assert!(d.contains("d.jsonl"), "{d}");
+    target.ok(&l, &["checkout", "HEAD~3"]);
     assert_eq!(std::fs::read(l.join("m.gguf")).unwrap(), versions[0]);
+    fsck_clean(&l);
+    // without a checkout a lazy clone moves metadata only; checkout fetches what it writes
+    let meta = target.json(
+        root,
+        &[
+            "clone",
+            &target.url("lz"),
+            "meta",
+            "--lazy",
+            "--no-checkout",
+            "--json",
+        ],
+    );
+    let mb = meta["bytes_received"].as_u64().unwrap();
+    assert!(mb < 100_000, "metadata only: {meta}");
+    let m = root.join("meta");
+    assert!(!m.join("m.gguf").exists());
+    assert_eq!(head(&m), head(&a));
+    fsck_clean(&m);
+    // (as after `git clone --no-checkout`, the empty staging area reads as staged deletions)
+    target.ok(&m, &["checkout", "--force", "main"]);
+    assert_eq!(std::fs::read(m.join("m.gguf")).unwrap(), versions[3]);
+    let st = target.ok(&m, &["status", "--json"]);
+    assert!(!st.contains("m.gguf"), "clean after checkout: {st}");
 }
 
 /// kill -9 at random instants during push and during pull; the re-run succeeds and a fresh
@@ -449,12 +510,17 @@ fn file_remote_lazy_clone_fetches_file_bytes_when_asked() {
 fn file_remote_survives_kill_during_push_and_pull() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().canonicalize().unwrap();
-    let target = file_target(&root);
-    let a = new_store(&root, "k");
+    kill_during_push_and_pull(&file_target(&root), &root, 150);
+}
+
+/// Ten kill -9 rounds during push and ten during pull, each at a random instant within
+/// `window_ms` of the start (a slower remote needs a wider window to land inside the transfer).
+fn kill_during_push_and_pull(target: &Target, root: &Path, window_ms: u64) {
+    let a = new_store(root, "k");
     target.ok(&a, &["remote", "add", "origin", &target.url("k")]);
     commit_files(&a, &[("m.bin", &random_bytes(99, 300_000))], "start");
     target.ok(&a, &["push"]);
-    target.ok(&root, &["clone", &target.url("k"), "kc"]);
+    target.ok(root, &["clone", &target.url("k"), "kc"]);
     let kc = root.join("kc");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     for round in 0..10u64 {
@@ -464,18 +530,18 @@ fn file_remote_survives_kill_during_push_and_pull() {
             &format!("r{round}"),
         );
         let mut kid = target.cmd(&a, &["push"]).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.next_u64() % 150));
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % window_ms));
         let _ = kid.kill();
         let _ = kid.wait();
         target.ok(&a, &["push"]);
         let mut kid = target.cmd(&kc, &["pull"]).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.next_u64() % 150));
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % window_ms));
         let _ = kid.kill();
         let _ = kid.wait();
         fsck_clean(&kc);
         target.ok(&kc, &["pull"]);
         assert_eq!(head(&kc), head(&a));
     }
-    target.ok(&root, &["clone", &target.url("k"), "kf"]);
+    target.ok(root, &["clone", &target.url("k"), "kf"]);
     fsck_clean(&root.join("kf"));
 }

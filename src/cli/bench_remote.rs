@@ -1,6 +1,8 @@
 //! `srlm bench remote`: push a checkpoint, then a second version sharing 90% of its bytes, then
-//! clone (full and lazy), beside the floor: one multipart PUT of the raw file through the same
-//! client. Prints seconds and bytes for each step.
+//! clone (full and lazy), beside the floor (one multipart PUT of the raw file through the same
+//! client) and, when DVC is installed, `dvc push` of the same two files to the same bucket.
+//! Then a store of 10 checkpoints is cloned lazily without checkout (metadata only). Prints
+//! seconds and bytes for each step.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -31,6 +33,12 @@ pub struct Args {
     /// Directory to work in (default: system temp).
     #[arg(long = "dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The `dvc` executable to compare with (default: `dvc` on PATH; skipped when absent).
+    #[arg(long, value_name = "PATH")]
+    pub dvc: Option<PathBuf>,
+    /// Checkpoints in the store that is cloned lazily (each a new version of the file).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoints: usize,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -151,6 +159,40 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     clone("full", false)?;
     clone("lazy", true)?;
+    drop(clone);
+    // a store of `checkpoints` versions: a lazy clone without checkout moves metadata only
+    for v in 2..args.checkpoints {
+        let off = (v % 10) * tail;
+        rand_chacha::ChaCha8Rng::seed_from_u64(540 + v as u64)
+            .fill_bytes(&mut data[off..off + tail]);
+        std::fs::write(origin.join("model.safetensors"), &data)?;
+        srlm_json(&origin, &["add", "model.safetensors"])?;
+        srlm_json(&origin, &["commit", "-m", &format!("v{}", v + 1)])?;
+    }
+    srlm_json(&origin, &["push", "bench", "--json"])?;
+    let mut a = vec![
+        "clone",
+        url.as_str(),
+        "meta",
+        "--lazy",
+        "--no-checkout",
+        "--json",
+    ];
+    if let Some(e) = &args.endpoint {
+        a.extend(["--endpoint", e.as_str()]);
+    }
+    if let Some(r) = &args.region {
+        a.extend(["--region", r.as_str()]);
+    }
+    let (s, v) = srlm_json(work, &a)?;
+    let name = format!(
+        "clone --lazy --no-checkout ({} checkpoints)",
+        args.checkpoints
+    );
+    steps.push(step(&name, s, &v));
+    if let Some(dvc) = dvc_program(args.dvc.as_deref()) {
+        dvc_steps(&dvc, work, &url, &args, size, &mut steps)?;
+    }
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string(&steps)?)?;
         return Ok(());
@@ -167,5 +209,85 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     writeln!(ctx.out, "{t}")?;
     writeln!(ctx.out, "remote: {url}")?;
+    Ok(())
+}
+
+/// `dvc` to compare with: the one named, else the one on PATH, else none.
+fn dvc_program(named: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = named {
+        return Some(p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("dvc"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `dvc push` of the same two versions to a DVC remote beside srlm's (same bucket, same
+/// endpoint); bytes sent are read from the bucket listing (DVC sends each changed file whole).
+fn dvc_steps(
+    dvc: &Path,
+    work: &Path,
+    url: &str,
+    args: &Args,
+    size: usize,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<()> {
+    let dir = work.join("dvc");
+    std::fs::create_dir_all(&dir)?;
+    let remote_url = format!("{url}-dvc");
+    let run = |a: &[&str]| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let o = Command::new(dvc).args(a).current_dir(&dir).output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "dvc {} failed: {}{}",
+            a.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(&["init", "--no-scm", "-q"])?;
+    run(&["remote", "add", "-d", "bench", &remote_url])?;
+    if let Some(e) = &args.endpoint {
+        run(&["remote", "modify", "bench", "endpointurl", e])?;
+    }
+    if let Some(r) = &args.region {
+        run(&["remote", "modify", "bench", "region", r])?;
+    }
+    let bucket = Bucket::open(&RemoteConfig {
+        url: remote_url.clone(),
+        endpoint: args.endpoint.clone(),
+        region: args.region.clone(),
+        lazy: false,
+    })?;
+    let held = |b: &Bucket| -> u64 {
+        b.list("")
+            .map(|l| l.iter().map(|x| x.size).sum())
+            .unwrap_or(0)
+    };
+    let mut data = vec![0u8; size];
+    rand_chacha::ChaCha8Rng::seed_from_u64(540).fill_bytes(&mut data);
+    let tail = size / 10;
+    for (i, label) in ["dvc push v1", "dvc push v2 (90% shared)"]
+        .iter()
+        .enumerate()
+    {
+        if i == 1 {
+            rand_chacha::ChaCha8Rng::seed_from_u64(541).fill_bytes(&mut data[size - tail..]);
+        }
+        std::fs::write(dir.join("model.safetensors"), &data)?;
+        run(&["add", "-q", "model.safetensors"])?;
+        let before = held(&bucket);
+        let secs = run(&["push", "-q", "-r", "bench"])?;
+        steps.push(Step {
+            step: (*label).into(),
+            seconds: secs,
+            bytes_sent: held(&bucket).saturating_sub(before),
+            bytes_received: 0,
+        });
+    }
     Ok(())
 }

@@ -78,6 +78,6 @@ pub fn hydrate_lazy(
                 w.is_empty() || k.as_str() == w.as_str() || k.starts_with(&format!("{w}/"))
             })
     });
-    srlm_transfer::hydrate(store, entries.map(|(_, e)| e), &mut |_| {})?;
+    srlm_transfer::hydrate(store, entries.map(|(_, e)| &e.id), &mut |_| {})?;
     Ok(())
 }

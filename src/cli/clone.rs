@@ -23,6 +23,11 @@ pub struct Args {
     /// Fetch file bytes only when needed.
     #[arg(long)]
     pub lazy: bool,
+    /// Set the branch but write no files (nor stage them: status shows them as staged
+    /// deletions, as after `git clone --no-checkout`); with `--lazy` the clone then moves
+    /// metadata only, and `srlm checkout --force main` fetches and writes the files later.
+    #[arg(long)]
+    pub no_checkout: bool,
     /// S3 endpoint (else AWS_ENDPOINT_URL), stored with the remote.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -60,7 +65,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     // check the URL and reach the remote before creating anything
     srlm_transfer::location::Location::parse(&cfg.url)?;
     let mut m = Meter::new(ctx, args.json);
-    let r = srlm_transfer::clone_into(&dir, cfg, args.lazy, &mut |p| m.tick(p));
+    let r = srlm_transfer::clone_into(&dir, cfg, args.lazy, !args.no_checkout, &mut |p| m.tick(p));
     m.finish();
     let (_store, rep) = match r {
         Ok(x) => x,

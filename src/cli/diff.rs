@@ -153,6 +153,11 @@ fn committed(args: Args, opts: DiffOptions, ctx: &mut Ctx) -> anyhow::Result<()>
     if args.args.len() < 2 {
         usage("srlm diff needs two revisions (or --files A B)");
     }
+    let specs: Vec<String> = match &args.path {
+        Some(p) => args.args.iter().map(|r| format!("{r}:{p}")).collect(),
+        None => args.args.clone(),
+    };
+    super::lazy::hydrate_specs(&ctx.cwd, &specs)?;
     let store = srlm_store::Store::discover_read(&ctx.cwd)?;
     if let Some(path) = &args.path {
         let tp = store.tree_path(&ctx.cwd, std::path::Path::new(path))?;

@@ -33,6 +33,7 @@ pub mod import;
 pub mod init;
 pub mod iterate;
 pub mod judge;
+pub mod lazy;
 pub mod lineage;
 pub mod log;
 pub mod logprob;

@@ -118,6 +118,13 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let start = start_objects(&store, &ctx.cwd, &args.target)?;
     let mut runs = upstream_runs(&store, start, args.last)?;
     apply_sets(&mut runs, &args.set)?;
+    // a lazy clone fetches the recorded inputs and outputs the replays read
+    let files: Vec<srlm_store::ManifestId> = runs
+        .iter()
+        .flat_map(|(_, r)| r.inputs.values().chain(r.outputs.values()))
+        .map(|o| srlm_store::ManifestId(o.id))
+        .collect();
+    super::lazy::hydrate_files(&store, &files)?;
     if runs.is_empty() {
         anyhow::bail!(
             "{}: no recorded run produced it, so there is nothing to reproduce",

@@ -21,6 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
+    if args.rev.contains(':') && !args.json {
+        super::lazy::hydrate_specs(&ctx.cwd, std::slice::from_ref(&args.rev))?;
+    }
     let store = Store::discover_read(&ctx.cwd)?;
     if args.rev.contains(':') {
         let (commit, path, entry) = store.resolve_path(&args.rev)?;

@@ -125,6 +125,43 @@ impl Bucket {
         })
     }
 
+    /// Download several keys at once (at most [`PARALLEL`] in flight), each into its own
+    /// writer; returns each writer with the key's size (`None` when absent), in input order.
+    pub fn get_many<W: Write>(&self, items: Vec<(String, W)>) -> Result<Vec<(W, Option<u64>)>> {
+        let url = self.url.clone();
+        let jobs = items.into_iter().enumerate().map(|(i, (rel, mut out))| {
+            let key = self.key(&rel);
+            let store = self.store.clone();
+            let url = url.clone();
+            async move {
+                let g = match store.get(&key).await {
+                    Ok(g) => g,
+                    Err(object_store::Error::NotFound { .. }) => return Ok((i, out, None)),
+                    Err(e) => return Err(err_of(&url, format!("reading {rel}"), e)),
+                };
+                let mut s = g.into_stream();
+                let mut n = 0u64;
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk.map_err(|e| err_of(&url, format!("reading {rel}"), e))?;
+                    out.write_all(&chunk).map_err(|e| TransferError::Storage {
+                        url: url.clone(),
+                        what: format!("writing {rel} locally"),
+                        detail: e.to_string(),
+                    })?;
+                    n += chunk.len() as u64;
+                }
+                Ok((i, out, Some(n)))
+            }
+        });
+        let mut got: Vec<(usize, W, Option<u64>)> = self.rt.block_on(
+            futures::stream::iter(jobs)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<_>>(),
+        )?;
+        got.sort_by_key(|(i, _, _)| *i);
+        Ok(got.into_iter().map(|(_, w, n)| (w, n)).collect())
+    }
+
     /// Download a key into `out`; returns its size, `None` when absent.
     pub fn get_to(&self, rel: &str, out: &mut impl Write) -> Result<Option<u64>> {
         let key = self.key(rel);

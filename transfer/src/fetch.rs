@@ -145,31 +145,36 @@ pub fn receive_pieces(
     }
     packs.sort();
     packs.dedup();
-    for name in packs {
-        let key = format!("packs/{name}.pack");
-        let mut tmp = store.temp_file()?;
-        let n = remote
-            .bucket
-            .get_to(&key, tmp.as_file_mut())?
-            .ok_or_else(|| TransferError::RemoteMissing {
+    // downloads run in parallel, a batch at a time (bounding the temporary disk they take);
+    // each pack is verified and imported before anything uses it
+    for batch in packs.chunks(2 * crate::bucket::PARALLEL) {
+        let mut items = Vec::with_capacity(batch.len());
+        for name in batch {
+            items.push((format!("packs/{name}.pack"), store.temp_file()?));
+        }
+        let got = remote.bucket.get_many(items)?;
+        for (name, (tmp, n)) in batch.iter().zip(got) {
+            let key = format!("packs/{name}.pack");
+            let n = n.ok_or_else(|| TransferError::RemoteMissing {
                 url: remote.url().into(),
                 name: key.clone(),
-                id: name.clone(),
+                id: (*name).clone(),
             })?;
-        let idx = remote.fetch_idx(name)?;
-        rep.bytes_received += n + idx.len() as u64;
-        store
-            .import_pack(name, tmp, &idx)
-            .map_err(|e| TransferError::Corrupt {
-                url: remote.url().into(),
-                path: key.clone(),
-                detail: e.to_string(),
-            })?;
-        rep.packs_received += 1;
-        progress(Progress::Received {
-            key: &key,
-            bytes: n,
-        });
+            let idx = remote.fetch_idx(name)?;
+            rep.bytes_received += n + idx.len() as u64;
+            store
+                .import_pack(name, tmp, &idx)
+                .map_err(|e| TransferError::Corrupt {
+                    url: remote.url().into(),
+                    path: key.clone(),
+                    detail: e.to_string(),
+                })?;
+            rep.packs_received += 1;
+            progress(Progress::Received {
+                key: &key,
+                bytes: n,
+            });
+        }
     }
     Ok(())
 }

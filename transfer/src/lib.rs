@@ -159,13 +159,17 @@ fn io_err(p: &std::path::Path, err: std::io::Error) -> TransferError {
 }
 
 /// Clone `cfg`'s remote into `dir` (a new store; `dir` must not be a store): fetch it as
-/// remote `origin`, create the branch `main` (or the remote's only branch) and check it out.
-/// With `lazy`, file bytes stay on the remote: the branch is set and the files are fetched by
-/// [`hydrate`] when a command needs them.
+/// remote `origin`, create the branch `main` (or the remote's only branch) and, with
+/// `checkout`, check it out. With `lazy`, file bytes stay on the remote: the branch is set and
+/// the files are fetched by [`hydrate`] when a command needs them (the checkout, when asked
+/// for, fetches the branch's own files). A lazy clone without checkout transfers metadata
+/// only: the branch is set, the working tree and the staging area stay empty (as after
+/// `git clone --no-checkout`), and a later checkout fetches what it writes.
 pub fn clone_into(
     dir: &std::path::Path,
     cfg: RemoteConfig,
     lazy: bool,
+    checkout: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Store, TransferReport)> {
     let remote = Remote::open("origin", &cfg)?;
@@ -188,9 +192,12 @@ pub fn clone_into(
         .cloned();
     if let Some((b, c)) = pick {
         store.set_branch(&b, &c, true)?;
+        if !checkout {
+            return Ok((store, rep));
+        }
         if lazy {
             let tree = store.commit_tree(&c)?;
-            let want = missing_pieces(&store, tree.entries.values())?;
+            let want = missing_pieces(&store, tree.entries.values().map(|e| &e.id))?;
             fetch::receive_pieces(&store, &remote, &want, &mut rep, progress)?;
         }
         let wd = store.workdir().to_path_buf();
@@ -199,14 +206,14 @@ pub fn clone_into(
     Ok((store, rep))
 }
 
-/// The pieces of some entries that this store lacks.
+/// The pieces of some files (by manifest id) that this store lacks.
 pub fn missing_pieces<'a>(
     store: &Store,
-    entries: impl Iterator<Item = &'a srlm_store::TreeEntry>,
+    files: impl Iterator<Item = &'a srlm_store::ManifestId>,
 ) -> Result<Vec<ObjectId>> {
     let mut out = Vec::new();
-    for e in entries {
-        for (p, _) in store.read_manifest(&e.id)?.pieces() {
+    for id in files {
+        for (p, _) in store.read_manifest(id)?.pieces() {
             if !store.has_piece(&p.0)? {
                 out.push(p.0);
             }
@@ -217,14 +224,14 @@ pub fn missing_pieces<'a>(
     Ok(out)
 }
 
-/// Fetch the file bytes of `entries` that a lazy clone lacks, from the remote it was cloned
+/// Fetch the bytes of `files` (by manifest id) that a lazy clone lacks, from the remote it was cloned
 /// from (the first lazy remote). Returns the bytes received (0 when nothing was missing).
 pub fn hydrate<'a>(
     store: &Store,
-    entries: impl Iterator<Item = &'a srlm_store::TreeEntry>,
+    files: impl Iterator<Item = &'a srlm_store::ManifestId>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<u64> {
-    let want = missing_pieces(store, entries)?;
+    let want = missing_pieces(store, files)?;
     if want.is_empty() {
         return Ok(0);
     }
