@@ -347,8 +347,11 @@ fn replay_one(
                 err,
             })?;
         }
-        // a checked-out copy is not the replay's output
-        let _ = std::fs::remove_file(&dest);
+        // a checked-out copy is not the replay's output (an input placed there, e.g. the
+        // policy DPO overwrites, stays: the stage reads it first)
+        if !placed.contains_key(&o.path) {
+            let _ = std::fs::remove_file(&dest);
+        }
         outputs.insert(role.clone(), dest);
     }
     std::fs::create_dir_all(&dir).map_err(|err| ReproduceError::Io {
