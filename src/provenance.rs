@@ -44,13 +44,19 @@ pub struct ObjectRef {
     /// `dataset`, `checkpoint` or `file`, as in the store's tree entries.
     pub kind: EntryKind,
     /// Path relative to the store's working directory where the object lived (inputs: where it
-    /// was read; outputs: where it was written). Replays put it at the same place.
+    /// was read; outputs: where it was written). Replays put it at the same place. For an
+    /// external input, its absolute path (as `external_path`).
     pub path: String,
     /// Inputs: where the object was resolved from (a commit, or the working tree). Absent on
     /// outputs and in records written before sources were recorded (lineage then matches the
     /// producer by content id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<InputSource>,
+    /// Set for an input outside the working directory (a model in a cache, a dataset on a
+    /// shared disk): its absolute path. It is recorded by id and read in place, not copied
+    /// into the store unless the run asked for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_path: Option<String>,
 }
 
 /// Where a run's input came from: what lineage follows to the run that made it.
@@ -76,6 +82,7 @@ impl ObjectRef {
             kind,
             path: path.into(),
             source: None,
+            external_path: None,
         }
     }
 }
@@ -92,6 +99,9 @@ pub struct StageInfo {
 pub struct CodeVersion {
     /// The repository's working directory.
     pub repo: String,
+    /// The repository's remote URL (`origin`, else the first remote), without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// HEAD commit (absent in a repository without commits).
     pub commit: Option<String>,
     /// Branch name, absent when HEAD is detached.
@@ -395,6 +405,7 @@ pub fn capture_code(
     Ok(Some(CodeCapture {
         version: CodeVersion {
             repo: workdir.display().to_string(),
+            remote: remote_url(&repo),
             commit,
             branch,
             dirty,
@@ -402,6 +413,36 @@ pub fn capture_code(
         },
         patch: dirty.then_some(patch),
     }))
+}
+
+/// The URL of `origin` (else of the first remote), with any user name and password removed
+/// (`https://user:token@host/x` records as `https://host/x`, `git@host:x` as `host:x`).
+fn remote_url(repo: &git2::Repository) -> Option<String> {
+    let names = repo.remotes().ok()?;
+    let name = if names.iter().flatten().any(|n| n == "origin") {
+        "origin".to_string()
+    } else {
+        names.iter().flatten().next()?.to_string()
+    };
+    let url = repo.find_remote(&name).ok()?.url()?.to_string();
+    Some(strip_credentials(&url))
+}
+
+/// `url` without its user information.
+pub fn strip_credentials(url: &str) -> String {
+    if let Ok(mut u) = url::Url::parse(url) {
+        if u.has_host() {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            return u.to_string();
+        }
+        return url.to_string(); // a local path (`file:`) carries no credentials
+    }
+    // scp-like `user@host:path`
+    match url.split_once('@') {
+        Some((user, rest)) if !user.contains('/') && rest.contains(':') => rest.to_string(),
+        _ => url.to_string(),
+    }
 }
 
 fn unborn_branch(repo: &git2::Repository) -> Option<String> {
@@ -485,6 +526,32 @@ mod tests {
         assert!(
             !patch.contains("pairs.jsonl") && !patch.contains("store internals"),
             "{patch}"
+        );
+    }
+
+    #[test]
+    fn remote_urls_are_recorded_without_credentials() {
+        assert_eq!(
+            strip_credentials("https://alice:s3cret@example.org/team/repo.git"),
+            "https://example.org/team/repo.git"
+        );
+        assert_eq!(
+            strip_credentials("ssh://git@example.org:22/team/repo"),
+            "ssh://example.org:22/team/repo"
+        );
+        assert_eq!(
+            strip_credentials("git@github.com:team/repo.git"),
+            "github.com:team/repo.git"
+        );
+        assert_eq!(strip_credentials("/srv/git/repo"), "/srv/git/repo");
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        assert_eq!(remote_url(&repo), None);
+        repo.remote("origin", "https://bob:tok@example.org/r.git")
+            .unwrap();
+        assert_eq!(
+            remote_url(&repo).as_deref(),
+            Some("https://example.org/r.git")
         );
     }
 

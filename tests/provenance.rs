@@ -681,6 +681,17 @@ fn reproduce_replays_srlm_own_stages_through_the_registry() {
         "{stdout}"
     );
     assert!(stdout.contains("reproduced identically"), "{stdout}");
+    // the training run records what it ran on (it was `{}`)
+    let store = srlm_store::Store::discover(p).unwrap();
+    let head = store.head().unwrap().commit().unwrap();
+    let run = store.read_commit(&head).unwrap().run.unwrap();
+    let sft = srlm::provenance::RunRecord::load(&store, run).unwrap();
+    assert_eq!(sft.stage.name, "sft");
+    let engine = &sft.engine;
+    assert_eq!(engine["backend"], "in-process", "{engine}");
+    assert_eq!(engine["dtype"], "f32", "{engine}");
+    assert_eq!(engine["weights"], "safetensors folder (f32)", "{engine}");
+    assert!(engine["threads"].as_u64().unwrap() >= 1, "{engine}");
 }
 
 /// A run record as srlm wrote it before inputs carried their source: stored with the store

@@ -6,7 +6,6 @@ use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
 use super::Ctx;
 use crate::engine::train::DpoParams;
 use crate::stages::model_io::checkpoint_outputs;
-use crate::stages::train;
 
 /// DPO on preference pairs: Mt + AIFT(Mt) -> M(t+1). Sigmoid loss with log-probs summed over
 /// response tokens; the reference is the policy's starting weights (the paper's choice) unless
@@ -53,11 +52,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb(
         ctx,
         &args.opts,
-        train::DPO,
+        &crate::stages::registry::DPO,
         inputs,
         checkpoint_outputs("model", &out),
         serde_json::to_value(&p)?,
-        train::dpo,
     )?;
     Ok(())
 }

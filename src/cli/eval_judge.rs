@@ -5,7 +5,6 @@ use super::judge::JudgeArgs;
 use super::server_args::ServerArgs;
 use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
-use crate::stages::judge as judge_stage;
 use crate::stages::model_io::with_server;
 
 /// Judge accuracy against human rankings: the model judges every response of the EFT
@@ -51,12 +50,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb_on(
         ctx,
         &args.opts,
-        judge_stage::EVAL_JUDGE,
+        &crate::stages::registry::EVAL_JUDGE,
         inputs,
         vec![("scores".into(), out)],
         with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
         args.server.engine(),
-        judge_stage::eval_judge,
     )?;
     Ok(())
 }

@@ -46,11 +46,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb(
         ctx,
         &args.opts,
-        export::EXPORT,
+        &crate::stages::registry::EXPORT,
         inputs,
         export::outputs(args.format, &out),
         serde_json::to_value(&p)?,
-        export::export,
     )?;
     Ok(())
 }

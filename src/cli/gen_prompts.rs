@@ -5,7 +5,6 @@ use super::server_args::ServerArgs;
 use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::stages::gen_prompts::GenPromptsParams;
-use crate::stages::generate;
 use crate::stages::model_io::with_server;
 
 /// Few-shot self-instruction: the model sees 8 examples drawn from the seed prompts and writes
@@ -70,12 +69,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb_on(
         ctx,
         &args.opts,
-        generate::GEN_PROMPTS,
+        &crate::stages::registry::GEN_PROMPTS,
         inputs,
         vec![("prompts".into(), out)],
         with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
         args.server.engine(),
-        generate::gen_prompts,
     )?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::server_args::ServerArgs;
 use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
 use crate::engine::generate::SamplingParams;
-use crate::stages::generate::{self, GenResponsesParams};
+use crate::stages::generate::GenResponsesParams;
 use crate::stages::model_io::with_server;
 
 /// Sample N candidate responses per prompt (default 4, T=0.7, top-p 0.9), seeded: the same
@@ -18,7 +18,8 @@ pub struct Args {
     /// The model being iterated (not with `--server`).
     #[arg(long, required_unless_present = "server", conflicts_with = "server")]
     pub model: Option<String>,
-    /// Prompts (`prompt_id`, `prompt`), as `srlm gen-prompts` writes them.
+    /// Prompts: JSONL rows with a `prompt` (or `instruction`) and an optional `prompt_id`, as
+    /// `srlm gen-prompts`, the Python replications and TRL write them.
     #[arg(long)]
     pub prompts: String,
     /// Candidates per prompt.
@@ -66,12 +67,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb_on(
         ctx,
         &args.opts,
-        generate::GEN_RESPONSES,
+        &crate::stages::registry::GEN_RESPONSES,
         inputs,
         vec![("responses".into(), out)],
         with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
         args.server.engine(),
-        generate::gen_responses,
     )?;
     Ok(())
 }

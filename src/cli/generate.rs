@@ -87,7 +87,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             }
             last = Some(p);
         },
-    )?;
+    );
+    if out.is_err() && last.is_some() && !quiet {
+        writeln!(err)?; // end the progress line: the error gets a line of its own
+    }
+    let out = out?;
     if !quiet {
         let tps = last.map(|p| p.decode_tokens_per_s).unwrap_or(0.0);
         writeln!(

@@ -7,7 +7,7 @@ use srlm_store::Store;
 use super::server_args::ServerArgs;
 use super::stage_util::{file_ref, model_ref, run_stage_verb, run_stage_verb_on, StageOpts};
 use super::Ctx;
-use crate::stages::import::{self, EftFrom, ImportParams};
+use crate::stages::import::{EftFrom, ImportParams};
 use crate::stages::iterate::layout;
 use crate::stages::model_io::with_server;
 
@@ -118,11 +118,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             run_stage_verb(
                 ctx,
                 &a.opts,
-                import::SEED,
+                &crate::stages::registry::SEED,
                 vec![],
                 outputs(false),
                 serde_json::json!({}),
-                import::seed_stage,
             )?;
         }
         Source::Oasst2(a) => {
@@ -157,12 +156,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             run_stage_verb_on(
                 ctx,
                 &a.opts,
-                import::IMPORT,
+                &crate::stages::registry::IMPORT,
                 inputs,
                 outputs(true),
                 with_server(serde_json::to_value(&p)?, a.server.target()?.as_ref()),
                 a.server.engine(),
-                import::stage,
             )?;
         }
     }

@@ -4,7 +4,7 @@ use srlm_store::Store;
 use super::server_args::ServerArgs;
 use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
 use super::Ctx;
-use crate::stages::judge::{self as judge_stage, JudgeMethod, JudgeStageParams};
+use crate::stages::judge::{JudgeMethod, JudgeStageParams};
 use crate::stages::model_io::with_server;
 
 /// LLM-as-a-Judge: score every candidate with the paper's additive 5-point prompt, k samples
@@ -83,12 +83,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb_on(
         ctx,
         &args.opts,
-        judge_stage::JUDGE,
+        &crate::stages::registry::JUDGE,
         inputs,
         vec![("judgements".into(), out)],
         with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
         args.server.engine(),
-        judge_stage::judge,
     )?;
     Ok(())
 }

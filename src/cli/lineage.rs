@@ -3,11 +3,14 @@
 use srlm_store::Store;
 
 use super::Ctx;
-use crate::lineage::{start_objects, walk, Direction};
+use crate::lineage::{start_objects, walk, Direction, Lineage};
+use crate::provenance::ObjectRef;
+use crate::stages::inputs::{external_state, ExternalState};
 
 /// Show where a dataset or checkpoint came from: the runs that produced it, their inputs, the
 /// runs that produced those, … back to the roots (files no run produced). With --down, show
-/// what was made from it instead. TARGET is REV:PATH (e.g. `M3:model.safetensors`), a path
+/// what was made from it instead. Inputs outside the working directory (a model in a cache)
+/// are checked against their recorded id: unchanged, changed since the run, or gone. TARGET is REV:PATH (e.g. `M3:model.safetensors`), a path
 /// (meaning HEAD:PATH), or a revision (the outputs of its commit's run, or all its files).
 /// An input resolved from a commit is linked to the run that made it in that commit's
 /// history; only working-tree inputs are matched by content (never to a later run). A run or
@@ -49,6 +52,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Direction::Up
     };
     let lineage = walk(&store, start, dir, args.depth)?;
+    let external = external_inputs(&store, &lineage);
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Text => {
@@ -57,14 +61,51 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 let what = if args.down { "consumed" } else { "produced" };
                 writeln!(ctx.out, "(no recorded run {what} {})", args.target)?;
             }
+            for (o, state) in &external {
+                writeln!(
+                    ctx.out,
+                    "external input {} [{}]: {}",
+                    o.path,
+                    o.id.short(),
+                    state.describe()
+                )?;
+            }
         }
-        Format::Json => writeln!(
-            ctx.out,
-            "{}",
-            serde_json::to_string_pretty(&lineage.to_json())?
-        )?,
+        Format::Json => {
+            let mut v = lineage.to_json();
+            if let Some(m) = v.as_object_mut() {
+                let list: Vec<_> = external
+                    .iter()
+                    .map(|(o, state)| {
+                        serde_json::json!({
+                            "path": o.path, "id": o.id.to_string(), "state": state.describe(),
+                            "unchanged": *state == ExternalState::Unchanged,
+                        })
+                    })
+                    .collect();
+                m.insert("external_inputs".into(), list.into());
+            }
+            writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?
+        }
         Format::Dot => write!(ctx.out, "{}", lineage.to_dot())?,
         Format::Mermaid => write!(ctx.out, "{}", lineage.to_mermaid())?,
     }
     Ok(())
+}
+
+/// The inputs outside the working directory of the runs shown, each checked against its
+/// record (a stat when unchanged), once per path and id.
+fn external_inputs(store: &Store, l: &Lineage) -> Vec<(ObjectRef, ExternalState)> {
+    let mut seen = std::collections::BTreeMap::new();
+    for r in &l.runs {
+        for o in r.record.inputs.values() {
+            if o.external_path.is_some() {
+                seen.entry((o.path.clone(), o.id))
+                    .or_insert_with(|| o.clone());
+            }
+        }
+    }
+    seen.into_values()
+        .filter_map(|o| external_state(store, &o).map(|s| (o, s)))
+        .collect()
 }

@@ -3,7 +3,6 @@ use srlm_store::Store;
 
 use super::stage_util::{file_ref, run_stage_verb, StageOpts};
 use super::Ctx;
-use crate::stages::pairs;
 
 /// Build AIFT preference pairs from judged candidates: per prompt, the highest-scored
 /// candidate is `chosen`, the lowest `rejected`; ties and unparsed scores are dropped and
@@ -33,11 +32,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb(
         ctx,
         &args.opts,
-        pairs::PAIRS,
+        &crate::stages::registry::PAIRS,
         inputs,
         vec![("pairs".into(), out)],
         serde_json::json!({}),
-        pairs::stage,
     )?;
     Ok(())
 }

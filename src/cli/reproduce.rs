@@ -13,7 +13,11 @@ use crate::stages::reproduce::{default_registry, replay_runs, upstream_runs};
 /// differs, how many dataset rows or which tensors (with the largest absolute difference).
 /// Exit status 0 only if every output is identical; 3 if any differs or a run could not be
 /// replayed (the reason is shown: a missing input object, a command that no longer exists, a
-/// stage without a replay function). TARGET is REV[:PATH] or a working-tree path.
+/// stage without a replay function, an external input that changed and was not stored).
+/// A run of `srlm run` recorded in a git repository is replayed in a temporary checkout of its
+/// commit with the recorded patch applied; scripts changed since the run are listed, as is an
+/// srlm version other than the one that recorded the run. TARGET is REV[:PATH] or a
+/// working-tree path.
 ///
 /// Example: `srlm reproduce M3:model.safetensors --last 2`
 #[derive(Debug, clap::Args)]
@@ -68,6 +72,47 @@ fn apply_sets(
     Ok(())
 }
 
+/// Rows under a run's outputs for what may explain a difference: the srlm version that
+/// recorded it, scripts changed since, external inputs that changed.
+fn add_note_rows(t: &mut Table, c: &crate::stages::reproduce::RunCheck) {
+    let short = |h: &str| h[..12.min(h.len())].to_string();
+    if let Some(v) = &c.srlm_recorded {
+        t.add_row([
+            c.stage.clone(),
+            "srlm version".into(),
+            v.clone(),
+            env!("CARGO_PKG_VERSION").to_string(),
+            "differs".into(),
+        ]);
+    }
+    for x in c.scripts.iter().filter(|x| x.changed_since()) {
+        t.add_row([
+            c.stage.clone(),
+            format!("script {}", x.path),
+            short(&x.recorded),
+            x.now.as_deref().map(short).unwrap_or_else(|| "gone".into()),
+            "changed since".into(),
+        ]);
+    }
+    for x in c
+        .external
+        .iter()
+        .filter(|x| x.state != crate::stages::reproduce::ExternalState::Unchanged)
+    {
+        let now = match &x.state {
+            crate::stages::reproduce::ExternalState::Changed(id) => id.short(),
+            _ => "gone".into(),
+        };
+        t.add_row([
+            c.stage.clone(),
+            format!("external {}", x.path),
+            x.recorded.short(),
+            now,
+            "changed since".into(),
+        ]);
+    }
+}
+
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
     let start = start_objects(&store, &ctx.cwd, &args.target)?;
@@ -107,6 +152,15 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                         "role": o.role, "path": o.path, "recorded": o.recorded.to_string(),
                         "reproduced": o.reproduced.map(|r| r.to_string()), "identical": o.identical(),
                         "detail": o.detail,
+                    })).collect::<Vec<_>>(),
+                    "srlm_recorded": c.srlm_recorded, "code": c.code,
+                    "scripts": c.scripts.iter().map(|x| serde_json::json!({
+                        "path": x.path, "recorded": x.recorded, "now": x.now, "replayed": x.replayed,
+                        "changed_since_run": x.changed_since(),
+                    })).collect::<Vec<_>>(),
+                    "external_inputs": c.external.iter().map(|x| serde_json::json!({
+                        "role": x.role, "path": x.path, "recorded": x.recorded.to_string(),
+                        "state": x.state.describe(), "replayed_from_store": x.from_store,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -150,8 +204,50 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 ]);
             }
         }
+        for c in &checks {
+            add_note_rows(&mut t, c);
+        }
         writeln!(ctx.out, "{t}")?;
         for c in &checks {
+            if let Some(code) = &c.code {
+                writeln!(
+                    ctx.out,
+                    "{} (run {}) replayed with {code}",
+                    c.stage,
+                    c.run.short()
+                )?;
+            }
+            for x in c.scripts.iter().filter(|x| x.changed_since()) {
+                let how = if x.replayed_other() {
+                    "and the replay could not use the recorded version"
+                } else {
+                    "the replay used the recorded version"
+                };
+                let now = if x.now.is_some() { "changed" } else { "gone" };
+                writeln!(
+                    ctx.out,
+                    "{} (run {}): script {} {now} since the run; {how}",
+                    c.stage,
+                    c.run.short(),
+                    x.path
+                )?;
+            }
+            for x in &c.external {
+                let how = if x.from_store {
+                    "; replayed from the copy stored with the run"
+                } else {
+                    ""
+                };
+                writeln!(
+                    ctx.out,
+                    "{} (run {}): external input {} {}: {}{how}",
+                    c.stage,
+                    c.run.short(),
+                    x.role,
+                    x.path,
+                    x.state.describe()
+                )?;
+            }
             if let Some(url) = &c.server {
                 let differ = c.outputs.iter().filter(|o| !o.identical()).count();
                 writeln!(

@@ -27,9 +27,15 @@ pub struct Args {
     /// Stage version recorded in the run.
     #[arg(long, default_value = "1")]
     pub stage_version: String,
-    /// An input: ROLE=PATH (a working-tree file) or ROLE=REV:PATH (a committed file).
+    /// An input: ROLE=PATH (a working-tree file; or a file or folder outside the working
+    /// directory, hashed and recorded by absolute path and id, not copied) or ROLE=REV:PATH (a
+    /// committed file).
     #[arg(long = "input", value_name = "ROLE=REF")]
     pub inputs: Vec<String>,
+    /// Also copy inputs outside the working directory into the store (so the run can be
+    /// replayed after they change or are gone).
+    #[arg(long)]
+    pub store_input: bool,
     /// An output file the command writes: [ROLE=]PATH (the role defaults to the path).
     #[arg(long = "output", value_name = "[ROLE=]PATH", required = true)]
     pub outputs: Vec<String>,
@@ -79,6 +85,23 @@ pub(crate) fn workdir_relative(workdir: &Path, cwd: &Path, p: &str) -> anyhow::R
     }
 }
 
+/// A user's input path (relative to the current directory): working-directory relative when it
+/// lies inside it, else its absolute path (an external input: hashed and recorded by path and
+/// id, not copied).
+pub(crate) fn input_path(workdir: &Path, cwd: &Path, p: &str) -> anyhow::Result<String> {
+    let abs = std::path::absolute(cwd.join(p)).with_context(|| p.to_string())?;
+    if !abs.exists() {
+        // named inside: the stage says what is missing
+        return workdir_relative(workdir, cwd, p);
+    }
+    let real = std::fs::canonicalize(&abs).with_context(|| format!("{p}: cannot resolve"))?;
+    let wd = std::fs::canonicalize(workdir).with_context(|| workdir.display().to_string())?;
+    if real.starts_with(&wd) {
+        return workdir_relative(workdir, cwd, p);
+    }
+    Ok(abs.to_string_lossy().into_owned())
+}
+
 fn split_role<'a>(spec: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
     match spec.split_once('=') {
         Some((r, v)) if !r.is_empty() && !v.is_empty() => Ok((r, v)),
@@ -96,12 +119,23 @@ pub(crate) fn parse_inputs(
     let mut inputs = Vec::new();
     for spec in specs {
         let (role, reference) = split_role(spec, "input")?;
-        let r = if cwd.join(reference).exists() || !reference.contains(':') {
-            workdir_relative(store.workdir(), cwd, reference)?
+        if !cwd.join(reference).exists() && reference.contains(':') {
+            inputs.push((role.to_string(), reference.to_string()));
+            continue;
+        }
+        let r = input_path(store.workdir(), cwd, reference)?;
+        let folder = Path::new(&r).is_absolute() && Path::new(&r).is_dir();
+        if folder {
+            // an outside folder: one input per file
+            let files = crate::stages::inputs::folder_inputs(role, Path::new(&r), &r)
+                .with_context(|| r.clone())?;
+            if files.is_empty() {
+                bail!("--input {spec}: the folder holds no file");
+            }
+            inputs.extend(files);
         } else {
-            reference.to_string()
-        };
-        inputs.push((role.to_string(), r));
+            inputs.push((role.to_string(), r));
+        }
     }
     Ok(inputs)
 }
@@ -135,6 +169,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     stage.replay = Some(external::REPLAY.to_string());
     stage.message = args.message.clone();
     stage.commit = !args.no_commit;
+    stage.store_inputs = args.store_input;
     drop(store); // run_stage opens the store itself, and releases it while the command runs
     let err = &mut *ctx.err;
     let quiet = ctx.quiet;

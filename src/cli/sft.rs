@@ -5,7 +5,7 @@ use super::stage_util::{file_ref, model_ref, run_stage_verb, StageOpts};
 use super::Ctx;
 use crate::engine::lora::LoraConfig;
 use crate::stages::model_io::checkpoint_outputs;
-use crate::stages::train::{self, SftStageParams};
+use crate::stages::train::SftStageParams;
 
 /// Supervised fine-tuning: M0 + IFT + EFT -> M1. Next-token loss on response tokens only
 /// (prompt tokens masked), AdamW with linear warm-up/decay, gradient accumulation, a fixed seed.
@@ -101,11 +101,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     run_stage_verb(
         ctx,
         &args.opts,
-        train::SFT,
+        &crate::stages::registry::SFT,
         inputs,
         checkpoint_outputs("model", &out),
         serde_json::to_value(&p)?,
-        train::sft,
     )?;
     Ok(())
 }

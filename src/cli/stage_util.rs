@@ -8,9 +8,10 @@ use serde_json::Value;
 use srlm_store::Store;
 
 use super::Ctx;
+use crate::stages::decl::StageDecl;
 use crate::stages::iterate::{Event, StageSummary};
 use crate::stages::model_io::model_inputs;
-use crate::stages::record::{Metrics, Outcome, StageFailure, StageIo};
+use crate::stages::record::Outcome;
 
 /// Flags every stage verb takes.
 #[derive(Debug, clap::Args)]
@@ -31,13 +32,17 @@ pub struct StageOpts {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also copy inputs outside the working directory (e.g. a model in
+    /// ~/.cache) into the store; by default they are hashed and recorded by path and id.
+    #[arg(long)]
+    pub store_input: bool,
 }
 
-/// A user's file reference: a path (relative to the current directory) inside the working
-/// tree, or `REV:path`.
+/// A user's input reference: a path (relative to the current directory) inside the working
+/// tree or outside it (an external input, by absolute path), or `REV:path`.
 pub fn file_ref(store: &Store, cwd: &Path, r: &str) -> anyhow::Result<String> {
     if cwd.join(r).exists() || !r.contains(':') {
-        super::run::workdir_relative(store.workdir(), cwd, r)
+        super::run::input_path(store.workdir(), cwd, r)
     } else {
         Ok(r.to_string())
     }
@@ -132,40 +137,48 @@ impl Bars {
     }
 }
 
+/// A bar still drawn when the stage fails is cleared, so the error is printed on a line of its
+/// own instead of running into the bar's last message.
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// Runs one stage verb: the stage through the wrapper, then the tag and the report.
 pub fn run_stage_verb(
     ctx: &mut Ctx,
     opts: &StageOpts,
-    name_version: (&str, &str),
+    decl: &'static StageDecl,
     inputs: Vec<(String, String)>,
     outputs: Vec<(String, String)>,
     params: Value,
-    f: fn(&mut StageIo) -> Result<Metrics, StageFailure>,
 ) -> anyhow::Result<Outcome> {
     let engine = Value::Object(Default::default());
-    run_stage_verb_on(ctx, opts, name_version, inputs, outputs, params, engine, f)
+    run_stage_verb_on(ctx, opts, decl, inputs, outputs, params, engine)
 }
 
 /// [`run_stage_verb`] with the engine choices the caller asks for (a server client's options).
-#[allow(clippy::too_many_arguments)]
 pub fn run_stage_verb_on(
     ctx: &mut Ctx,
     opts: &StageOpts,
-    name_version: (&str, &str),
+    decl: &'static StageDecl,
     inputs: Vec<(String, String)>,
     outputs: Vec<(String, String)>,
     params: Value,
     engine: Value,
-    f: fn(&mut StageIo) -> Result<Metrics, StageFailure>,
 ) -> anyhow::Result<Outcome> {
+    decl.check(&inputs, &outputs)?;
+    let name_version = (decl.name, decl.version);
     let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
-    let mut stage = crate::stages::record::Stage::new(name_version.0, name_version.1)
-        .params(params)
-        .engine(engine);
+    let mut stage = decl.stage().params(params).engine(engine);
     stage.inputs = inputs;
     stage.outputs = outputs;
     stage.commit = !opts.no_commit;
     stage.reuse = !opts.rerun;
+    stage.store_inputs = opts.store_input;
     stage.message = opts.message.clone();
     let mut bars = Bars::new(ctx.quiet);
     bars.event(Event::StageStart {
@@ -177,8 +190,9 @@ pub fn run_stage_verb_on(
         &workdir,
         &stage,
         &mut |p| bars.event(Event::Progress(p)),
-        f,
+        decl.run,
     )
+    // on an error `bars` drops here, clearing its line before the error is printed
     .with_context(|| format!("stage {}", name_version.0))?;
     let summary = StageSummary {
         iteration: 0,

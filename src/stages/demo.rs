@@ -8,13 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use srlm_store::{CommitOptions, Store};
 
-use super::import::{seed_stage, SEED};
 use super::iterate::{
     self, layout, model_tag, run_one, Event, LoopError, LoopParams, StageSummary,
 };
 use super::judge::JudgeMethod;
 use super::model_io::{checkpoint_outputs, model_inputs};
-use super::train::{self, SftStageParams};
+use super::train::SftStageParams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -123,7 +122,7 @@ pub fn demo(
     let (o, s) = run_one(
         &workdir,
         0,
-        SEED,
+        &super::registry::SEED,
         vec![],
         vec![
             ("ift".into(), layout::SEED_IFT.into()),
@@ -133,7 +132,6 @@ pub fn demo(
             Value::Object(Default::default()),
             Value::Object(Default::default()),
         ),
-        seed_stage,
         events,
     )?;
     let seed_commit = o.commit.ok_or(LoopError::NoCommit {
@@ -149,14 +147,13 @@ pub fn demo(
     let (o, s) = run_one(
         &workdir,
         0,
-        train::SFT,
+        &super::registry::SFT,
         inputs,
         checkpoint_outputs("model", layout::MODEL_DIR),
         (
             serde_json::to_value(&params.sft).expect("parameters serialise"),
             Value::Object(Default::default()),
         ),
-        train::sft,
         events,
     )?;
     let m1 = o.commit.ok_or(LoopError::NoCommit {

@@ -11,9 +11,6 @@ use crate::engine::checkpoint;
 use crate::engine::export::{self, HF_FILES};
 use candle_core::quantized::GgmlDType;
 
-/// Stage name and version.
-pub const EXPORT: (&str, &str) = ("export", "1");
-
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -5,8 +5,9 @@
 //! ([`crate::stages::record`]) hashes the declared inputs before and the declared outputs after.
 //! The command runs in the working directory with `SRLM_INPUT_<ROLE>` / `SRLM_OUTPUT_<ROLE>`
 //! naming the files (role upper-cased, `-` and `.` as `_`). A replay runs the same command line
-//! in the replay's scratch directory, with the inputs at their recorded paths and the named
-//! files copied there from the working directory as they are now.
+//! in the replay's scratch directory, with the inputs at their recorded paths and the recorded
+//! code put back there ([`super::code`]: a checkout of the recorded git commit with the
+//! recorded patch applied).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +18,18 @@ use super::record::{Metrics, StageFailure, StageIo};
 
 /// The replay-registry name of external runs.
 pub const REPLAY: &str = "external";
+
+/// `srlm run`'s declaration: the stage name and roles are the user's; runs record
+/// `replay: external`, which this replays.
+pub static EXTERNAL: super::decl::StageDecl = super::decl::StageDecl {
+    name: REPLAY,
+    version: "1",
+    inputs: &[],
+    outputs: &[],
+    defaults: super::decl::no_params,
+    run: run_external,
+    open_roles: true,
+};
 
 /// Environment variables recorded with every external command (they change what commands do);
 /// others are recorded only when named with `--env` (secrets stay out of records).
@@ -97,8 +110,6 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let Some(prog) = argv.first() else {
         return Err(NotReplayable("the record has an empty command line".into()).into());
     };
-    let files: BTreeMap<String, String> =
-        serde_json::from_value(io.params["files"].clone()).unwrap_or_default();
     let cwd = io.params["cwd"].as_str().unwrap_or(".");
     if Path::new(cwd).components().any(|c| {
         !matches!(
@@ -118,26 +129,9 @@ pub fn run_external(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             base.join(cwd)
         }
     };
-    let (src_dir, dir) = (sub(io.workdir), sub(io.dir));
+    // a replay's folder already holds the recorded code ([`super::code`])
+    let dir = sub(io.dir);
     std::fs::create_dir_all(&dir)?;
-    if io.dir != io.workdir {
-        // a replay: bring the user's files (scripts named on the command line) along
-        for rel in files.keys() {
-            let src = src_dir.join(rel);
-            if !src.is_file() {
-                return Err(NotReplayable(format!(
-                    "{rel}, named on the command line, no longer exists in {}",
-                    src_dir.display()
-                ))
-                .into());
-            }
-            let dst = dir.join(rel);
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::copy(&src, &dst)?;
-        }
-    }
     let resolvable = if prog.contains('/') {
         dir.join(prog).is_file()
     } else {

@@ -12,9 +12,6 @@ use super::record::{Metrics, Progress, StageFailure, StageIo};
 use crate::backend::ChatRequest;
 use crate::engine::generate::SamplingParams;
 
-pub const GEN_PROMPTS: (&str, &str) = ("gen-prompts", "2");
-pub const GEN_RESPONSES: (&str, &str) = ("gen-responses", "2");
-
 /// A generated prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PromptRow {
@@ -30,6 +27,36 @@ pub struct ResponseRow {
     pub prompt: String,
     pub index: u32,
     pub response: String,
+}
+
+/// A prompt to answer: any JSONL row with a `prompt` (or `instruction`) field, its id optional
+/// (a string or a number), as srlm's `gen-prompts`, the Python replications and TRL write
+/// them; other fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct PromptInput {
+    #[serde(default)]
+    pub prompt_id: Option<serde_json::Value>,
+    #[serde(alias = "instruction")]
+    pub prompt: String,
+}
+
+/// Reads the prompts to answer; a row without an id is named by its position (`p00000`, …,
+/// as `gen-prompts` names its own).
+pub fn read_prompts(path: &std::path::Path) -> Result<Vec<PromptRow>, super::jsonl::JsonlError> {
+    let rows: Vec<PromptInput> = super::jsonl::read(path)?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| PromptRow {
+            prompt_id: match r.prompt_id {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Null) | None => format!("p{i:05}"),
+                Some(v) => v.to_string(),
+            },
+            prompt: r.prompt,
+            source: String::new(),
+        })
+        .collect())
 }
 
 /// A seed row: any JSONL row with a `prompt` or `instruction` field.
@@ -149,7 +176,7 @@ impl Default for GenResponsesParams {
 /// replies came in.
 pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let p: GenResponsesParams = params(io)?;
-    let prompts: Vec<PromptRow> = super::jsonl::read(input(io, "prompts")?)?;
+    let prompts = read_prompts(input(io, "prompts")?)?;
     let backend = backend(io, "model")?;
     let mut journal = Journal::open(io.journal.as_deref())?;
     let requests: Vec<ChatRequest> = prompts
@@ -209,4 +236,27 @@ pub fn gen_responses(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     );
     record_backend(io, backend.as_ref(), &journal, &mut m);
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_need_only_a_prompt() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("p.jsonl");
+        std::fs::write(
+            &p,
+            "{\"prompt\":\"a\"}\n{\"prompt_id\":\"x7\",\"prompt\":\"b\"}\n{\"prompt_id\":12,\"instruction\":\"c\",\"extra\":1}\n",
+        )
+        .unwrap();
+        let rows = read_prompts(&p).unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.prompt_id.as_str()).collect();
+        assert_eq!(ids, ["p00000", "x7", "12"]);
+        assert_eq!(rows[2].prompt, "c");
+        std::fs::write(&p, "{\"prompt\":\"a\"}\n{\"id\":\"no prompt\"}\n").unwrap();
+        let e = read_prompts(&p).unwrap_err().to_string();
+        assert!(e.contains("p.jsonl:2:") && e.contains("prompt"), "{e}");
+    }
 }

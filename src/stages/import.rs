@@ -13,13 +13,12 @@
 //! IFT and EFT prompts are disjoint. EFT targets come from the human quality score
 //! (`--eft-from human`) or from a judging model whose score ordering must agree with the human
 //! ranking for the whole thread (the paper's recipe).
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::PathBuf;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -62,178 +61,8 @@ pub struct Answer {
     pub quality: Option<f64>,
 }
 
-/// Which kind of source a file is, from the fields of its first row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceFormat {
-    MessageTree,
-    RankedFirstTurns,
-    ScoredResponses,
-}
-
-fn detect(path: &Path, first: &Value) -> Result<SourceFormat, ImportError> {
-    let has = |k: &str| first.get(k).is_some();
-    if has("message_id") && has("role") && has("text") {
-        Ok(SourceFormat::MessageTree)
-    } else if has("question") && has("answer") && has("rank") {
-        Ok(SourceFormat::RankedFirstTurns)
-    } else if has("prompt_text") && has("response_text") {
-        Ok(SourceFormat::ScoredResponses)
-    } else {
-        let fields = first
-            .as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
-            .unwrap_or_else(|| "not an object".into());
-        Err(ImportError::Format {
-            path: path.to_path_buf(),
-            fields,
-        })
-    }
-}
-
-fn read_rows(path: &Path) -> Result<Vec<(usize, Value)>, ImportError> {
-    super::jsonl::read_numbered(path).map_err(|e| match e {
-        super::jsonl::JsonlError::Io { path, source } => ImportError::Io { path, source },
-        super::jsonl::JsonlError::Row { path, line, msg } => ImportError::Row {
-            path,
-            line,
-            msg: format!("not JSON: {msg}"),
-        },
-    })
-}
-
-/// A rank written as `2` or `2.0` (the flattened OASST2 exports use floats).
-fn whole_number(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| {
-        v.as_f64()
-            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-            .map(|f| f as u64)
-    })
-}
-
-fn field_str(path: &Path, line: usize, v: &Value, k: &str) -> Result<String, ImportError> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ImportError::Row {
-            path: path.to_path_buf(),
-            line,
-            msg: format!("field `{k}` missing or not a string"),
-        })
-}
-
-/// Reads one source file into threads (in first-appearance order), detecting its format.
-pub fn read_threads(path: &Path, lang: &str) -> Result<(SourceFormat, Vec<Thread>), ImportError> {
-    let rows = read_rows(path)?;
-    let Some((_, first)) = rows.first() else {
-        return Ok((SourceFormat::ScoredResponses, Vec::new()));
-    };
-    let fmt = detect(path, first)?;
-    let mut order: Vec<String> = Vec::new();
-    let mut threads: BTreeMap<String, Thread> = BTreeMap::new();
-    let mut push = |id: String, prompt: String, answer: Option<Answer>| {
-        let t = threads.entry(id.clone()).or_insert_with(|| {
-            order.push(id.clone());
-            Thread {
-                prompt_id: id,
-                prompt,
-                answers: Vec::new(),
-            }
-        });
-        if let Some(a) = answer {
-            t.answers.push(a);
-        }
-    };
-    match fmt {
-        SourceFormat::RankedFirstTurns => {
-            for (line, v) in &rows {
-                let q = field_str(path, *line, v, "question")?;
-                let a = field_str(path, *line, v, "answer")?;
-                let rank =
-                    v.get("rank")
-                        .and_then(whole_number)
-                        .ok_or_else(|| ImportError::Row {
-                            path: path.to_path_buf(),
-                            line: *line,
-                            msg: "field `rank` missing or not a whole number".into(),
-                        })?;
-                let id = format!("q-{}", &blake3::hash(q.as_bytes()).to_hex()[..16]);
-                let ans = Answer {
-                    id: format!("{id}-r{rank}"),
-                    text: a,
-                    rank: Some(rank as u32),
-                    quality: None,
-                };
-                push(id, q, Some(ans));
-            }
-        }
-        SourceFormat::ScoredResponses => {
-            for (line, v) in &rows {
-                if let Some(l) = v.get("language").and_then(Value::as_str) {
-                    if !lang.is_empty() && l != lang {
-                        continue;
-                    }
-                }
-                let id = field_str(path, *line, v, "prompt_id")?;
-                let q = field_str(path, *line, v, "prompt_text")?;
-                let ans = Answer {
-                    id: field_str(path, *line, v, "response_id")?,
-                    text: field_str(path, *line, v, "response_text")?,
-                    rank: None,
-                    quality: v.get("quality_score").and_then(Value::as_f64),
-                };
-                push(id, q, Some(ans));
-            }
-        }
-        SourceFormat::MessageTree => {
-            // First turns: prompter messages without a parent; answers: their assistant children.
-            let mut firsts = BTreeMap::new();
-            for (line, v) in &rows {
-                let role = field_str(path, *line, v, "role")?;
-                let parent = v.get("parent_id").and_then(Value::as_str);
-                let lang_ok =
-                    lang.is_empty() || v.get("lang").and_then(Value::as_str) == Some(lang);
-                if role == "prompter" && parent.is_none() && lang_ok {
-                    let id = field_str(path, *line, v, "message_id")?;
-                    let text = field_str(path, *line, v, "text")?;
-                    firsts.insert(id.clone(), ());
-                    push(id, text, None);
-                }
-            }
-            for (line, v) in &rows {
-                let role = field_str(path, *line, v, "role")?;
-                let Some(parent) = v.get("parent_id").and_then(Value::as_str) else {
-                    continue;
-                };
-                if role != "assistant" || !firsts.contains_key(parent) {
-                    continue;
-                }
-                if v.get("deleted").and_then(Value::as_bool) == Some(true) {
-                    continue;
-                }
-                let quality = v.get("labels").and_then(|l| {
-                    let names = l.get("name")?.as_array()?;
-                    let values = l.get("value")?.as_array()?;
-                    let i = names.iter().position(|n| n.as_str() == Some("quality"))?;
-                    values.get(i)?.as_f64()
-                });
-                let ans = Answer {
-                    id: field_str(path, *line, v, "message_id")?,
-                    text: field_str(path, *line, v, "text")?,
-                    rank: v.get("rank").and_then(whole_number).map(|r| r as u32),
-                    quality,
-                };
-                if let Some(t) = threads.get_mut(parent) {
-                    t.answers.push(ans);
-                }
-            }
-        }
-    }
-    let out = order
-        .into_iter()
-        .filter_map(|id| threads.remove(&id))
-        .collect();
-    Ok((fmt, out))
-}
+pub use super::import_stage::{seed_stage, stage, BUILTIN_EFT, BUILTIN_IFT};
+pub use super::oasst2::{read_threads, SourceFormat};
 
 /// How EFT targets are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -505,6 +334,8 @@ fn agrees(judged: &[(&Answer, String, Option<f64>)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::path::Path;
 
     fn write(dir: &Path, name: &str, lines: &[Value]) -> PathBuf {
         let p = dir.join(name);
@@ -676,114 +507,3 @@ mod tests {
     }
 }
 
-/// Stage names and versions.
-pub const IMPORT: (&str, &str) = ("import-oasst2", "1");
-pub const SEED: (&str, &str) = ("seed", "1");
-
-/// `import-oasst2` as a stage: inputs `ift` and optionally `eft` (OASST2 files; `ift` also
-/// serves as the EFT source when `eft` is absent) and, for `--eft-from model`, `model` (the
-/// judge); outputs `ift`, `eft`, `eval`.
-pub fn stage(
-    io: &mut super::record::StageIo,
-) -> Result<super::record::Metrics, super::record::StageFailure> {
-    use super::model_io::{backend, input, metrics_of, output, params, record_backend};
-    let p: ImportParams = params(io)?;
-    let (_, ift_threads) = read_threads(input(io, "ift")?, &p.lang)?;
-    let eft_threads = match io.inputs.get("eft") {
-        Some(path) => read_threads(path, &p.lang)?.1,
-        None => ift_threads.clone(),
-    };
-    let prompt = |i: &str, r: &str| crate::engine::judge::judge_prompt(i, r);
-    let (out, backend_metrics) = match p.eft_from {
-        EftFrom::Human => (
-            build(&ift_threads, &eft_threads, &p, &prompt, None)?,
-            super::record::Metrics::new(),
-        ),
-        EftFrom::Model => {
-            let backend = backend(io, "model")?;
-            let jp = crate::engine::judge::JudgeParams {
-                samples: 1,
-                ..Default::default()
-            };
-            let mut failure = None;
-            let mut f = |i: &str, r: &str| {
-                let req = crate::backend::JudgeRequest {
-                    instruction: i.to_string(),
-                    response: r.to_string(),
-                };
-                let mut got = None;
-                backend.judge(&[req], 1, &jp.sampling, &mut |_, r| got = Some(r));
-                match got.unwrap_or(Err(crate::backend::BackendError::Cancelled { request: 0 })) {
-                    Ok(g) => {
-                        let text = g.into_iter().next().map(|g| g.text).unwrap_or_default();
-                        let score = crate::engine::judge::parse_score(&text);
-                        (text, score)
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(e.to_string());
-                        (String::new(), None)
-                    }
-                }
-            };
-            let out = build(&ift_threads, &eft_threads, &p, &prompt, Some(&mut f));
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-            let mut m = super::record::Metrics::new();
-            record_backend(
-                io,
-                backend.as_ref(),
-                &super::journal::Journal::none(),
-                &mut m,
-            );
-            (out?, m)
-        }
-    };
-    super::jsonl::write(output(io, "ift")?, &out.ift)?;
-    super::jsonl::write(output(io, "eft")?, &out.eft)?;
-    super::jsonl::write(output(io, "eval")?, &out.eval)?;
-    let mut m = metrics_of(&out.metrics);
-    m.extend(backend_metrics);
-    Ok(m)
-}
-
-/// The built-in seed set srlm ships for the demo: a few dozen instructions with answers, and
-/// judged examples (instruction, response, justification ending in `Score: N`).
-pub const BUILTIN_IFT: &str = include_str!("seed/ift.jsonl");
-pub const BUILTIN_EFT: &str = include_str!("seed/eft.jsonl");
-
-#[derive(Deserialize)]
-struct BuiltinEft {
-    instruction: String,
-    response: String,
-    judgement: String,
-    score: f64,
-}
-
-/// `seed` as a stage: no inputs; outputs `ift` and `eft` from the built-in seed set.
-pub fn seed_stage(
-    io: &mut super::record::StageIo,
-) -> Result<super::record::Metrics, super::record::StageFailure> {
-    use super::model_io::output;
-    let ift: Vec<IftRow> = BUILTIN_IFT
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    let eft: Vec<EftRow> = BUILTIN_EFT
-        .lines()
-        .map(|l| {
-            let b: BuiltinEft = serde_json::from_str(l)?;
-            Ok(EftRow {
-                prompt: crate::engine::judge::judge_prompt(&b.instruction, &b.response),
-                response: b.judgement,
-                score: b.score,
-            })
-        })
-        .collect::<Result<_, serde_json::Error>>()?;
-    super::jsonl::write(output(io, "ift")?, &ift)?;
-    super::jsonl::write(output(io, "eft")?, &eft)?;
-    let mut m = super::record::Metrics::new();
-    m.insert("ift_rows".into(), ift.len().into());
-    m.insert("eft_rows".into(), eft.len().into());
-    Ok(m)
-}

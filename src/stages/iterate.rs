@@ -12,14 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use srlm_store::{CommitId, Store};
 
+use super::decl::StageDecl;
 use super::gen_prompts::GenPromptsParams;
-use super::generate::{self, GenResponsesParams};
-use super::judge::{self as judge_stage, JudgeStageParams};
+use super::generate::GenResponsesParams;
+use super::judge::JudgeStageParams;
 use super::model_io::{checkpoint_outputs, model_inputs, with_server};
-use super::record::{
-    run_stage, Metrics, Outcome, Progress, RecordError, Stage, StageFailure, StageIo,
-};
-use super::{pairs, train};
+use super::record::{run_stage, Metrics, Outcome, Progress, RecordError};
+use super::registry;
 use crate::backend::server::{ServerOptions, ServerTarget};
 use crate::engine::train::DpoParams;
 
@@ -120,6 +119,8 @@ pub enum LoopError {
     Store(#[from] srlm_store::StoreError),
     #[error(transparent)]
     Model(#[from] super::model_io::ModelRefError),
+    #[error(transparent)]
+    Decl(#[from] super::decl::DeclError),
     #[error("stage {stage} committed nothing (it ran with --no-commit?)")]
     NoCommit { stage: String },
 }
@@ -131,25 +132,24 @@ pub enum Event<'a> {
     StageDone(&'a StageSummary),
 }
 
-type StageFn = fn(&mut StageIo) -> Result<Metrics, StageFailure>;
-
-/// Runs one stage with reuse and reports it.
-#[allow(clippy::too_many_arguments)]
+/// Runs one stage (its declaration's function, roles checked against it) with reuse and
+/// reports it.
 pub fn run_one(
     workdir: &Path,
     iteration: usize,
-    (name, version): (&str, &str),
+    decl: &'static StageDecl,
     inputs: Vec<(String, String)>,
     outputs: Vec<(String, String)>,
     (params, engine): (Value, Value),
-    f: StageFn,
     events: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, StageSummary), LoopError> {
+    decl.check(&inputs, &outputs)?;
+    let name = decl.name;
     events(Event::StageStart {
         iteration,
         stage: name,
     });
-    let mut stage = Stage::new(name, version).params(params).engine(engine);
+    let mut stage = decl.stage().params(params).engine(engine);
     stage.inputs = inputs;
     stage.outputs = outputs;
     stage.reuse = true;
@@ -158,7 +158,12 @@ pub fn run_one(
         t => format!("{name} (iteration {t})"),
     });
     let t0 = Instant::now();
-    let outcome = run_stage(workdir, &stage, &mut |p| events(Event::Progress(p)), f)?;
+    let outcome = run_stage(
+        workdir,
+        &stage,
+        &mut |p| events(Event::Progress(p)),
+        decl.run,
+    )?;
     let summary = StageSummary {
         iteration,
         stage: name.to_string(),
@@ -209,11 +214,10 @@ pub fn iterate(
         let (o, s) = run_one(
             workdir,
             t,
-            generate::GEN_PROMPTS,
+            &registry::GEN_PROMPTS,
             inputs,
             vec![("prompts".into(), PROMPTS.into())],
             (par, engine),
-            generate::gen_prompts,
             events,
         )?;
         let c = committed(&o, "gen-prompts")?;
@@ -225,11 +229,10 @@ pub fn iterate(
         let (o, s) = run_one(
             workdir,
             t,
-            generate::GEN_RESPONSES,
+            &registry::GEN_RESPONSES,
             inputs,
             vec![("responses".into(), RESPONSES.into())],
             (par, engine),
-            generate::gen_responses,
             events,
         )?;
         let c = committed(&o, "gen-responses")?;
@@ -245,11 +248,10 @@ pub fn iterate(
         let (o, s) = run_one(
             workdir,
             t,
-            judge_stage::JUDGE,
+            &registry::JUDGE,
             inputs,
             vec![("judgements".into(), JUDGEMENTS.into())],
             (par, engine),
-            judge_stage::judge,
             events,
         )?;
         let c = committed(&o, "judge")?;
@@ -258,14 +260,13 @@ pub fn iterate(
         let (o, s) = run_one(
             workdir,
             t,
-            pairs::PAIRS,
+            &registry::PAIRS,
             vec![("judgements".into(), format!("{c}:{JUDGEMENTS}"))],
             vec![("pairs".into(), AIFT.into())],
             (
                 Value::Object(Default::default()),
                 Value::Object(Default::default()),
             ),
-            pairs::stage,
             events,
         )?;
         let c = committed(&o, "pairs")?;
@@ -277,11 +278,10 @@ pub fn iterate(
         let (o, s) = run_one(
             workdir,
             t,
-            train::DPO,
+            &registry::DPO,
             inputs,
             checkpoint_outputs("model", MODEL_DIR),
             (to_value(&p.dpo), Value::Object(Default::default())),
-            train::dpo,
             events,
         )?;
         let c = committed(&o, "dpo")?;

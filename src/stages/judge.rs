@@ -12,9 +12,6 @@ use crate::backend::{DigitVerdict, JudgeRequest};
 use crate::engine::generate::Generation;
 use crate::engine::judge::{JudgeParams, Judgement};
 
-pub const JUDGE: (&str, &str) = ("judge", "2");
-pub const EVAL_JUDGE: (&str, &str) = ("eval-judge", "2");
-
 /// A judged candidate (what `pairs` reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JudgedRow {

@@ -2,7 +2,9 @@
 //! parameters to outputs plus metrics; provenance is recorded and committed around every stage
 //! by one wrapper ([`record`]), not inside each, and [`reproduce`] replays the same functions.
 
+pub mod code;
 pub mod compare;
+pub mod decl;
 pub mod demo;
 pub mod eval_judge;
 pub mod export;
@@ -10,11 +12,14 @@ pub mod external;
 pub mod gen_prompts;
 pub mod generate;
 pub mod import;
+pub mod import_stage;
+pub mod inputs;
 pub mod iterate;
 pub mod journal;
 pub mod jsonl;
 pub mod judge;
 pub mod model_io;
+pub mod oasst2;
 pub mod pairs;
 pub mod record;
 pub mod registry;

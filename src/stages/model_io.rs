@@ -33,7 +33,8 @@ pub enum ModelRefError {
 /// Expands a model reference into stage inputs `(role, reference)`.
 ///
 /// `reference` is a file (`base/model.gguf`, `M0:base/model.gguf`) or a folder
-/// (`model`, `M1:model`), in the working tree or at a revision.
+/// (`model`, `M1:model`), in the working tree or at a revision, or an absolute path outside the
+/// working directory (an external input).
 pub fn model_inputs(
     store: &Store,
     role: &str,
@@ -45,6 +46,21 @@ pub fn model_inputs(
     };
     let workdir = store.workdir().to_path_buf();
     let local = workdir.join(reference);
+    if Path::new(reference).is_absolute() {
+        // outside the working directory: an external input (a model in a cache)
+        return if local.is_dir() {
+            let files = super::inputs::folder_inputs(role, &local, reference)
+                .map_err(|e| bad(e.to_string()))?;
+            if files.is_empty() {
+                return Err(bad("the folder holds no file".into()));
+            }
+            Ok(files)
+        } else if local.is_file() {
+            Ok(vec![(role.to_string(), reference.to_string())])
+        } else {
+            Err(bad("no such file or folder".into()))
+        };
+    }
     if local.is_file() || crate::unit::is_checkpoint_dir(&local) {
         return Ok(vec![(role.to_string(), reference.to_string())]);
     }

@@ -137,9 +137,6 @@ pub fn run(judgements: &Path, out: &Path) -> Result<PairsMetrics, JsonlError> {
     Ok(metrics)
 }
 
-/// Stage name and version.
-pub const PAIRS: (&str, &str) = ("pairs", "2");
-
 /// `pairs` as a stage: input `judgements`, output `pairs`.
 pub fn stage(
     io: &mut super::record::StageIo,

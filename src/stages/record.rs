@@ -34,7 +34,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use srlm_store::{CommitId, CommitOptions, EntryKind, ManifestId, RunId, Store, TreeEntry};
+use srlm_store::{CommitId, CommitOptions, RunId, Store};
+
+use super::inputs::resolve_inputs;
+pub use super::inputs::{materialise, resolve_object};
 
 use crate::provenance::{
     now_rfc3339, record_code, InputSource, ObjectRef, ProvenanceError, RunKey, RunRecord,
@@ -98,6 +101,9 @@ pub struct Stage {
     pub reuse: bool,
     /// Replay function name, when it is not the stage name (`external` for `srlm run`).
     pub replay: Option<String>,
+    /// Copy inputs outside the working directory into the store (by default they are only
+    /// hashed and recorded by id and path; see [`super::inputs`]).
+    pub store_inputs: bool,
 }
 
 impl Stage {
@@ -113,6 +119,7 @@ impl Stage {
             commit: true,
             reuse: false,
             replay: None,
+            store_inputs: false,
         }
     }
     pub fn input(mut self, role: &str, reference: &str) -> Self {
@@ -179,12 +186,6 @@ pub struct Outcome {
     pub reused: bool,
 }
 
-/// A resolved input: its object and where the stage reads it.
-struct Resolved {
-    obj: ObjectRef,
-    path: PathBuf,
-}
-
 /// Run `f` as stage `stage` in the store that contains `dir` (see the module docs).
 pub fn run_stage(
     dir: &Path,
@@ -195,7 +196,7 @@ pub fn run_stage(
     let mut store = Store::discover(dir)?;
     let scratch = store.scratch_dir("stage")?;
     let workdir = store.workdir().to_path_buf();
-    let inputs = resolve_inputs(&mut store, stage, scratch.path())?;
+    let inputs = resolve_inputs(&mut store, stage, scratch.path(), progress)?;
     let stage_info = StageInfo {
         name: stage.name.clone(),
         version: stage.version.clone(),
@@ -374,133 +375,6 @@ fn checked_output(
         })?;
     }
     Ok(abs)
-}
-
-/// Resolve every input to an object (hashing working-tree files now, before the stage runs)
-/// and a readable path (committed files not in the working tree are written to `scratch`).
-fn resolve_inputs(
-    store: &mut Store,
-    stage: &Stage,
-    scratch: &Path,
-) -> Result<BTreeMap<String, Resolved>, RecordError> {
-    let mut out = BTreeMap::new();
-    for (role, reference) in &stage.inputs {
-        let bad = |reason: String| RecordError::BadInput {
-            stage: stage.name.clone(),
-            role: role.clone(),
-            reference: reference.clone(),
-            reason,
-        };
-        if out.contains_key(role) {
-            return Err(bad("the same role is given twice".into()));
-        }
-        let r = resolve_input(store, reference, scratch).map_err(|e| bad(e.to_string()))?;
-        out.insert(role.clone(), r);
-    }
-    Ok(out)
-}
-
-/// `reference` is a path relative to the working directory, or `REV:path`.
-fn resolve_input(
-    store: &mut Store,
-    reference: &str,
-    scratch: &Path,
-) -> Result<Resolved, RecordError> {
-    let (obj, local) = resolve_object(store, reference)?;
-    if let Some(path) = local {
-        return Ok(Resolved { obj, path });
-    }
-    let dest = scratch.join(obj.id.to_string()).join(&obj.path);
-    materialise(store, &obj, &dest)?;
-    Ok(Resolved { obj, path: dest })
-}
-
-/// Resolve a reference (a path relative to the working directory, or `REV:path`) to its object,
-/// and the working-tree file holding exactly that object, if there is one. A working-tree file
-/// is staged (hashed now), so it is committed with the outputs and stays reachable.
-pub fn resolve_object(
-    store: &mut Store,
-    reference: &str,
-) -> Result<(ObjectRef, Option<PathBuf>), RecordError> {
-    let workdir = store.workdir().to_path_buf();
-    let local = workdir.join(reference);
-    if !reference.contains(':') || local.exists() {
-        let tp = store.tree_path(&workdir, Path::new(reference))?;
-        store.add(&workdir, &[PathBuf::from(&tp)])?;
-        if local.is_dir() {
-            // a checkpoint folder is one input; any other folder is not an input at all
-            let staged = store.staged()?.entries;
-            let e = crate::unit::unit_of(store, &staged, &tp)?.ok_or_else(|| {
-                srlm_store::StoreError::BadPath {
-                    path: tp.clone(),
-                    reason: "a folder is an input only when it is a checkpoint (it holds \
-                             srlm-checkpoint.json or model.safetensors)"
-                        .into(),
-                }
-            })?;
-            let mut obj = ObjectRef::new(e.id.0, e.kind, tp);
-            obj.source = Some(InputSource::WorkingTree);
-            return Ok((obj, Some(local)));
-        }
-        let e = store
-            .staged()?
-            .entries
-            .remove(&tp)
-            .ok_or(srlm_store::StoreError::Missing(local.clone()))?;
-        let mut obj = ObjectRef::new(e.id.0, e.kind, tp);
-        obj.source = Some(InputSource::WorkingTree);
-        return Ok((obj, Some(local)));
-    }
-    let (commit, path, entry) = store.resolve_path(reference)?;
-    let mut obj = ObjectRef::new(entry.id.0, entry.kind, path.clone());
-    obj.source = Some(InputSource::Commit {
-        commit,
-        run: store.read_commit(&commit)?.run,
-    });
-    // the working-tree copy will do when it is that very object (a stat, thanks to the stat cache)
-    let wt = workdir.join(&path);
-    let same = if crate::unit::files_of(store, entry.id.0)?.is_some() {
-        wt.is_dir() && store.hash_folder(&wt, entry.kind).map(|e| e.id).ok() == Some(entry.id)
-    } else {
-        wt.is_file() && store.hash_file(&path).map(|e| e.id).ok() == Some(entry.id)
-    };
-    Ok((obj, same.then_some(wt)))
-}
-
-/// Write object `obj` to `dest` (creating its directory), byte for byte (verified while read);
-/// a unit (a checkpoint folder) becomes the folder `dest` with its files.
-pub fn materialise(store: &Store, obj: &ObjectRef, dest: &Path) -> Result<(), RecordError> {
-    if let Some(files) = crate::unit::files_of(store, obj.id)? {
-        for (name, e) in files {
-            write_entry(store, &e, &dest.join(name))?;
-        }
-        return Ok(());
-    }
-    write_entry(store, &entry_of(obj.id, obj.kind), dest)
-}
-
-fn write_entry(store: &Store, entry: &TreeEntry, dest: &Path) -> Result<(), RecordError> {
-    let io = |err| RecordError::Io {
-        path: dest.to_path_buf(),
-        err,
-    };
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let mut r = store.open_entry(entry)?;
-    let mut f = std::fs::File::create(dest).map_err(io)?;
-    std::io::copy(&mut r, &mut f).map_err(io)?;
-    Ok(())
-}
-
-/// A tree entry naming object `id` (enough to read it back).
-fn entry_of(id: srlm_store::ObjectId, kind: EntryKind) -> TreeEntry {
-    TreeEntry {
-        kind,
-        id: ManifestId(id),
-        size: 0,
-        rows: None,
-    }
 }
 
 /// The committed run (reachable from HEAD) with this key, newest first, if any.

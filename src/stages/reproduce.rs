@@ -2,13 +2,10 @@
 //! parameters, in scratch directories, and check every output id against the recorded one.
 //!
 //! Replay is a [`Registry`]: replay name (the stage name, or the record's `replay` field) → the
-//! stage function, the same `FnOnce(&mut StageIo) -> Result<Metrics, StageFailure>` shape that
-//! [`crate::stages::record::run_stage`] runs. To make a stage reproducible, register its
-//! function in [`default_registry`]:
-//!
-//! ```ignore
-//! reg.register("dpo", |io| crate::stages::dpo::run(io));
-//! ```
+//! stage's declaration ([`StageDecl`]) and so its function, the same
+//! `fn(&mut StageIo) -> Result<Metrics, StageFailure>` that
+//! [`crate::stages::record::run_stage`] runs. To make a stage reproducible, declare it in
+//! [`super::registry`] (its `BUILTIN` list is registered by [`default_registry`]).
 //! During a replay `io.dir` is the scratch directory, `io.inputs` hold the recorded input
 //! objects (written out from the store), `io.params` the recorded parameters, and the outputs
 //! must be written to `io.outputs`. A function that cannot replay a record (code gone) returns
@@ -18,9 +15,13 @@ use std::path::{Path, PathBuf};
 
 use srlm_store::{ObjectId, RunId, Store};
 
-use super::compare::{describe_tensors, diff_rows, diff_tensors};
+pub use super::code::ScriptCheck;
+use super::compare::{describe_tensors, diff_rows, diff_tensors, TensorDiff};
+use super::decl::{StageDecl, StageFn};
 pub use super::external::NotReplayable;
-use super::record::{materialise, Metrics, Progress, RecordError, StageFailure, StageIo};
+use super::inputs::external_state;
+pub use super::inputs::ExternalState;
+use super::record::{materialise, Progress, RecordError, StageIo};
 use crate::lineage::{self, Direction, LineageError};
 use crate::provenance::{ObjectRef, RunRecord};
 
@@ -28,13 +29,11 @@ use crate::provenance::{ObjectRef, RunRecord};
 /// replays them, even when a stage of the same name is registered.
 pub const MANUAL: &str = "manual";
 
-/// A replayable stage function.
-pub type ReplayFn = Box<dyn Fn(&mut StageIo) -> Result<Metrics, StageFailure>>;
-
-/// Replay name → stage function.
+/// Replay name → the declaration of the stage that replays it (its function with it, so a
+/// name can never be paired with another stage's function).
 #[derive(Default)]
 pub struct Registry {
-    map: BTreeMap<String, ReplayFn>,
+    map: BTreeMap<&'static str, &'static StageDecl>,
 }
 
 impl Registry {
@@ -43,21 +42,28 @@ impl Registry {
         Self::default()
     }
 
-    /// Register (or replace) the function that replays runs named `name`.
-    pub fn register(
-        &mut self,
-        name: &str,
-        f: impl Fn(&mut StageIo) -> Result<Metrics, StageFailure> + 'static,
-    ) {
-        self.map.insert(name.to_string(), Box::new(f));
+    /// Register a stage under its declared name; false (and nothing changed) when a stage of
+    /// that name is registered already.
+    pub fn register(&mut self, decl: &'static StageDecl) -> bool {
+        if self.map.contains_key(decl.name) {
+            return false;
+        }
+        self.map.insert(decl.name, decl);
+        true
     }
 
-    pub fn get(&self, name: &str) -> Option<&ReplayFn> {
-        self.map.get(name)
+    /// The function that replays runs named `name`.
+    pub fn get(&self, name: &str) -> Option<StageFn> {
+        self.map.get(name).map(|d| d.run)
+    }
+
+    /// The declaration registered under `name`.
+    pub fn decl(&self, name: &str) -> Option<&'static StageDecl> {
+        self.map.get(name).copied()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.map.keys().map(String::as_str)
+        self.map.keys().copied()
     }
 }
 
@@ -65,7 +71,7 @@ impl Registry {
 /// ([`super::registry::register_builtin`]).
 pub fn default_registry() -> Registry {
     let mut reg = Registry::new();
-    reg.register(super::external::REPLAY, super::external::run_external);
+    reg.register(&super::external::EXTERNAL);
     super::registry::register_builtin(&mut reg);
     reg
 }
@@ -115,6 +121,25 @@ pub struct RunCheck {
     /// The server the run was replayed against (servers are often not bit-deterministic, so
     /// differing rows may be the server's doing); `None` for the in-process engine.
     pub server: Option<String>,
+    /// The srlm version that recorded the run, when it is not this one.
+    pub srlm_recorded: Option<String>,
+    /// The code an external run was replayed with (a git commit + patch, or today's files).
+    pub code: Option<String>,
+    /// The files its command line named (scripts), compared with the record.
+    pub scripts: Vec<ScriptCheck>,
+    /// External inputs (outside the working directory): role, path and what was found.
+    pub external: Vec<ExternalCheck>,
+}
+
+/// An external input of a replayed run, checked before use.
+#[derive(Debug, Clone)]
+pub struct ExternalCheck {
+    pub role: String,
+    pub path: String,
+    pub recorded: ObjectId,
+    pub state: ExternalState,
+    /// The run was replayed from the copy in the store (the file changed or is gone).
+    pub from_store: bool,
 }
 
 impl RunCheck {
@@ -189,6 +214,11 @@ fn replay_one(
         failed: None,
         outputs: Vec::new(),
         server: None,
+        srlm_recorded: (record.env.srlm != env!("CARGO_PKG_VERSION"))
+            .then(|| record.env.srlm.clone()),
+        code: None,
+        scripts: Vec::new(),
+        external: Vec::new(),
     };
     if record.replay_name() == MANUAL {
         check.refused = Some(format!(
@@ -214,8 +244,34 @@ fn replay_one(
         }
     }
     let store = Store::open(workdir)?;
+    // an external input is checked (a stat when unchanged) and read in place, or replayed from
+    // its copy in the store; any other input must be in the store
+    let mut external = BTreeMap::new();
     for (role, o) in &record.inputs {
-        if !store.has_object(&o.id)? {
+        if let Some(state) = external_state(&store, o) {
+            let from_store = state != ExternalState::Unchanged && store.has_object(&o.id)?;
+            check.external.push(ExternalCheck {
+                role: role.clone(),
+                path: o.path.clone(),
+                recorded: o.id,
+                state: state.clone(),
+                from_store,
+            });
+            if state != ExternalState::Unchanged && !from_store {
+                check.refused = Some(format!(
+                    "input {role} ({}, outside the working directory) has {}: the run read {}, \
+                     and no copy was stored with the run",
+                    o.path,
+                    match &state {
+                        ExternalState::Changed(_) => "changed since the run".to_string(),
+                        other => other.describe(),
+                    },
+                    o.id.short()
+                ));
+                return Ok(check);
+            }
+            external.insert(role.clone(), from_store);
+        } else if !store.has_object(&o.id)? {
             check.refused = Some(format!(
                 "input {role} ({} {}) is missing from the store",
                 o.path,
@@ -224,18 +280,45 @@ fn replay_one(
             return Ok(check);
         }
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("srlm-replay-")
-        .tempdir()
-        .map_err(|err| ReproduceError::Io {
-            path: std::env::temp_dir(),
-            err,
-        })?;
-    let dir = scratch.path().join("work");
+    // scratch lives in the store (same file system, cleaned after a kill), removed on return
+    let scratch = store.scratch_dir("replay")?;
+    let code = if record.replay_name() == super::external::REPLAY {
+        match super::code::prepare(&store, record, workdir, scratch.path()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                check.refused = Some(e.0);
+                return Ok(check);
+            }
+        }
+    } else {
+        None
+    };
+    let dir = match &code {
+        Some(c) => c.dir.clone(),
+        None => scratch.path().join("work"),
+    };
+    if let Some(c) = code {
+        check.code = Some(c.source);
+        check.scripts = c.scripts;
+    }
     let recorded_dir = scratch.path().join("recorded");
     let mut inputs = BTreeMap::new();
     let mut placed: BTreeMap<String, ObjectId> = BTreeMap::new();
     for (role, o) in &record.inputs {
+        match external.get(role) {
+            Some(false) => {
+                inputs.insert(role.clone(), PathBuf::from(&o.path));
+                continue;
+            }
+            Some(true) => {
+                let name = Path::new(&o.path).file_name().unwrap_or_default();
+                let dest = dir.join(".srlm-inputs").join(role).join(name);
+                materialise(&store, o, &dest)?;
+                inputs.insert(role.clone(), dest);
+                continue;
+            }
+            None => {}
+        }
         // a recorded path is placed under the scratch folder: never absolute, `..` or `.git`
         if let Err(e) = srlm_store::check_tree_path(&o.path) {
             check.refused = Some(format!("input {role}: recorded path refused: {e}"));
@@ -248,7 +331,8 @@ fn replay_one(
             _ => o.path.clone(),
         };
         let dest = dir.join(&rel);
-        if !dest.exists() {
+        // (over a checked-out copy: the recorded object is what the run read)
+        if !placed.contains_key(&rel) {
             materialise(&store, o, &dest)?;
         }
         placed.insert(rel, o.id);
@@ -262,6 +346,11 @@ fn replay_one(
                 path: parent.to_path_buf(),
                 err,
             })?;
+        }
+        // a checked-out copy is not the replay's output (an input placed there, e.g. the
+        // policy DPO overwrites, stays: the stage reads it first)
+        if !placed.contains_key(&o.path) {
+            let _ = std::fs::remove_file(&dest);
         }
         outputs.insert(role.clone(), dest);
     }

@@ -8,11 +8,6 @@ use crate::engine::checkpoint::{self, Contents, Loaded};
 use crate::engine::logprob::Encoder;
 use crate::engine::train::{self, DpoParams, DpoRow, SftParams, SftRow, StepReport, Trained};
 
-/// Stage names and versions (the version changes when the stage's output for the same inputs
-/// and parameters would change).
-pub const SFT: (&str, &str) = ("sft", "3");
-pub const DPO: (&str, &str) = ("dpo", "3");
-
 /// A row of an IFT or EFT file: `prompt`/`instruction` + `response`/`completion`/`output`.
 #[derive(Debug, Deserialize)]
 struct TextRow {
@@ -72,6 +67,31 @@ fn report(io: &mut StageIo, s: &StepReport) {
     });
 }
 
+/// What a training run ran on, recorded as its `engine`: srlm's own trainer in process (not a
+/// server), what it read and how it computes, and the thread count (the same data, seed and
+/// thread count give byte-identical weights; another thread count may differ in the last bits).
+pub fn training_engine(model: &std::path::Path, p: &train::TrainParams) -> serde_json::Value {
+    let source = if model.is_file() {
+        "gguf (dequantised to f32)"
+    } else {
+        "safetensors folder (f32)"
+    };
+    serde_json::json!({
+        "backend": "in-process",
+        "trainer": "srlm dense trainer (hand-written backward pass; candle tensors for LoRA on the lm-head)",
+        "device": "cpu",
+        "dtype": "f32",
+        "weights": source,
+        "optimizer": "AdamW",
+        "mode": match &p.lora {
+            Some(l) => format!("lora rank {} (merged into the checkpoint)", l.rank),
+            None => "full".to_string(),
+        },
+        "threads": rayon::current_num_threads(),
+        "deterministic": "same data, seed and thread count give byte-identical weights",
+    })
+}
+
 /// Writes the trained model as a full checkpoint (adapters merged: a checkpoint loads alone).
 fn save_full(
     io: &StageIo,
@@ -113,6 +133,7 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
             }));
         }
     }
+    io.engine = training_engine(&base.path, &p.sft.train);
     let (loaded, enc) = train::load_for_training(&base.path)?;
     let mut steps = Vec::new();
     let (trained, m) = train::sft(
@@ -139,6 +160,7 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     if rows.is_empty() {
         return Err("no preference pair to train on (every prompt was a tie or unparsed)".into());
     }
+    io.engine = training_engine(&policy.path, &p.train);
     let (loaded, enc) = train::load_for_training(&policy.path)?;
     let reference = match io
         .inputs

@@ -20,6 +20,8 @@
 //!   `AIFT(M1)`, unique hex prefix), [`Store::resolve_path`] (`REV:path`),
 //!   [`Store::read_commit`], [`Store::read_tree`], [`Store::commit_tree`],
 //!   [`Store::read_manifest`], [`Store::open_entry`] (stream a file's bytes, verified),
+//!   [`Store::hash_external`] / [`Store::store_external`] (a file outside the working
+//!   directory, through the stat cache),
 //!   [`Store::dataset_rows`] + [`Store::read_blob`] / [`Store::read_rows`] (rows by id, for
 //!   diffs without reparsing unchanged rows), [`Store::log`], [`Store::hash_file`].
 //! - small objects: [`Store::put_object`] / [`Store::get_object`] (opaque bytes, e.g. canonical
@@ -41,6 +43,7 @@
 //! reported, never returned.
 mod checkout;
 mod error;
+mod external;
 mod fsck;
 mod fsutil;
 mod gc;
@@ -68,6 +71,7 @@ mod worktree;
 mod wtfs;
 
 pub use error::{Result, StoreError};
+pub use external::ExternalFile;
 pub use fsck::FsckReport;
 pub use gc::GcReport;
 pub use id::{BlobId, CommitId, ManifestId, ObjectId, RunId, TreeId};

@@ -490,7 +490,7 @@ impl Store {
     }
 }
 
-fn entry_of(m: &Manifest, kind: EntryKind, id: ManifestId) -> TreeEntry {
+pub(crate) fn entry_of(m: &Manifest, kind: EntryKind, id: ManifestId) -> TreeEntry {
     let rows = match m {
         Manifest::Rows(r) => Some(r.rows.len() as u64),
         Manifest::Chunks(_) => None,
@@ -512,7 +512,7 @@ pub(crate) fn is_racy(md: &std::fs::Metadata, looked_at: SystemTime) -> bool {
     }
 }
 
-fn ingest(
+pub(crate) fn ingest(
     abs: &Path,
     f: std::fs::File,
     kind: EntryKind,
