@@ -122,12 +122,16 @@ impl Labels {
                     .values()
                     .map(|o| o.id)
                     .collect(),
-                None => store
-                    .read_tree(&c.tree)?
-                    .entries
-                    .values()
-                    .map(|e| e.id.0)
-                    .collect(),
+                None => {
+                    // a commit without a run (M0, the seed data): its files and its units
+                    // (a checkpoint folder is one input)
+                    let t = store.read_tree(&c.tree)?;
+                    t.entries
+                        .values()
+                        .chain(t.units.values())
+                        .map(|e| e.id.0)
+                        .collect()
+                }
             };
             for id in ids {
                 by_object.entry(id).or_default().insert(name.clone());
@@ -506,10 +510,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_one_input_named_by_the_tag_that_made_all_its_files() {
-        let o = |path: &str, bytes: &str| ObjectRef {
-            id: ObjectId::of(bytes.as_bytes()),
-            kind: EntryKind::File,
-            path: path.into(),
+        let o = |path: &str, bytes: &str| {
+            ObjectRef::new(ObjectId::of(bytes.as_bytes()), EntryKind::File, path)
         };
         let set = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         let labels = Labels {

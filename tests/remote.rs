@@ -380,6 +380,15 @@ fn file_remote_corruption_and_newer_format_are_refused() {
     let e = target.fails(&root, &["clone", &target.url("r"), "c3"]);
     assert!(e.contains("newer"), "{e}");
     std::fs::write(rdir.join("FORMAT"), "srlm-remote 1\n").unwrap();
+    // a remote ref naming an object the remote does not hold (its bundle is gone)
+    std::fs::remove_file(&bundle).unwrap();
+    let e = target.fails(&root, &["clone", &target.url("r"), "c5"]);
+    assert!(
+        e.contains("does not hold") || e.contains("bundles/"),
+        "names what is missing: {e}"
+    );
+    assert!(!root.join("c5/.srlm").exists(), "no half clone left");
+    std::fs::write(&bundle, &good).unwrap();
     target.ok(&root, &["clone", &target.url("r"), "c4"]);
     fsck_clean(&root.join("c4"));
 }

@@ -40,8 +40,7 @@ use super::inputs::resolve_inputs;
 pub use super::inputs::{materialise, resolve_object};
 
 use crate::provenance::{
-    now_rfc3339, record_code, InputSource, ObjectRef, ProvenanceError, RunKey, RunRecord,
-    RunStatus, StageInfo,
+    now_rfc3339, record_code, ObjectRef, ProvenanceError, RunKey, RunRecord, RunStatus, StageInfo,
 };
 
 /// Metrics a stage returns (name → number, string, …), recorded in the run record.

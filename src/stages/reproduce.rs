@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use srlm_store::{ObjectId, RunId, Store};
 
 pub use super::code::ScriptCheck;
-use super::compare::{describe_tensors, diff_rows, diff_tensors, TensorDiff};
+use super::compare::{describe_tensors, diff_rows, diff_tensors};
 use super::decl::{StageDecl, StageFn};
 pub use super::external::NotReplayable;
 use super::inputs::external_state;
