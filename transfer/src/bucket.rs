@@ -164,27 +164,8 @@ impl Bucket {
 
     /// Download a key into `out`; returns its size, `None` when absent.
     pub fn get_to(&self, rel: &str, out: &mut impl Write) -> Result<Option<u64>> {
-        let key = self.key(rel);
-        let url = self.url.clone();
-        self.rt.block_on(async {
-            let g = match self.store.get(&key).await {
-                Ok(g) => g,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(err_of(&url, format!("reading {rel}"), e)),
-            };
-            let mut s = g.into_stream();
-            let mut n = 0u64;
-            while let Some(chunk) = s.next().await {
-                let chunk = chunk.map_err(|e| err_of(&url, format!("reading {rel}"), e))?;
-                out.write_all(&chunk).map_err(|e| TransferError::Storage {
-                    url: url.clone(),
-                    what: format!("writing {rel} locally"),
-                    detail: e.to_string(),
-                })?;
-                n += chunk.len() as u64;
-            }
-            Ok(Some(n))
-        })
+        let got = self.get_many(vec![(rel.to_string(), out)])?;
+        Ok(got.into_iter().next().and_then(|(_, n)| n))
     }
 
     /// The keys under folder `dir` (recursively), names relative to it. A missing bucket is
