@@ -1,0 +1,138 @@
+//! Issue 12: stages take the users' own inputs (a model outside the working directory, a
+//! prompts file with only `prompt`), and a progress line never runs into an error.
+use super::*;
+
+/// `gen-responses` on the tiny model, `--n 1`, a few tokens; extra flags appended.
+fn gen_responses(d: &Path, model: &str, prompts: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "gen-responses",
+        "--model",
+        model,
+        "--prompts",
+        prompts,
+        "--n",
+        "1",
+        "--max-tokens",
+        "4",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(d, &args)
+}
+
+/// Issue 12: a model outside the working directory (a model cache, a shared disk) was refused
+/// ("outside the store's working directory"). It is now an input recorded by absolute path and
+/// id, not copied into the store unless asked (`--store-input`).
+#[test]
+fn issue12_a_model_outside_the_working_directory_is_a_stage_input() {
+    let (t, d) = new_store();
+    let model = t.path().canonicalize().unwrap().join("cache/tiny");
+    srlm::engine::fixture::write_tiny_model(&model, 5).unwrap();
+    write(&d, "p.jsonl", b"{\"prompt\":\"Say hi.\"}\n");
+    let m = model.display().to_string();
+    let o = gen_responses(&d, &m, "p.jsonl", &[]);
+    assert!(o.status.success(), "{}", no_panic(&o, "gen-responses"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let inputs = v["record"]["inputs"].as_object().unwrap();
+    let weights = &inputs["model/model.safetensors"];
+    let path = model.join("model.safetensors").display().to_string();
+    assert_eq!(weights["path"], path.as_str(), "{v:#}");
+    assert_eq!(weights["external_path"], path.as_str(), "{v:#}");
+    let id: srlm_store::ObjectId = weights["id"].as_str().unwrap().parse().unwrap();
+    let has = |id| {
+        srlm_store::Store::discover(&d)
+            .unwrap()
+            .has_object(&id)
+            .unwrap()
+    };
+    assert!(!has(id), "not copied into the store");
+    let o = gen_responses(&d, &m, "p.jsonl", &["--store-input", "--rerun"]);
+    assert!(o.status.success(), "{}", no_panic(&o, "--store-input"));
+    assert!(has(id), "--store-input copies it");
+}
+
+/// Issue 12: `gen-responses` refused prompts without `source` (`missing field source`); any
+/// JSONL row with a `prompt` will do, an id optional, as the Python replications and TRL
+/// write them.
+#[test]
+fn issue12_prompts_need_only_a_prompt() {
+    let (_t, d) = new_store();
+    srlm::engine::fixture::write_tiny_model(&d.join("base/tiny"), 5).unwrap();
+    write(
+        &d,
+        "p.jsonl",
+        b"{\"prompt_id\":\"a1\",\"prompt\":\"Say hi.\"}\n{\"prompt\":\"Count to two.\"}\n",
+    );
+    let o = gen_responses(&d, "base/tiny", "p.jsonl", &[]);
+    assert!(o.status.success(), "{}", no_panic(&o, "gen-responses"));
+    let rows = std::fs::read_to_string(d.join("gen/responses.jsonl")).unwrap();
+    let ids: Vec<String> = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt_id"].to_string())
+        .collect();
+    assert_eq!(ids, ["\"a1\"", "\"p00001\""]);
+    if let Some(real) = common::shared_data("aift/mistral7b_m1_generated_prompts.jsonl") {
+        // the replication's file (only `prompt`) is read: the first rows, as a user would cut it
+        let text = std::fs::read_to_string(real).unwrap();
+        let head: Vec<&str> = text.lines().take(1).collect();
+        write(
+            &d,
+            "real.jsonl",
+            format!("{}\n", head.join("\n")).as_bytes(),
+        );
+        let o = gen_responses(&d, "base/tiny", "real.jsonl", &["--out", "gen/real.jsonl"]);
+        assert!(o.status.success(), "{}", no_panic(&o, "real prompts"));
+    }
+}
+
+/// Issue 12: a stage's progress line was left on the terminal, and the error ran into it
+/// (`hashing base/m.gguf (98.4 MB)error: …`). The line is cleared first. Needs a terminal:
+/// run under `script` (util-linux).
+#[test]
+fn issue12_a_progress_line_is_cleared_before_an_error() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_script {
+        common::absent("SRLM_REQUIRE_SCRIPT", "`script` (util-linux) is absent");
+        return;
+    }
+    let (t, d) = new_store();
+    // not a model: the stage hashes it (a progress line), then fails to load it
+    let bogus = t.path().canonicalize().unwrap().join("m.gguf");
+    std::fs::write(&bogus, vec![1u8; 8 << 20]).unwrap();
+    write(&d, "p.jsonl", b"{\"prompt\":\"hi\"}\n");
+    let cmd = format!(
+        "{} gen-responses --model {} --prompts p.jsonl",
+        env!("CARGO_BIN_EXE_srlm"),
+        bogus.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(&d)
+        .env("SRLM_LOCK_TIMEOUT", "120")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let at = out
+        .find("error:")
+        .unwrap_or_else(|| panic!("no error in {out:?}"));
+    let before = &out[..at];
+    let line_start = before.rfind(['\n', '\r']).map(|i| i + 1).unwrap_or(0);
+    // what is left on the error's line before it, terminal escapes aside
+    let mut rest = before[line_start..].to_string();
+    while let Some(i) = rest.find('\u{1b}') {
+        let end = rest[i + 1..]
+            .find(|c: char| c.is_ascii_alphabetic())
+            .map(|j| i + 2 + j)
+            .unwrap_or(rest.len());
+        rest.replace_range(i..end, "");
+    }
+    assert!(
+        rest.trim().is_empty(),
+        "the error runs into {rest:?}: {out:?}"
+    );
+}
