@@ -1,7 +1,7 @@
 //! `srlm bench`: benchmarks that print measured figures. Each kind lives in its own file.
 use super::Ctx;
 
-/// Benchmarks that print measured figures (store, diff, engine, train, server).
+/// Benchmarks that print measured figures (store, diff, engine, train, server, remote, loop).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -23,6 +23,9 @@ pub enum Which {
     Server(super::bench_server::Args),
     /// Push, second push (90% shared), clone and lazy clone of a checkpoint, beside a raw PUT.
     Remote(super::bench_remote::Args),
+    /// One whole self-rewarding iteration at a chosen size: seconds, tokens/s and peak memory
+    /// per stage.
+    Loop(super::bench_loop::Args),
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         Which::Train(a) => super::bench_train::run(a, ctx),
         Which::Server(a) => super::bench_server::run(a, ctx),
         Which::Remote(a) => super::bench_remote::run(a, ctx),
+        Which::Loop(a) => super::bench_loop::run(a, ctx),
     }
 }

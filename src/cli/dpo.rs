@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub reference: Option<String>,
     /// KL strength β.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = DpoParams::default().beta)]
     pub beta: f64,
     /// Output checkpoint folder.
     #[arg(long, default_value = "model")]
@@ -33,6 +33,18 @@ pub struct Args {
     pub train: TrainArgs,
     #[command(flatten)]
     pub opts: StageOpts,
+}
+
+impl Args {
+    /// The stage's parameters (flags not given keep the declared defaults).
+    pub fn params(&self) -> DpoParams {
+        let mut p = DpoParams {
+            beta: self.beta,
+            ..DpoParams::default()
+        };
+        self.train.apply(&mut p.train);
+        p
+    }
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -44,11 +56,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    let mut p = DpoParams {
-        beta: args.beta,
-        ..DpoParams::default()
-    };
-    args.train.apply(&mut p.train);
+    let p = args.params();
     run_stage_verb(
         ctx,
         &args.opts,

@@ -22,19 +22,19 @@ pub struct Args {
     #[arg(long)]
     pub seeds: String,
     /// How many prompts to keep.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = GenPromptsParams::default().count)]
     pub count: usize,
     /// Few-shot examples per request.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = GenPromptsParams::default().shots)]
     pub shots: usize,
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = GenPromptsParams::default().temperature)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = GenPromptsParams::default().top_p)]
     pub top_p: f64,
     /// Tokens per generated prompt at most.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = GenPromptsParams::default().max_tokens)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GenPromptsParams::default().seed)]
     pub seed: u64,
     /// Output file.
     #[arg(long, default_value = "gen/prompts.jsonl")]
@@ -43,6 +43,21 @@ pub struct Args {
     pub server: ServerArgs,
     #[command(flatten)]
     pub opts: StageOpts,
+}
+
+impl Args {
+    /// The stage's parameters (flags not given keep the declared defaults).
+    pub fn params(&self) -> GenPromptsParams {
+        GenPromptsParams {
+            count: self.count,
+            shots: self.shots,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+            seed: self.seed,
+            ..GenPromptsParams::default()
+        }
+    }
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -57,15 +72,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     inputs.push(("seeds".into(), file_ref(&store, &ctx.cwd, &args.seeds)?));
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    let p = GenPromptsParams {
-        count: args.count,
-        shots: args.shots,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        max_tokens: args.max_tokens,
-        seed: args.seed,
-        ..GenPromptsParams::default()
-    };
+    let p = args.params();
     run_stage_verb_on(
         ctx,
         &args.opts,

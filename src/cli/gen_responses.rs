@@ -23,15 +23,15 @@ pub struct Args {
     #[arg(long)]
     pub prompts: String,
     /// Candidates per prompt.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = GenResponsesParams::default().n)]
     pub n: usize,
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = GenResponsesParams::default().sampling.temperature)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = GenResponsesParams::default().sampling.top_p)]
     pub top_p: f64,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = GenResponsesParams::default().sampling.max_tokens)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GenResponsesParams::default().sampling.seed)]
     pub seed: u64,
     /// Output file.
     #[arg(long, default_value = "gen/responses.jsonl")]
@@ -40,6 +40,23 @@ pub struct Args {
     pub server: ServerArgs,
     #[command(flatten)]
     pub opts: StageOpts,
+}
+
+impl Args {
+    /// The stage's parameters (flags not given keep the declared defaults).
+    pub fn params(&self) -> GenResponsesParams {
+        let d = GenResponsesParams::default();
+        GenResponsesParams {
+            n: self.n,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                max_tokens: self.max_tokens,
+                seed: self.seed,
+                ..d.sampling
+            },
+        }
+    }
 }
 
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -54,16 +71,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     inputs.push(("prompts".into(), file_ref(&store, &ctx.cwd, &args.prompts)?));
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    let p = GenResponsesParams {
-        n: args.n,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_p: args.top_p,
-            max_tokens: args.max_tokens,
-            seed: args.seed,
-            ..SamplingParams::default()
-        },
-    };
+    let p = args.params();
     run_stage_verb_on(
         ctx,
         &args.opts,

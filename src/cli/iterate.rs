@@ -26,16 +26,16 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub iterations: usize,
     /// New prompts per iteration.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = LoopParams::default().gen_prompts.count)]
     pub prompts: usize,
     /// Few-shot examples per prompt-generation request (paper: 8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = LoopParams::default().gen_prompts.shots)]
     pub shots: usize,
     /// Candidate responses per prompt.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = LoopParams::default().gen_responses.n)]
     pub n: usize,
     /// Tokens per response at most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = LoopParams::default().gen_responses.sampling.max_tokens)]
     pub max_tokens: usize,
     #[command(flatten)]
     pub judge: JudgeArgs,
@@ -44,9 +44,9 @@ pub struct Args {
     #[arg(long)]
     pub judge_model: Option<String>,
     /// DPO's β.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = LoopParams::default().dpo.beta)]
     pub beta: f64,
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = LoopParams::default().dpo.train.lr)]
     pub lr: f64,
     /// Base seed (each iteration offsets it).
     #[arg(long, default_value_t = 0)]
@@ -77,6 +77,25 @@ pub struct Args {
     pub json: bool,
 }
 
+impl Args {
+    /// The stages' parameters from the flags (flags not given keep the declared defaults);
+    /// the judge model and servers are set by the caller.
+    pub fn stage_params(&self) -> LoopParams {
+        let mut p = LoopParams::default();
+        p.gen_prompts.count = self.prompts;
+        p.gen_prompts.shots = self.shots;
+        p.gen_prompts.seed = self.seed;
+        p.gen_responses.n = self.n;
+        p.gen_responses.sampling.max_tokens = self.max_tokens;
+        p.gen_responses.sampling.seed = self.seed;
+        p.judge = self.judge.params();
+        p.dpo.beta = self.beta;
+        p.dpo.train.lr = self.lr;
+        p.dpo.train.seed = self.seed;
+        p
+    }
+}
+
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let from: usize = args
         .from
@@ -91,18 +110,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         .map(|r| super::stage_util::file_ref(&store, &ctx.cwd, r))
         .transpose()?;
     drop(store);
-    let mut p = LoopParams::default();
-    p.gen_prompts.count = args.prompts;
-    p.gen_prompts.shots = args.shots;
-    p.gen_prompts.seed = args.seed;
-    p.gen_responses.n = args.n;
-    p.gen_responses.sampling.max_tokens = args.max_tokens;
-    p.gen_responses.sampling.seed = args.seed;
-    p.judge = args.judge.params();
+    let mut p = args.stage_params();
     p.judge_model = judge_model;
-    p.dpo.beta = args.beta;
-    p.dpo.train.lr = args.lr;
-    p.dpo.train.seed = args.seed;
     p.policy_server = args
         .server
         .as_deref()

@@ -38,17 +38,17 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JudgeArgs {
     /// Judgements sampled per response (paper: 3).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = JudgeStageParams::default().judge.samples)]
     pub samples: usize,
     /// `sample` (generated justification + Score) or `digits` (one-pass expected score).
-    #[arg(long, value_enum, default_value_t = JudgeMethod::Sample)]
+    #[arg(long, value_enum, default_value_t = JudgeStageParams::default().method)]
     pub method: JudgeMethod,
     /// Tokens per judgement at most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = JudgeStageParams::default().judge.sampling.max_tokens)]
     pub judge_max_tokens: usize,
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = JudgeStageParams::default().judge.sampling.temperature)]
     pub judge_temperature: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = JudgeStageParams::default().judge.sampling.seed)]
     pub judge_seed: u64,
 }
 

@@ -10,10 +10,12 @@ pub mod add;
 pub mod bench;
 pub mod bench_diff;
 pub mod bench_engine;
+pub mod bench_loop;
 pub mod bench_remote;
 pub mod bench_server;
 pub mod bench_store;
 pub mod bench_train;
+pub mod bench_util;
 pub mod branch;
 pub mod checkout;
 pub mod clone;
@@ -51,6 +53,9 @@ pub mod stage_util;
 pub mod status;
 pub mod tag;
 pub mod validate;
+
+#[cfg(test)]
+mod defaults_tests;
 
 /// srlm: a versioned dataset-and-experiment tracker for self-rewarding language models.
 #[derive(Debug, Parser)]

@@ -87,6 +87,15 @@ impl TrainArgs {
     }
 }
 
+impl Args {
+    /// The stage's parameters (flags not given keep the declared defaults).
+    pub fn params(&self) -> SftStageParams {
+        let mut p = SftStageParams::default();
+        self.train.apply(&mut p.sft.train);
+        p
+    }
+}
+
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let store = Store::discover(&ctx.cwd)?;
     let mut inputs = model_ref(&store, &ctx.cwd, "base", &args.base)?;
@@ -96,8 +105,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
-    let mut p = SftStageParams::default();
-    args.train.apply(&mut p.sft.train);
+    let p = args.params();
     run_stage_verb(
         ctx,
         &args.opts,

@@ -234,25 +234,30 @@ pub fn walk(
 
 type Found = Vec<(RunId, RunRecord, Option<CommitId>)>;
 
-/// The run that made `obj`: by its recorded source when it has one, else the newest run with
-/// that output that started before the consumer (`via`) finished.
-fn producers(
+/// The run that made `obj`, an input of a run that started at `via.0` and finished at
+/// `via.1`: by the input's recorded source when it has one (the run of the newest commit in its
+/// commit's history with that output), else by content id the newest successful run with that
+/// output that started before the consumer finished. Also the commit the object was resolved
+/// from, for its tags. The one lookup lineage, `report` and `runs` share.
+pub fn producer(
     index: &impl RunIndex,
     obj: &ObjectRef,
-    via: Option<&(String, String)>,
-    l: &mut Lineage,
-) -> Result<(Found, Matched), LineageError> {
+    via: Option<(&str, &str)>,
+) -> Result<Produced, LineageError> {
     if let Some(InputSource::Commit { commit, .. }) = &obj.source {
-        l.at.insert(obj.id, *commit);
         let Some((c, run)) = index.produced_at(*commit, obj.id)? else {
-            return Ok((Vec::new(), Matched::Source));
+            return Ok(Produced {
+                run: None,
+                at: Some(*commit),
+                matched: Matched::Source,
+            });
         };
-        l.at.insert(obj.id, c);
         let record = index.record(run)?;
-        if record.status != RunStatus::Ok {
-            return Ok((Vec::new(), Matched::Source));
-        }
-        return Ok((vec![(run, record, Some(c))], Matched::Source));
+        return Ok(Produced {
+            run: (record.status == RunStatus::Ok).then_some((run, record)),
+            at: Some(c),
+            matched: Matched::Source,
+        });
     }
     let mut best: Option<(RunId, RunRecord)> = None;
     for rid in index.producing(obj.id)? {
@@ -260,7 +265,7 @@ fn producers(
         if record.status != RunStatus::Ok {
             continue;
         }
-        if via.is_some_and(|(_, finished)| record.started.as_str() > finished.as_str()) {
+        if via.is_some_and(|(_, finished)| record.started.as_str() > finished) {
             continue; // made after the consumer finished: not where its input came from
         }
         let newer = match &best {
@@ -271,9 +276,36 @@ fn producers(
             best = Some((rid, record));
         }
     }
+    Ok(Produced {
+        run: best,
+        at: None,
+        matched: Matched::Content,
+    })
+}
+
+/// What [`producer`] found.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The producing run (none for a root: seed data, a base model, a failed run's output).
+    pub run: Option<(RunId, RunRecord)>,
+    /// The commit the object was resolved from, when its source says.
+    pub at: Option<CommitId>,
+    pub matched: Matched,
+}
+
+fn producers(
+    index: &impl RunIndex,
+    obj: &ObjectRef,
+    via: Option<&(String, String)>,
+    l: &mut Lineage,
+) -> Result<(Found, Matched), LineageError> {
+    let p = producer(index, obj, via.map(|(s, f)| (s.as_str(), f.as_str())))?;
+    if let Some(c) = p.at {
+        l.at.insert(obj.id, c);
+    }
     Ok((
-        best.into_iter().map(|(i, r)| (i, r, None)).collect(),
-        Matched::Content,
+        p.run.into_iter().map(|(i, r)| (i, r, p.at)).collect(),
+        p.matched,
     ))
 }
 

@@ -99,34 +99,20 @@ fn aift_number(tag: &str) -> Option<usize> {
     tag.strip_prefix("AIFT(M")?.strip_suffix(')')?.parse().ok()
 }
 
-/// The successful run that produced `obj` last before `before` started (content ids repeat
-/// across iterations only for identical bytes: the latest earlier producer is the one used).
-fn producer(
-    store: &Store,
-    obj: &ObjectRef,
-    before: &str,
-) -> Result<Option<(RunId, RunRecord)>, ReportError> {
-    let mut best: Option<(RunId, RunRecord)> = None;
-    for run in store.runs_producing(&obj.id)? {
-        let rec = RunRecord::load(store, run)?;
-        if rec.status != RunStatus::Ok || rec.finished.as_str() > before {
-            continue;
-        }
-        if best.as_ref().map_or(true, |(_, b)| b.started < rec.started) {
-            best = Some((run, rec));
-        }
-    }
-    Ok(best)
-}
-
-/// The run upstream of `rec` through its input `role`.
+/// The run upstream of `rec` through its input `role`: by the input's recorded source, as
+/// lineage follows it (content ids only for working-tree inputs and old records).
 fn upstream(
     store: &Store,
     rec: &RunRecord,
     role: &str,
 ) -> Result<Option<(RunId, RunRecord)>, ReportError> {
     match rec.inputs.get(role) {
-        Some(o) => producer(store, o, &rec.started),
+        Some(o) => Ok(crate::lineage::producer(
+            store,
+            o,
+            Some((rec.started.as_str(), rec.finished.as_str())),
+        )?
+        .run),
         None => Ok(None),
     }
 }

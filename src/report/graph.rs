@@ -35,8 +35,8 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// The graph of a walk upstream. A run's input is linked to the run on the walk that
-    /// produced it last before the consumer started (never to a later run).
+    /// The graph of a walk upstream. A run's input is linked to the run the walk linked it to
+    /// (by the input's recorded source where it has one), never to a later run.
     pub fn of(lineage: &Lineage, labels: &Labels) -> Graph {
         let mut runs: Vec<_> = lineage.runs.iter().collect();
         runs.sort_by(|a, b| a.record.started.cmp(&b.record.started));
@@ -60,17 +60,17 @@ impl Graph {
             }
             let mut sources = Vec::new();
             for objs in groups.values() {
-                let producer = runs
+                // the run the walk linked the input to (by its recorded source; by content
+                // only for working-tree inputs and old records): never a later run
+                let producer = objs
                     .iter()
-                    .filter(|p| {
-                        p.record.finished <= r.record.started
-                            && objs
-                                .iter()
-                                .any(|o| p.record.outputs.values().any(|x| x.id == o.id))
-                    })
-                    .max_by(|a, b| a.record.started.cmp(&b.record.started));
-                match producer.and_then(|p| run_node.get(&p.id)) {
-                    Some(&p) => sources.push(p),
+                    .filter_map(|o| lineage.edges.get(&o.id))
+                    .flat_map(|link| link.runs.iter())
+                    .filter_map(|id| run_node.get(id).copied())
+                    .filter(|&p| p != me)
+                    .max();
+                match producer {
+                    Some(p) => sources.push(p),
                     None => {
                         let label = labels.label(objs);
                         let n = *roots.entry(label.clone()).or_insert_with(|| {

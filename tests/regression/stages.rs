@@ -87,7 +87,8 @@ fn issue12_prompts_need_only_a_prompt() {
 
 /// Issue 12: a stage's progress line was left on the terminal, and the error ran into it
 /// (`hashing base/m.gguf (98.4 MB)error: …`). The line is cleared first. Needs a terminal:
-/// run under `script` (util-linux).
+/// run under `script` (util-linux); the transcript is replayed through a terminal emulator
+/// (vt100) and the final screen is checked, as the user would see it.
 #[test]
 fn issue12_a_progress_line_is_cleared_before_an_error() {
     let has_script = Command::new("script")
@@ -117,22 +118,19 @@ fn issue12_a_progress_line_is_cleared_before_an_error() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let at = out
-        .find("error:")
-        .unwrap_or_else(|| panic!("no error in {out:?}"));
-    let before = &out[..at];
-    let line_start = before.rfind(['\n', '\r']).map(|i| i + 1).unwrap_or(0);
-    // what is left on the error's line before it, terminal escapes aside
-    let mut rest = before[line_start..].to_string();
-    while let Some(i) = rest.find('\u{1b}') {
-        let end = rest[i + 1..]
-            .find(|c: char| c.is_ascii_alphabetic())
-            .map(|j| i + 2 + j)
-            .unwrap_or(rest.len());
-        rest.replace_range(i..end, "");
-    }
+    assert!(out.contains("error:"), "no error in {out:?}");
+    // What the user's terminal shows at the end: the error on a line of its own, and no
+    // progress line left above it (a bar left drawn would still read "hashing …").
+    let mut term = vt100::Parser::new(50, 200, 0);
+    term.process(&o.stdout);
+    let screen = term.screen().contents();
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
-        rest.trim().is_empty(),
-        "the error runs into {rest:?}: {out:?}"
+        lines.iter().any(|l| l.starts_with("error:")),
+        "the error is not on a line of its own: {screen:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("hashing")),
+        "a progress line is left on the screen: {screen:?}"
     );
 }
