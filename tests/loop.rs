@@ -513,3 +513,71 @@ fn iterate_with_a_fixed_judge_records_it() {
     );
     assert!(lineage.contains("\"path\": \"base/tiny\""), "{lineage}");
 }
+
+/// `srlm bench loop` runs one whole iteration through the real stages in a fresh store and
+/// reports every stage with its own seconds and peak memory.
+#[test]
+fn bench_loop_times_every_stage_of_one_iteration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    srlm::engine::fixture::write_tiny_model(&model, 11).expect("tiny model");
+    let model = model.to_str().unwrap();
+    let args = [
+        "-q",
+        "bench",
+        "loop",
+        "--model",
+        model,
+        "--prompts",
+        "2",
+        "--n",
+        "2",
+        "--method",
+        "digits",
+        "--max-tokens",
+        "8",
+        "--dir",
+        "store",
+        "--json",
+    ];
+    let v: Value = serde_json::from_str(&ok(tmp.path(), &args)).unwrap();
+    let stages: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "seed",
+            "sft",
+            "gen-prompts",
+            "gen-responses",
+            "judge",
+            "pairs",
+            "dpo"
+        ],
+        "{v}"
+    );
+    assert!(v["error"].is_null(), "{v}");
+    let mut sum = 0.0;
+    for s in v["stages"].as_array().unwrap() {
+        let secs = s["seconds"].as_f64().unwrap();
+        assert!(secs >= 0.0, "{s}");
+        if s["stage"] != "seed" && s["stage"] != "sft" {
+            sum += secs;
+        }
+        assert!(s["peak_mb"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(
+        (v["iteration_seconds"].as_f64().unwrap() - sum).abs() < 1e-6,
+        "{v}"
+    );
+    let gen = &v["stages"][3];
+    assert!(gen["generated_tokens"].as_u64().unwrap() > 0, "{gen}");
+    assert_eq!(gen["detail"], "4 responses", "{gen}");
+    // the store is a real one: the iteration's model is tagged
+    let log = ok(&tmp.path().join("store"), &["log", "--oneline"]);
+    assert!(log.contains("M2"), "{log}");
+}

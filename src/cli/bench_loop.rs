@@ -89,7 +89,11 @@ fn num(m: &Metrics, k: &str) -> Option<u64> {
 fn detail(stage: &str, m: &Metrics) -> String {
     let get = |k: &str| num(m, k).map(|v| v.to_string()).unwrap_or("?".into());
     match stage {
-        "gen-prompts" => format!("{} prompts kept", get("prompts")),
+        "gen-prompts" => format!(
+            "{} prompts kept of {} attempts",
+            get("kept"),
+            get("attempts")
+        ),
         "gen-responses" => format!("{} responses", get("responses")),
         "judge" => format!(
             "{} responses, {} unparsed",

@@ -62,7 +62,9 @@ mod defaults_tests;
 #[command(name = "srlm", version, about, long_about = None)]
 pub struct Cli {
     /// Run as if srlm was started in DIR.
-    #[arg(short = 'C', global = true, value_name = "DIR")]
+    // Its own id: a verb's `dir` (`init DIR`, `demo DIR`, `bench … --dir`) would otherwise be
+    // the same argument, and a relative DIR was applied twice (`init sub` made `sub/sub`).
+    #[arg(short = 'C', global = true, value_name = "DIR", id = "chdir")]
     pub dir: Option<PathBuf>,
     /// Print less (no progress bars).
     #[arg(short, long, global = true)]

@@ -134,3 +134,19 @@ fn issue12_a_progress_line_is_cleared_before_an_error() {
         "a progress line is left on the screen: {screen:?}"
     );
 }
+
+/// Session 6: a verb's own DIR argument (`init DIR`, `demo DIR`, `bench loop --dir DIR`) shared
+/// its id with the global `-C DIR`, so a relative DIR was applied twice: `srlm init sub` made
+/// the store in `sub/sub`.
+#[test]
+fn a_relative_dir_argument_is_applied_once() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().canonicalize().unwrap();
+    ok(&d, &["init", "sub"]);
+    assert!(d.join("sub/.srlm").is_dir(), "no store in sub/");
+    assert!(!d.join("sub/sub").exists(), "the store went to sub/sub");
+    // -C still works, and composes with the verb's own relative DIR once
+    std::fs::create_dir_all(d.join("a")).unwrap();
+    ok(&d, &["-C", "a", "init", "b"]);
+    assert!(d.join("a/b/.srlm").is_dir(), "no store in a/b/");
+}
