@@ -10,10 +10,13 @@
 //!   LLM-as-a-Judge prompt and `response` a justification ending in `Score: N`;
 //! - EFT evaluation split: held-out threads, one row per human-scored response.
 //!
-//! IFT and EFT prompts are disjoint. EFT targets come from the human quality score
+//! IFT, EFT train and EFT evaluation prompts are disjoint: the EFT split is drawn by prompt
+//! (threads asking the same question, up to whitespace and case, stay together), and IFT keeps
+//! no rank-0 answer whose prompt is an EFT prompt. The default evaluation share is the paper's
+//! ([`EVAL_FRACTION`]). EFT targets come from the human quality score
 //! (`--eft-from human`) or from a judging model whose score ordering must agree with the human
 //! ranking for the whole thread (the paper's recipe).
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use rand::seq::SliceRandom;
@@ -75,11 +78,14 @@ pub enum EftFrom {
     Model,
 }
 
+/// The paper's share of EFT data held out for evaluation: 531 of 1,775 + 531 examples.
+pub const EVAL_FRACTION: f64 = 0.23;
+
 /// Parameters of the import (recorded in the run record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportParams {
     pub eft_from: EftFrom,
-    /// Fraction of EFT threads held out for evaluation.
+    /// Fraction of EFT prompts held out for evaluation ([`EVAL_FRACTION`] by default).
     pub eval_fraction: f64,
     pub max_ift: Option<usize>,
     pub max_eft: Option<usize>,
@@ -115,7 +121,11 @@ pub struct EvalRow {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ImportMetrics {
     pub ift_rows: usize,
+    /// Rank-0 answers left out of IFT because their prompt is an EFT prompt.
     pub ift_dropped_overlap: usize,
+    /// Distinct prompts (whitespace and case folded) of the EFT train and evaluation splits.
+    pub eft_prompts: usize,
+    pub eval_prompts: usize,
     pub eft_rows: usize,
     pub eft_threads: usize,
     pub eval_rows: usize,
@@ -182,29 +192,40 @@ pub fn build(
     mut judge: Option<&mut JudgeFn>,
 ) -> Result<Imported, ImportError> {
     let mut m = ImportMetrics::default();
-    // EFT threads: those with at least two answers that have a human value.
-    let mut eft: Vec<&Thread> = eft_threads
-        .iter()
-        .filter(|t| {
-            t.answers
-                .iter()
-                .filter(|a| human_value(a).is_some())
-                .count()
-                >= 2
-        })
-        .collect();
+    // EFT threads: those with at least two answers that have a human value, grouped by prompt
+    // text (two threads may ask the same question), so that the split is disjoint by prompt.
+    let mut groups: Vec<Vec<&Thread>> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for t in eft_threads.iter().filter(|t| {
+        t.answers
+            .iter()
+            .filter(|a| human_value(a).is_some())
+            .count()
+            >= 2
+    }) {
+        let g = *group_of.entry(norm(&t.prompt)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(t);
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
-    eft.shuffle(&mut rng);
-    let n_eval = ((eft.len() as f64) * params.eval_fraction).round() as usize;
-    let (eval_threads, train_threads) = eft.split_at(n_eval.min(eft.len()));
+    groups.shuffle(&mut rng);
+    let n_eval = ((groups.len() as f64) * params.eval_fraction).round() as usize;
+    let (eval_groups, train_groups) = groups.split_at(n_eval.min(groups.len()));
+    m.eval_prompts = eval_groups.len();
+    m.eft_prompts = train_groups.len();
+    let eval_threads: Vec<&Thread> = eval_groups.iter().flatten().copied().collect();
+    let train_threads: Vec<&Thread> = train_groups.iter().flatten().copied().collect();
     let eft_prompts: HashSet<String> = eft_threads.iter().map(|t| norm(&t.prompt)).collect();
 
     let mut ift = Vec::new();
-    for t in ift_threads {
-        // Ranked answers: only the best human-ranked one (rank 0) is an IFT answer; a thread
-        // whose rank-0 answer is missing gives none. Unranked, scored answers: the best score.
-        let best = if t.answers.iter().any(|a| a.rank.is_some()) {
-            t.answers.iter().find(|a| a.rank == Some(0))
+    'ift: for t in ift_threads {
+        // Ranked answers: every best human-ranked one (rank 0; a question asked in two trees
+        // has two) is an IFT answer; a thread without a rank-0 answer gives none. Unranked,
+        // scored answers: the best score.
+        let best: Vec<&Answer> = if t.answers.iter().any(|a| a.rank.is_some()) {
+            t.answers.iter().filter(|a| a.rank == Some(0)).collect()
         } else {
             t.answers
                 .iter()
@@ -214,18 +235,24 @@ pub fn build(
                         .partial_cmp(&human_value(b))
                         .unwrap_or(std::cmp::Ordering::Equal)
                 })
+                .into_iter()
+                .collect()
         };
-        let Some(best) = best else { continue };
-        if eft_prompts.contains(&norm(&t.prompt)) {
-            m.ift_dropped_overlap += 1;
+        if best.is_empty() {
             continue;
         }
-        ift.push(IftRow {
-            prompt: t.prompt.clone(),
-            response: best.text.clone(),
-        });
-        if params.max_ift.is_some_and(|n| ift.len() >= n) {
-            break;
+        if eft_prompts.contains(&norm(&t.prompt)) {
+            m.ift_dropped_overlap += best.len();
+            continue;
+        }
+        for a in best {
+            ift.push(IftRow {
+                prompt: t.prompt.clone(),
+                response: a.text.clone(),
+            });
+            if params.max_ift.is_some_and(|n| ift.len() >= n) {
+                break 'ift;
+            }
         }
     }
 
@@ -250,7 +277,7 @@ pub fn build(
 
     let mut eft_rows = Vec::new();
     let full = |rows: &Vec<EftRow>| params.max_eft.is_some_and(|n| rows.len() >= n);
-    for t in train_threads {
+    for t in &train_threads {
         if full(&eft_rows) {
             break;
         }
@@ -454,6 +481,62 @@ mod tests {
             .all(|e| !e.prompt.starts_with(eval_prompt.as_str())));
         for e in &out.eft {
             assert!(e.response.ends_with(&format!("Score: {}", e.score)));
+        }
+    }
+
+    #[test]
+    fn one_prompt_stays_in_one_split_and_every_rank0_answer_is_ift() {
+        let scored = |id: &str, p: &str| Thread {
+            prompt_id: id.into(),
+            prompt: p.into(),
+            answers: (0..2)
+                .map(|i| Answer {
+                    id: format!("{id}-{i}"),
+                    text: format!("{id} answer {i}"),
+                    rank: None,
+                    quality: Some(i as f64 / 2.0),
+                })
+                .collect(),
+        };
+        // "Same  question?" and "same question?" are one prompt asked in two threads
+        let mut eft: Vec<Thread> = (0..20)
+            .map(|i| scored(&format!("t{i}"), &format!("Q{i}?")))
+            .collect();
+        eft.push(scored("dup1", "Same  question?"));
+        eft.push(scored("dup2", "same question?"));
+        let ranked = |q: &str, texts: &[&str]| Thread {
+            prompt_id: q.into(),
+            prompt: q.into(),
+            answers: texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Answer {
+                    id: format!("{q}{i}"),
+                    text: t.to_string(),
+                    // two rank-0 answers: the question was asked in two trees
+                    rank: Some(if i < 2 { 0 } else { 1 }),
+                    quality: None,
+                })
+                .collect(),
+        };
+        let ift = vec![ranked("hello", &["hi", "hello!", "hey"])];
+        for seed in 0..16 {
+            let mut p = params(EftFrom::Human);
+            p.eval_fraction = EVAL_FRACTION;
+            p.seed = seed;
+            let out = build(&ift, &eft, &p, &|i, r| format!("{i}|{r}"), None).unwrap();
+            // 21 prompts: round(0.23 · 21) = 5 held out
+            assert_eq!((out.metrics.eval_prompts, out.metrics.eft_prompts), (5, 16));
+            let in_eval = out
+                .eval
+                .iter()
+                .filter(|r| r.prompt_id.starts_with("dup"))
+                .count();
+            let in_train = out.eft.iter().filter(|r| r.prompt.contains("dup")).count();
+            assert!(in_eval == 0 || in_train == 0, "seed {seed}: split across");
+            assert_eq!(in_eval + in_train, 4);
+            let texts: Vec<&str> = out.ift.iter().map(|r| r.response.as_str()).collect();
+            assert_eq!(texts, ["hi", "hello!"]);
         }
     }
 
