@@ -49,7 +49,7 @@ fn plural(n: u64, one: &str) -> String {
 fn table(header: &[&str], rows: Vec<[String; 4]>) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t.set_header(header.iter().map(Cell::new));
     for r in rows {
         t.add_row(
             r.into_iter()

@@ -233,7 +233,7 @@ pub fn stage(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         }
     }
     let progress = &mut io.progress;
-    let mut judged = verdicts(
+    let mut of_a = verdicts(
         judge.as_ref(),
         &mut journal,
         &p.judge,
@@ -246,19 +246,17 @@ pub fn stage(io: &mut StageIo) -> Result<Metrics, StageFailure> {
                 message: "judging",
             })
         },
-    )?
-    .into_iter();
-    let mut of_a: Vec<_> = judged.by_ref().take(n).collect();
-    let of_b: Vec<_> = judged.collect();
+    )?;
+    let of_b = of_a.split_off(n);
+    let answers_b = answers.pop().expect("B answered");
+    let answers_a = answers.pop().expect("A answered");
     let mut rows = Vec::with_capacity(n);
-    let [answers_a, answers_b]: [Vec<String>; 2] = answers.try_into().expect("two sides answered");
-    for ((((r, ra), rb), va), vb) in prompts
-        .iter()
-        .zip(answers_a)
-        .zip(answers_b)
-        .zip(of_a.drain(..))
-        .zip(of_b)
-    {
+    for (r, ((ra, rb), (va, vb))) in prompts.iter().zip(
+        answers_a
+            .into_iter()
+            .zip(answers_b)
+            .zip(of_a.into_iter().zip(of_b)),
+    ) {
         rows.push(Head2HeadRow {
             prompt_id: r.prompt_id.clone(),
             prompt: r.prompt.clone(),
