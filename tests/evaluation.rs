@@ -373,6 +373,12 @@ fn head2head_counts_wins_ties_and_losses_with_a_fixed_judge() {
     for r in read(&dir.join("eval/head2head.jsonl")) {
         assert_eq!(r["response_a"], r["response_b"]);
     }
+    // the same seed, inputs and threads give the same bytes: the run replays exactly
+    let out = ok(dir, &["reproduce", "HEAD:eval/head2head.jsonl"]);
+    assert!(
+        out.contains("head2head") && out.contains("reproduced identically"),
+        "{out}"
+    );
 }
 
 #[test]
