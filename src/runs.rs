@@ -216,13 +216,15 @@ fn common_path(objs: &[&ObjectRef]) -> String {
 }
 
 /// The metrics worth a glance, in this order.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 15] = [
     "kept",
     "responses",
     "unparsed",
     "mean_score",
     "pairs",
+    "wins",
     "ties",
+    "losses",
     "mean_score_chosen",
     "mean_score_rejected",
     "final_loss",

@@ -3,15 +3,21 @@ use srlm_store::Store;
 
 use super::judge::JudgeArgs;
 use super::server_args::ServerArgs;
-use super::stage_util::{file_ref, model_or_server, run_stage_verb_on, StageOpts};
+use super::stage_util::{
+    file_ref, model_or_server, print_outcome_with, run_stage_verb_unprinted, StageOpts,
+};
 use super::Ctx;
 use crate::stages::model_io::with_server;
 
-/// Judge accuracy against human rankings: the model judges every response of the EFT
-/// evaluation split, and for every two responses to the same prompt that humans rank
-/// differently the judge agrees when its scores order them the same way (ties and unparsed
-/// scores count as disagreement). The paper reports 65.1% for its SFT baseline and
-/// 78.7 / 80.4 / 81.7% for M1 / M2 / M3. Recorded as the run's metrics.
+/// The judge against human rankings (the paper's Table 4): the model judges every response of
+/// the EFT evaluation split, then, each with its count and a 95% interval:
+/// pairwise accuracy (for every two responses to one prompt that humans rank differently, the
+/// judge agrees when its scores order them the same way; judge ties and unparsed scores count
+/// as disagreement; the paper reports 65.1% for its SFT baseline and 78.7 / 80.4 / 81.7% for
+/// M1 / M2 / M3), 5-best (of the responses it scores 5, the share humans rank best), exact
+/// match (prompts whose whole human order it reproduces), and Spearman's ρ and Kendall's τ-b
+/// with the human ranking, per prompt, averaged. Recorded as the run's metrics; the
+/// definitions, ties and unparsed scores included, are in the `eval_judge` module's docs.
 ///
 /// Example: `srlm eval-judge --model M1:model --eval seed/eft_eval.jsonl`
 #[derive(Debug, clap::Args)]
@@ -47,7 +53,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let out = super::run::workdir_relative(store.workdir(), &ctx.cwd, &args.out)?;
     drop(store);
     let p = args.judge.params();
-    run_stage_verb_on(
+    let json = args.opts.json;
+    let outcome = run_stage_verb_unprinted(
         ctx,
         &args.opts,
         &crate::stages::registry::EVAL_JUDGE,
@@ -56,5 +63,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         with_server(serde_json::to_value(&p)?, args.server.target()?.as_ref()),
         args.server.engine(),
     )?;
-    Ok(())
+    let table = super::eval_table::reward_table(&outcome.record.metrics);
+    print_outcome_with(ctx, json, &outcome, Some(table))
 }

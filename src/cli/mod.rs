@@ -24,6 +24,7 @@ pub mod demo;
 pub mod diff;
 pub mod dpo;
 pub mod eval_judge;
+pub mod eval_table;
 pub mod export;
 pub mod fetch;
 pub mod fsck;
@@ -31,6 +32,7 @@ pub mod gc;
 pub mod gen_prompts;
 pub mod gen_responses;
 pub mod generate;
+pub mod head2head;
 pub mod import;
 pub mod init;
 pub mod iterate;
@@ -102,6 +104,7 @@ pub enum Command {
     Dpo(dpo::Args),
     Export(export::Args),
     EvalJudge(eval_judge::Args),
+    Head2head(head2head::Args),
     Run(run::Args),
     Iterate(iterate::Args),
     Reproduce(reproduce::Args),
@@ -162,6 +165,7 @@ pub fn dispatch(cmd: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Dpo(a) => dpo::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
         Command::EvalJudge(a) => eval_judge::run(a, ctx),
+        Command::Head2head(a) => head2head::run(a, ctx),
         Command::Run(a) => run::run(a, ctx),
         Command::Iterate(a) => iterate::run(a, ctx),
         Command::Reproduce(a) => reproduce::run(a, ctx),

@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 
 use crate::backend::server::{ServerOptions, ServerTarget};
 
-/// Server flags of `gen-prompts`, `gen-responses`, `judge`, `eval-judge` and `import`.
+/// Server flags of `gen-prompts`, `gen-responses`, `judge`, `eval-judge`, `head2head` (its
+/// judge) and `import`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Run on an OpenAI-compatible server at this base URL (ending in `/v1`, e.g.

@@ -170,6 +170,23 @@ pub fn run_stage_verb_on(
     params: Value,
     engine: Value,
 ) -> anyhow::Result<Outcome> {
+    let json = opts.json;
+    let outcome = run_stage_verb_unprinted(ctx, opts, decl, inputs, outputs, params, engine)?;
+    print_outcome(ctx, json, &outcome)?;
+    Ok(outcome)
+}
+
+/// [`run_stage_verb_on`] without the report: for a verb that prints its own (a table of its
+/// metrics, [`print_outcome_with`]).
+pub fn run_stage_verb_unprinted(
+    ctx: &mut Ctx,
+    opts: &StageOpts,
+    decl: &'static StageDecl,
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+    params: Value,
+    engine: Value,
+) -> anyhow::Result<Outcome> {
     decl.check(&inputs, &outputs)?;
     let name_version = (decl.name, decl.version);
     let workdir = Store::discover(&ctx.cwd)?.workdir().to_path_buf();
@@ -206,12 +223,22 @@ pub fn run_stage_verb_on(
     if let (Some(tag), Some(c)) = (&opts.tag, outcome.commit) {
         Store::open(&workdir)?.set_tag(tag, &c, true)?;
     }
-    print_outcome(ctx, opts.json, &outcome)?;
     Ok(outcome)
 }
 
 /// The report after a stage: run, outputs, metrics, commit (or JSON).
 pub fn print_outcome(ctx: &mut Ctx, json: bool, o: &Outcome) -> anyhow::Result<()> {
+    print_outcome_with(ctx, json, o, None)
+}
+
+/// [`print_outcome`] with the stage's main metrics as a table: `table` is the rendered table
+/// and the metric keys it shows, which are then not listed again.
+pub fn print_outcome_with(
+    ctx: &mut Ctx,
+    json: bool,
+    o: &Outcome,
+    table: Option<(String, Vec<String>)>,
+) -> anyhow::Result<()> {
     if json {
         let v = serde_json::json!({
             "run": o.run.to_string(),
@@ -238,7 +265,14 @@ pub fn print_outcome(ctx: &mut Ctx, json: bool, o: &Outcome) -> anyhow::Result<(
     for (role, x) in &r.outputs {
         writeln!(ctx.out, "  output {role}: {} {}", x.path, x.id.short())?;
     }
-    for (k, v) in &r.metrics {
+    let shown: &[String] = match &table {
+        Some((text, keys)) => {
+            writeln!(ctx.out, "{}", text.trim_end())?;
+            keys
+        }
+        None => &[],
+    };
+    for (k, v) in r.metrics.iter().filter(|(k, _)| !shown.contains(k)) {
         match v.as_array() {
             // per-step figures: `srlm report` plots them, `--json` prints them
             Some(a) => writeln!(ctx.out, "  {k}: {} entries", a.len())?,

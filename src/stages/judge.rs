@@ -2,13 +2,13 @@
 //! judgements kept) and `eval-judge` (agreement with the human ranking).
 use serde::{Deserialize, Serialize};
 
-use super::eval_judge::{pairwise_accuracy, Scored};
+use super::eval_judge::{reward_metrics, Scored};
 use super::generate::ResponseRow;
 use super::import::EvalRow;
 use super::journal::{journalled, Journal};
 use super::model_io::{backend, input, metrics_of, output, params, record_backend};
 use super::record::{Metrics, Progress, StageFailure, StageIo};
-use crate::backend::{DigitVerdict, JudgeRequest};
+use crate::backend::{Backend, DigitVerdict, JudgeRequest};
 use crate::engine::generate::Generation;
 use crate::engine::judge::{JudgeParams, Judgement};
 
@@ -71,16 +71,39 @@ fn score_all(
             message: "judging",
         })
     };
+    let out = verdicts(
+        backend.as_ref(),
+        &mut journal,
+        p,
+        &requests,
+        keys,
+        &mut report,
+    )?;
+    let mut m = Metrics::new();
+    record_backend(io, backend.as_ref(), &journal, &mut m);
+    Ok((out, m))
+}
+
+/// Judges `requests` on `backend` with `p`'s method, through the journal (`keys` name each
+/// request there and in errors): each one's verdict, in order.
+pub(super) fn verdicts(
+    backend: &dyn Backend,
+    journal: &mut Journal,
+    p: &JudgeStageParams,
+    requests: &[JudgeRequest],
+    keys: &[String],
+    report: &mut dyn FnMut(usize),
+) -> Result<Vec<Verdict>, StageFailure> {
     let sampling = &p.judge.sampling;
-    let out: Vec<Verdict> = match p.method {
+    Ok(match p.method {
         JudgeMethod::Sample => {
             // the method and sampling are in the journal's run key; the request is the pair
             let gens: Vec<Vec<Generation>> = journalled(
-                &mut journal,
+                journal,
                 keys,
-                &requests,
+                requests,
                 |r, done| backend.judge(r, p.judge.samples, sampling, done),
-                &mut report,
+                report,
             )?;
             gens.into_iter()
                 .map(|g| {
@@ -93,11 +116,11 @@ fn score_all(
         }
         JudgeMethod::Digits => {
             let ds: Vec<DigitVerdict> = journalled(
-                &mut journal,
+                journal,
                 keys,
-                &requests,
+                requests,
                 |r, done| backend.digits(r, sampling, done),
-                &mut report,
+                report,
             )?;
             ds.into_iter()
                 .map(|d| {
@@ -110,14 +133,11 @@ fn score_all(
                 })
                 .collect()
         }
-    };
-    let mut m = Metrics::new();
-    record_backend(io, backend.as_ref(), &journal, &mut m);
-    Ok((out, m))
+    })
 }
 
 /// A judged response: mean score (None when no sample parsed), each sample's score, the texts.
-type Verdict = (Option<f64>, Vec<Option<f64>>, Vec<String>);
+pub(super) type Verdict = (Option<f64>, Vec<Option<f64>>, Vec<String>);
 
 /// Reads the rows of input `role`, judges the (instruction, response) each names with the
 /// stage's parameters, and returns every row with its verdict, plus the backend's metrics.
@@ -181,7 +201,7 @@ pub struct EvalScoreRow {
 }
 
 /// `eval-judge`: inputs `model`, `eval` (the EFT evaluation split); output `scores`; the
-/// pairwise accuracy is the run's metric.
+/// reward-model measures ([`super::eval_judge`]) are the run's metrics.
 pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
     let (judged, backend_metrics) = judge_input(io, "eval", |r: &EvalRow| {
         (
@@ -200,7 +220,7 @@ pub fn eval_judge(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         });
     }
     super::jsonl::write(output(io, "scores")?, &out)?;
-    let acc = pairwise_accuracy(
+    let acc = reward_metrics(
         &out.iter()
             .map(|r| Scored {
                 prompt_id: r.prompt_id.clone(),

@@ -18,7 +18,7 @@ pub static SEED: StageDecl = StageDecl {
 
 pub static IMPORT: StageDecl = StageDecl {
     name: "import-oasst2",
-    version: "1",
+    version: "2",
     inputs: &[
         Role::file("ift"),
         Role::file("eft").optional(),
@@ -91,11 +91,27 @@ pub static JUDGE: StageDecl = StageDecl {
 
 pub static EVAL_JUDGE: StageDecl = StageDecl {
     name: "eval-judge",
-    version: "2",
+    version: "3",
     inputs: &[Role::model("model").optional(), Role::file("eval")],
     outputs: &[Role::file("scores")],
     defaults: defaults_of::<judge::JudgeStageParams>,
     run: judge::eval_judge,
+    open_roles: false,
+};
+
+/// The judge may run on a server; the two models compared run in process.
+pub static HEAD2HEAD: StageDecl = StageDecl {
+    name: "head2head",
+    version: "1",
+    inputs: &[
+        Role::model("a"),
+        Role::model("b"),
+        Role::model("judge").optional(),
+        Role::file("prompts"),
+    ],
+    outputs: &[Role::file("verdicts")],
+    defaults: defaults_of::<super::head2head::Head2HeadParams>,
+    run: super::head2head::stage,
     open_roles: false,
 };
 
@@ -124,7 +140,7 @@ pub static EXPORT: StageDecl = StageDecl {
 };
 
 /// Every stage srlm runs itself.
-pub static BUILTIN: [&StageDecl; 10] = [
+pub static BUILTIN: [&StageDecl; 11] = [
     &SEED,
     &IMPORT,
     &SFT,
@@ -133,6 +149,7 @@ pub static BUILTIN: [&StageDecl; 10] = [
     &GEN_RESPONSES,
     &JUDGE,
     &EVAL_JUDGE,
+    &HEAD2HEAD,
     &PAIRS,
     &EXPORT,
 ];

@@ -150,3 +150,70 @@ fn a_relative_dir_argument_is_applied_once() {
     ok(&d, &["-C", "a", "init", "b"]);
     assert!(d.join("a/b/.srlm").is_dir(), "no store in a/b/");
 }
+
+/// Issue 15: `import oasst2` split EFT threads, not prompts, so a question asked in two threads
+/// (the real file has one, up to case and spaces) could be trained on and evaluated on; and a
+/// question with two rank-0 answers gave IFT only the first.
+#[test]
+fn issue15_a_prompt_asked_in_two_threads_stays_in_one_split_and_both_rank0_answers_are_ift() {
+    let (_t, d) = new_store();
+    let mut scored = String::new();
+    let mut row = |id: &str, prompt: &str, i: usize| {
+        let r = serde_json::json!({"prompt_id": id, "prompt_text": prompt,
+            "response_id": format!("{id}-{i}"), "response_text": format!("{id} answer {i}"),
+            "language": "en", "quality_score": i as f64 / 2.0});
+        scored.push_str(&format!("{r}\n"));
+    };
+    for t in 0..12 {
+        for i in 0..2 {
+            row(&format!("t{t}"), &format!("Question {t}?"), i);
+        }
+    }
+    for i in 0..2 {
+        row("dup1", "The same  question?", i);
+        row("dup2", "the same question?", i);
+    }
+    write(&d, "scored.jsonl", scored.as_bytes());
+    let ranked: String = [
+        ("hello", "hi", 0),
+        ("hello", "hello!", 0),
+        ("hello", "hey", 1),
+    ]
+    .iter()
+    .map(|(q, a, r)| {
+        format!(
+            "{}\n",
+            serde_json::json!({"question": q, "answer": a, "rank": r})
+        )
+    })
+    .collect();
+    write(&d, "ranked.jsonl", ranked.as_bytes());
+    for seed in 0..6 {
+        let s = seed.to_string();
+        ok(
+            &d,
+            &[
+                "import",
+                "oasst2",
+                "--ift",
+                "ranked.jsonl",
+                "--eft",
+                "scored.jsonl",
+                "--seed",
+                &s,
+            ],
+        );
+        let eval = std::fs::read_to_string(d.join("seed/eft_eval.jsonl")).unwrap();
+        let eft = std::fs::read_to_string(d.join("seed/eft.jsonl")).unwrap();
+        let (in_eval, in_train) = (eval.matches("dup").count(), eft.matches("dup").count());
+        assert!(
+            in_eval == 0 || in_train == 0,
+            "seed {seed}: eval {in_eval}, train {in_train}"
+        );
+        let ift = std::fs::read_to_string(d.join("seed/ift.jsonl")).unwrap();
+        assert!(
+            ift.contains("\"hi\"") && ift.contains("\"hello!\"") && !ift.contains("hey"),
+            "{ift}"
+        );
+    }
+}
