@@ -126,6 +126,8 @@ struct Row {
     forward_s: f64,
     backward_s: f64,
     adamw_s: f64,
+    /// Largest activation tape one example kept for its backward pass.
+    tape_mb: f64,
     peak_mb: Option<f64>,
 }
 
@@ -138,6 +140,7 @@ fn time_steps(
 ) -> anyhow::Result<Row> {
     let (mut fw, mut bw, mut ad, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     let mut next = 0;
+    let mut tape = 0usize;
     for step in 0..steps + 1 {
         let t = Instant::now();
         let c0 = cpu_seconds();
@@ -147,6 +150,7 @@ fn time_steps(
             next += 1;
             f += out.forward_seconds;
             b += out.backward_seconds;
+            tape = tape.max(out.tape_bytes);
         }
         let t3 = Instant::now();
         learner.step(lr)?;
@@ -167,6 +171,7 @@ fn time_steps(
         forward_s: median(fw),
         backward_s: median(bw),
         adamw_s: median(ad),
+        tape_mb: tape as f64 / (1 << 20) as f64,
         peak_mb: None,
     })
 }
@@ -270,6 +275,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 "forward_seconds": r.forward_s,
                 "backward_seconds": r.backward_s,
                 "adamw_seconds": r.adamw_s,
+                "tape_mb": r.tape_mb,
                 "peak_rss_mb": r.peak_mb,
             })).collect::<Vec<_>>(),
         });
@@ -284,6 +290,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         "forward s",
         "backward s",
         "AdamW s",
+        "tape MB",
         "peak RSS MB",
     ]);
     for r in &rows {
@@ -294,6 +301,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{:.2}", r.forward_s),
             format!("{:.2}", r.backward_s),
             format!("{:.2}", r.adamw_s),
+            format!("{:.0}", r.tape_mb),
             r.peak_mb
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_else(|| "?".into()),
