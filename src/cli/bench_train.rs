@@ -183,7 +183,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let t0 = Instant::now();
-    let (loaded, enc) =
+    let (mut loaded, enc) =
         train::load_for_training(&path).with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt_tokens = args.tokens / 5;
@@ -223,15 +223,26 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         beta: 0.1,
     };
     let sft = |i: usize| Objective::Sft(&pairs[i].0);
-    for full in [false, true] {
-        match (args.only, full) {
-            (Some(Only::Full), false) | (Some(Only::Lora), true) => continue,
-            _ => {}
-        }
+    let kinds: Vec<bool> = [false, true]
+        .into_iter()
+        .filter(|&full| {
+            !matches!(
+                (args.only, full),
+                (Some(Only::Full), false) | (Some(Only::Lora), true)
+            )
+        })
+        .collect();
+    for (k, &full) in kinds.iter().enumerate() {
         let init = LoraInit { seed: 0 };
         let adapters = (!full).then_some((&lora, init));
-        let model = || Dense::new(&loaded.cfg, &loaded.weights, adapters);
-        let mut learner = DenseLearner::new(model()?, &p, dpo);
+        // The last model takes the weights, as training does: they are not held twice.
+        let model = if k + 1 == kinds.len() {
+            let w = std::mem::take(&mut loaded.weights);
+            Dense::from_weights(&loaded.cfg, w, adapters)?
+        } else {
+            Dense::new(&loaded.cfg, &loaded.weights, adapters)?
+        };
+        let mut learner = DenseLearner::new(model, &p, dpo);
         let kind = if full { "full" } else { "LoRA" };
         // Gradient accumulation amortises AdamW, which only full fine-tuning pays for.
         let accums = if full && args.accum > 1 {
@@ -247,9 +258,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 ..dpo
             });
         }
-        drop(learner);
-        // SFT on the chosen sequences, one example per step.
-        let mut learner = DenseLearner::new(model()?, &p, sft);
+        // SFT on the chosen sequences, one example per step (from the weights DPO left: the
+        // timing does not depend on them).
+        let mut learner = DenseLearner::new(learner.into_model(), &p, sft);
         let sft = time_steps(&mut learner, p.lr, (n, args.steps, 1))?;
         rows.push(Row {
             name: format!("SFT {kind}, 1 example/step"),

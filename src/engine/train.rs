@@ -189,7 +189,7 @@ fn check(p: &TrainParams) -> Result<(), TrainError> {
 /// SFT from text rows: encode with the chat template, then [`sft_encoded`].
 pub fn sft(
     cfg: &ModelConfig,
-    weights: &Weights,
+    weights: Weights,
     enc: &Encoder,
     rows: &[SftRow],
     params: &SftParams,
@@ -204,10 +204,11 @@ pub fn sft(
     sft_encoded(cfg, weights, &data, params, progress)
 }
 
-/// SFT on tokenized examples.
+/// SFT on tokenized examples. The starting `weights` are taken (and freed as the trained
+/// model is built, unless the caller keeps a clone), so they are not held twice.
 pub fn sft_encoded(
     cfg: &ModelConfig,
-    weights: &Weights,
+    weights: Weights,
     data: &[Encoded],
     params: &SftParams,
     progress: &mut dyn FnMut(&StepReport),
@@ -228,12 +229,13 @@ pub fn sft_encoded(
     Ok((trained, metrics))
 }
 
-/// DPO from text rows. `reference` defaults to the policy's starting weights (`cfg`, `weights`).
+/// DPO from text rows. `reference` defaults to the policy's starting weights (`cfg`, `weights`);
+/// one given is freed once its log-probs are computed, before training starts.
 #[allow(clippy::too_many_arguments)]
 pub fn dpo(
     cfg: &ModelConfig,
-    weights: &Weights,
-    reference: Option<(&ModelConfig, &Weights)>,
+    weights: Weights,
+    reference: Option<(&ModelConfig, Weights)>,
     enc: &Encoder,
     rows: &[DpoRow],
     params: &DpoParams,
@@ -250,9 +252,11 @@ pub fn dpo(
             ))
         })
         .collect::<Result<Vec<_>, TrainError>>()?;
-    let (rc, rw) = reference.unwrap_or((cfg, weights));
     let t0 = Instant::now();
-    let ref_logps = reference_logprobs(rc, rw, &pairs)?;
+    let ref_logps = match reference {
+        Some((rc, rw)) => reference_logprobs(rc, &rw, &pairs)?,
+        None => reference_logprobs(cfg, &weights, &pairs)?,
+    };
     let ref_secs = t0.elapsed().as_secs_f64();
     let (trained, m) = dpo_encoded(cfg, weights, &pairs, &ref_logps, params, progress)?;
     Ok((
@@ -285,10 +289,11 @@ pub fn reference_logprobs(
         .collect()
 }
 
-/// DPO on tokenized pairs with precomputed reference log-probs.
+/// DPO on tokenized pairs with precomputed reference log-probs, from `weights` (taken, as
+/// [`sft_encoded`] takes them).
 pub fn dpo_encoded(
     cfg: &ModelConfig,
-    weights: &Weights,
+    weights: Weights,
     pairs: &[(Encoded, Encoded)],
     ref_logps: &[(f64, f64)],
     params: &DpoParams,
@@ -331,7 +336,7 @@ pub fn dpo_encoded(
 /// candle's autograd.
 fn fit<'a>(
     cfg: &ModelConfig,
-    weights: &Weights,
+    weights: Weights,
     p: &TrainParams,
     n: usize,
     objective: impl Fn(usize) -> Objective<'a>,
@@ -341,13 +346,14 @@ fn fit<'a>(
     let (model, metrics) = match lora {
         // LoRA on the lm-head needs candle's autograd; everything else trains on `Dense`.
         Some((lc, _)) if !Dense::supports(lc) => {
-            let model = build_lora(cfg, weights, lc, p)?;
+            let model = build_lora(cfg, &weights, lc, p)?;
+            drop(weights);
             let mut learner = GraphLearner::new(&model, p, objective);
             let m = run_loop(&mut learner, n, p, progress)?;
             (TrainedModel::Graph(model), m)
         }
         _ => {
-            let model = Dense::new(cfg, weights, lora)?;
+            let model = Dense::from_weights(cfg, weights, lora)?;
             for row in 0..n {
                 for ex in objective(row).seqs() {
                     model
