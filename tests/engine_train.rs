@@ -141,7 +141,7 @@ fn full_checkpoint_round_trip_and_deterministic_training() {
     let save = |name: &str| {
         let (t, m) = train::sft(
             &loaded.cfg,
-            &loaded.weights,
+            loaded.weights.clone(),
             &enc,
             &sft_rows(),
             &params,
@@ -224,7 +224,7 @@ fn lora_checkpoint_round_trip_checks_its_base() {
     };
     let (t, _) = train::sft(
         &loaded.cfg,
-        &loaded.weights,
+        loaded.weights.clone(),
         &enc,
         &sft_rows(),
         &params,
@@ -327,7 +327,7 @@ fn dpo_on_text_pairs_learns_the_preference() {
     let mut reports = vec![];
     let (_, m) = train::dpo(
         &loaded.cfg,
-        &loaded.weights,
+        loaded.weights.clone(),
         None,
         &enc,
         &rows,
@@ -442,7 +442,7 @@ fn real_model_one_dpo_step_lowers_the_loss() {
     );
     let (t, m) = train::dpo_encoded(
         &loaded.cfg,
-        &loaded.weights,
+        loaded.weights.clone(),
         &pairs,
         &refs,
         &params,
@@ -487,7 +487,7 @@ fn real_model_dpo_is_thread_count_independent() {
         pool.install(|| {
             let (t, _) = train::dpo_encoded(
                 &loaded.cfg,
-                &loaded.weights,
+                loaded.weights.clone(),
                 &pairs,
                 &refs,
                 &params,

@@ -126,6 +126,8 @@ struct Row {
     forward_s: f64,
     backward_s: f64,
     adamw_s: f64,
+    /// Largest activation tape one example kept for its backward pass.
+    tape_mb: f64,
     peak_mb: Option<f64>,
 }
 
@@ -138,6 +140,7 @@ fn time_steps(
 ) -> anyhow::Result<Row> {
     let (mut fw, mut bw, mut ad, mut tot, mut cpu) = (vec![], vec![], vec![], vec![], vec![]);
     let mut next = 0;
+    let mut tape = 0usize;
     for step in 0..steps + 1 {
         let t = Instant::now();
         let c0 = cpu_seconds();
@@ -147,6 +150,7 @@ fn time_steps(
             next += 1;
             f += out.forward_seconds;
             b += out.backward_seconds;
+            tape = tape.max(out.tape_bytes);
         }
         let t3 = Instant::now();
         learner.step(lr)?;
@@ -167,6 +171,7 @@ fn time_steps(
         forward_s: median(fw),
         backward_s: median(bw),
         adamw_s: median(ad),
+        tape_mb: tape as f64 / (1 << 20) as f64,
         peak_mb: None,
     })
 }
@@ -178,7 +183,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let path = crate::engine::model::resolve_model(args.model.map(|m| ctx.cwd.join(m)).as_deref())?;
     let t0 = Instant::now();
-    let (loaded, enc) =
+    let (mut loaded, enc) =
         train::load_for_training(&path).with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt_tokens = args.tokens / 5;
@@ -218,15 +223,26 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         beta: 0.1,
     };
     let sft = |i: usize| Objective::Sft(&pairs[i].0);
-    for full in [false, true] {
-        match (args.only, full) {
-            (Some(Only::Full), false) | (Some(Only::Lora), true) => continue,
-            _ => {}
-        }
+    let kinds: Vec<bool> = [false, true]
+        .into_iter()
+        .filter(|&full| {
+            !matches!(
+                (args.only, full),
+                (Some(Only::Full), false) | (Some(Only::Lora), true)
+            )
+        })
+        .collect();
+    for (k, &full) in kinds.iter().enumerate() {
         let init = LoraInit { seed: 0 };
         let adapters = (!full).then_some((&lora, init));
-        let model = || Dense::new(&loaded.cfg, &loaded.weights, adapters);
-        let mut learner = DenseLearner::new(model()?, &p, dpo);
+        // The last model takes the weights, as training does: they are not held twice.
+        let model = if k + 1 == kinds.len() {
+            let w = std::mem::take(&mut loaded.weights);
+            Dense::from_weights(&loaded.cfg, w, adapters)?
+        } else {
+            Dense::new(&loaded.cfg, &loaded.weights, adapters)?
+        };
+        let mut learner = DenseLearner::new(model, &p, dpo);
         let kind = if full { "full" } else { "LoRA" };
         // Gradient accumulation amortises AdamW, which only full fine-tuning pays for.
         let accums = if full && args.accum > 1 {
@@ -242,9 +258,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 ..dpo
             });
         }
-        drop(learner);
-        // SFT on the chosen sequences, one example per step.
-        let mut learner = DenseLearner::new(model()?, &p, sft);
+        // SFT on the chosen sequences, one example per step (from the weights DPO left: the
+        // timing does not depend on them).
+        let mut learner = DenseLearner::new(learner.into_model(), &p, sft);
         let sft = time_steps(&mut learner, p.lr, (n, args.steps, 1))?;
         rows.push(Row {
             name: format!("SFT {kind}, 1 example/step"),
@@ -270,6 +286,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 "forward_seconds": r.forward_s,
                 "backward_seconds": r.backward_s,
                 "adamw_seconds": r.adamw_s,
+                "tape_mb": r.tape_mb,
                 "peak_rss_mb": r.peak_mb,
             })).collect::<Vec<_>>(),
         });
@@ -284,6 +301,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         "forward s",
         "backward s",
         "AdamW s",
+        "tape MB",
         "peak RSS MB",
     ]);
     for r in &rows {
@@ -294,6 +312,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{:.2}", r.forward_s),
             format!("{:.2}", r.backward_s),
             format!("{:.2}", r.adamw_s),
+            format!("{:.0}", r.tape_mb),
             r.peak_mb
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_else(|| "?".into()),

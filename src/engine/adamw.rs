@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Var};
 
 use super::dense::Dense;
-use super::train::TrainParams;
+use super::train_params::TrainParams;
 
 /// AdamW (the same update as `candle_nn::AdamW`) done in place on each parameter's storage:
 /// candle `Var`s (LoRA training) or a [`Dense`] model's vectors. candle's version allocates

@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::config::{ConfigError, ModelConfig, QKV};
+use super::dense_head;
 use super::dense_ops::*;
 pub(crate) use super::dense_ops::{
     causal_softmax_backward_row, causal_softmax_row, log_softmax_in_place, rms_inv,
@@ -104,18 +105,19 @@ pub struct Dense {
     sin: Vec<f32>,
 }
 
-/// One layer's saved activations (rows = packed tokens).
+/// One layer's saved activations (rows = packed tokens). What element-wise work recomputes
+/// exactly is not kept: the normed inputs (from the residual stream and its rms factors),
+/// `silu(gate) * up`, and the attention probabilities (from q, k and the softmax statistics).
 pub(super) struct LayerTape {
     /// Input of the layer (residual stream).
     pub(super) x: Vec<f32>,
     inv1: Vec<f32>,
-    h1: Vec<f32>,
     /// Queries and keys after rope; values.
     pub(super) q: Vec<f32>,
     pub(super) k: Vec<f32>,
     pub(super) v: Vec<f32>,
-    /// Attention probabilities, per sequence `(heads, t, t)`.
-    pub(super) p: Vec<f32>,
+    /// Each query row's and head's attention softmax statistics.
+    pub(super) stats: Vec<SoftmaxStats>,
     /// Attention output before `o_proj`.
     pub(super) y: Vec<f32>,
     /// Per projection (in [`PROJS`] order), with LoRA: its input times A^T.
@@ -123,11 +125,29 @@ pub(super) struct LayerTape {
     /// Residual stream after attention.
     pub(super) xm: Vec<f32>,
     inv2: Vec<f32>,
-    h2: Vec<f32>,
     pub(super) gate: Vec<f32>,
     pub(super) up: Vec<f32>,
-    /// `silu(gate) * up`.
-    pub(super) act: Vec<f32>,
+}
+
+impl LayerTape {
+    fn saved(&self) -> super::dense_attention::Saved<'_> {
+        super::dense_attention::Saved {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            stats: &self.stats,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        let f = [
+            &self.x, &self.inv1, &self.q, &self.k, &self.v, &self.y, &self.xm, &self.inv2,
+            &self.gate, &self.up,
+        ];
+        let low: usize = self.low.iter().flatten().map(Vec::len).sum();
+        4 * (f.iter().map(|v| v.len()).sum::<usize>() + low)
+            + std::mem::size_of_val(self.stats.as_slice())
+    }
 }
 
 /// The packed token rows of a batch of sequences and the rows whose next token is scored.
@@ -151,9 +171,19 @@ pub struct Tape {
     /// Last residual stream and its final-norm factors.
     xf: Vec<f32>,
     invf: Vec<f32>,
-    /// Final hidden states of the scored rows, and their softmax over the vocabulary.
+    /// Final hidden states of the scored rows, and their log-sum-exp over the vocabulary.
     hs: Vec<f32>,
-    probs: Vec<f32>,
+    lse: Vec<f32>,
+}
+
+impl Tape {
+    /// Bytes of activations kept for the backward pass.
+    pub fn bytes(&self) -> usize {
+        let p = &self.packed;
+        let rows = 4 * (p.ids.len() + p.pos.len() * 2 + p.rows.len() + p.targets.len());
+        let f = 4 * (self.xf.len() + self.invf.len() + self.hs.len() + self.lse.len());
+        rows + f + self.layers.iter().map(LayerTape::bytes).sum::<usize>()
+    }
 }
 
 impl Dense {
@@ -171,6 +201,24 @@ impl Dense {
         w: &Weights,
         lora: Option<(&LoraConfig, LoraInit)>,
     ) -> Result<Self, DenseError> {
+        Self::build(cfg, |n| w.get(n).cloned(), lora)
+    }
+
+    /// [`Dense::new`] taking the weights, each freed as soon as it is copied (unless the
+    /// caller shares it): the model's memory is not held twice.
+    pub fn from_weights(
+        cfg: &ModelConfig,
+        mut w: Weights,
+        lora: Option<(&LoraConfig, LoraInit)>,
+    ) -> Result<Self, DenseError> {
+        Self::build(cfg, |n| w.0.remove(n), lora)
+    }
+
+    fn build(
+        cfg: &ModelConfig,
+        mut take: impl FnMut(&str) -> Option<Tensor>,
+        lora: Option<(&LoraConfig, LoraInit)>,
+    ) -> Result<Self, DenseError> {
         if let Some((lc, _)) = lora {
             if !Self::supports(lc) {
                 return Err(DenseError::Unsupported(
@@ -186,9 +234,7 @@ impl Dense {
         let mut shapes = Vec::with_capacity(want.len());
         let mut params = Vec::with_capacity(want.len());
         for (name, shape) in want {
-            let t = w
-                .get(&name)
-                .ok_or_else(|| DenseError::Missing(name.clone()))?;
+            let t = take(&name).ok_or_else(|| DenseError::Missing(name.clone()))?;
             if t.dims() != shape.as_slice() {
                 return Err(DenseError::Shape {
                     name,
@@ -376,33 +422,32 @@ impl Dense {
             low[V] = self.project(&mut v, &h1, li.projs[V], n, false);
             self.rope(&mut q, nh, &packed.pos, 1.0);
             self.rope(&mut k, nkv, &packed.pos, 1.0);
-            let (p, y) = self.attention(&packed, &q, &k, &v);
+            let (stats, y) = self.attention(&packed, &q, &k, &v);
             let mut xm = x.clone();
             low[O] = self.project(&mut xm, &y, li.projs[O], n, true);
             let (inv2, h2) = rms_norm(&xm, w(li.ln2), eps);
             let (mut gate, mut up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
             low[GATE] = self.project(&mut gate, &h2, li.projs[GATE], n, false);
             low[UP] = self.project(&mut up, &h2, li.projs[UP], n, false);
+            drop(h2);
             let act = swiglu(&gate, &up);
             let mut next = xm.clone();
             low[DOWN] = self.project(&mut next, &act, li.projs[DOWN], n, true);
+            drop((h1, act));
             if keep {
                 tapes.push(LayerTape {
                     x,
                     inv1,
-                    h1,
                     q,
                     k,
                     v,
-                    p,
+                    stats,
                     y,
                     low,
                     xm,
                     inv2,
-                    h2,
                     gate,
                     up,
-                    act,
                 });
             }
             x = next;
@@ -412,14 +457,9 @@ impl Dense {
         hs.par_chunks_mut(d)
             .zip(&packed.rows)
             .for_each(|(dst, &r)| dst.copy_from_slice(&hf[r * d..][..d]));
-        let vocab = cfg.vocab_size;
-        let mut probs = linear(&hs, &self.params[self.lm_head], vocab);
-        let mut lp = vec![0f32; packed.targets.len()];
-        probs
-            .par_chunks_mut(vocab)
-            .zip(&packed.targets)
-            .zip(&mut lp)
-            .for_each(|((row, &t), lp)| *lp = log_softmax_in_place(row, t as usize));
+        drop(hf);
+        let cols = dense_head::vocab_block(packed.rows.len(), cfg.vocab_size);
+        let (lp, lse) = dense_head::forward(&hs, &self.params[self.lm_head], &packed.targets, cols);
         let mut out = Vec::with_capacity(seqs.len());
         let mut at = 0;
         for &c in &packed.counts {
@@ -432,107 +472,9 @@ impl Dense {
             xf: x,
             invf,
             hs,
-            probs,
+            lse,
         });
         Ok((out, tape))
-    }
-
-    /// Add the gradient of a loss to `grads`, given the loss's derivative with respect to
-    /// each response token's log-probability (`dlp[s][i]`, shaped like the forward's output).
-    pub fn backward(&self, tape: Tape, dlp: &[Vec<f32>], grads: &mut [Vec<f32>]) {
-        let cfg = &self.cfg;
-        let Tape {
-            packed,
-            layers,
-            xf,
-            invf,
-            hs,
-            mut probs,
-        } = tape;
-        let (n, d, ff, vocab) = (
-            packed.ids.len(),
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.vocab_size,
-        );
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let qw = nh * hd;
-        let g: Vec<f32> = dlp.iter().flatten().copied().collect();
-        assert_eq!(
-            g.len(),
-            packed.targets.len(),
-            "one derivative per scored token"
-        );
-        let r = g.len();
-        // d logits = g (onehot(t) - p), in place over the probabilities.
-        probs
-            .par_chunks_mut(vocab)
-            .zip(&packed.targets)
-            .zip(&g)
-            .for_each(|((row, &t), &gi)| {
-                row.iter_mut().for_each(|v| *v *= -gi);
-                row[t as usize] += gi;
-            });
-        let g = grads;
-        let head = &self.params[self.lm_head];
-        let mut dhs = vec![0f32; r * d];
-        matmul(
-            Out::rows(&mut dhs, r, d),
-            View::rows(&probs, r, vocab),
-            View::rows(head, vocab, d),
-            false,
-        );
-        if !g[self.lm_head].is_empty() {
-            weight_grad(&mut g[self.lm_head], &probs, &hs, r);
-        }
-        drop(probs);
-        let mut dh = vec![0f32; n * d];
-        for (src, &row) in dhs.chunks_exact(d).zip(&packed.rows) {
-            dh[row * d..][..d].copy_from_slice(src);
-        }
-        let mut dx = vec![0f32; n * d];
-        rms_norm_backward(
-            &xf,
-            &invf,
-            &self.params[self.norm],
-            &dh,
-            &mut dx,
-            &mut g[self.norm],
-        );
-        for (li, t) in self.layers.iter().zip(&layers).rev() {
-            let w = |i: usize| self.params[i].as_slice();
-            // MLP: x' = xm + act W_down^T.
-            let mut dgate = vec![0f32; n * ff];
-            self.project_backward(&mut dgate, &dx, &t.act, li.projs[DOWN], &t.low[DOWN], n, g);
-            let dup = swiglu_backward(&t.gate, &t.up, &mut dgate);
-            let mut dh2 = vec![0f32; n * d];
-            self.project_backward(&mut dh2, &dgate, &t.h2, li.projs[GATE], &t.low[GATE], n, g);
-            self.project_backward(&mut dh2, &dup, &t.h2, li.projs[UP], &t.low[UP], n, g);
-            let mut dxm = dx;
-            rms_norm_backward(&t.xm, &t.inv2, w(li.ln2), &dh2, &mut dxm, &mut g[li.ln2]);
-            // Attention: xm = x + y W_o^T.
-            let mut dy = vec![0f32; n * qw];
-            self.project_backward(&mut dy, &dxm, &t.y, li.projs[O], &t.low[O], n, g);
-            let (mut dq, mut dk, dv) = self.attention_backward(&packed, t, &dy);
-            self.rope(&mut dq, nh, &packed.pos, -1.0);
-            self.rope(&mut dk, nkv, &packed.pos, -1.0);
-            let mut dh1 = vec![0f32; n * d];
-            self.project_backward(&mut dh1, &dq, &t.h1, li.projs[Q], &t.low[Q], n, g);
-            self.project_backward(&mut dh1, &dk, &t.h1, li.projs[K], &t.low[K], n, g);
-            self.project_backward(&mut dh1, &dv, &t.h1, li.projs[V], &t.low[V], n, g);
-            dx = dxm;
-            rms_norm_backward(&t.x, &t.inv1, w(li.ln1), &dh1, &mut dx, &mut g[li.ln1]);
-        }
-        // Embedding rows, in row order (a token may repeat).
-        let ge = &mut g[self.embed];
-        if ge.is_empty() {
-            return;
-        }
-        for (row, &id) in dx.chunks_exact(d).zip(&packed.ids) {
-            for (a, b) in ge[id as usize * d..][..d].iter_mut().zip(row) {
-                *a += b;
-            }
-        }
     }
 
     /// `dst (+)= x W^T`, plus with an adapter `scale · (x A^T) B^T`; returns `x A^T` for
@@ -568,45 +510,6 @@ impl Dense {
         Some(low)
     }
 
-    /// Backward of [`Dense::project`]: adds the input's gradient to `dx` and the trained
-    /// weights' gradients to `g`.
-    #[allow(clippy::too_many_arguments)]
-    fn project_backward(
-        &self,
-        dx: &mut [f32],
-        dy: &[f32],
-        x: &[f32],
-        p: Proj,
-        low: &Option<Vec<f32>>,
-        n: usize,
-        g: &mut [Vec<f32>],
-    ) {
-        linear_backward_input(dx, dy, &self.params[p.w], n, true);
-        if !g[p.w].is_empty() {
-            weight_grad(&mut g[p.w], dy, x, n);
-        }
-        if let Some(ib) = p.b.filter(|&ib| !g[ib].is_empty()) {
-            // Rows in order: the same sum at any thread count.
-            let gb = &mut g[ib];
-            for row in dy.chunks_exact(gb.len()) {
-                gb.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-            }
-        }
-        let (Some((a, b)), Some(low)) = (p.lora, low) else {
-            return;
-        };
-        let scale = self.lora_scale();
-        let rank = self.shape_rows(a);
-        // y += s·t B^T with t = x A^T: dB += s·dy^T t, dt = s·dy B, dA += dt^T x, dx += dt A.
-        let scaled: Vec<f32> = low.iter().map(|v| v * scale).collect();
-        weight_grad(&mut g[b], dy, &scaled, n);
-        let mut dt = vec![0f32; n * rank];
-        linear_backward_input(&mut dt, dy, &self.params[b], n, false);
-        dt.iter_mut().for_each(|v| *v *= scale);
-        weight_grad(&mut g[a], &dt, x, n);
-        linear_backward_input(dx, &dt, &self.params[a], n, true);
-    }
-
     fn lora_scale(&self) -> f32 {
         self.lora.as_ref().map_or(1.0, |l| l.scale() as f32)
     }
@@ -634,6 +537,9 @@ impl Dense {
         });
     }
 }
+
+#[path = "dense_backward.rs"]
+mod backward;
 
 #[cfg(test)]
 #[path = "dense_tests.rs"]

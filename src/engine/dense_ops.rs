@@ -19,6 +19,22 @@ pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     (inv, y)
 }
 
+/// [`rms_norm`]'s output again from its input and factors: the same operations, the same
+/// bits (the backward pass recomputes it instead of keeping it).
+pub(super) fn rms_norm_with(x: &[f32], inv: &[f32], w: &[f32]) -> Vec<f32> {
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .zip(inv)
+        .for_each(|((yr, xr), &inv)| {
+            for ((y, x), w) in yr.iter_mut().zip(xr).zip(w) {
+                *y = x * inv * w;
+            }
+        });
+    y
+}
+
 /// `1 / sqrt(mean(x²) + eps)` of one row.
 pub(crate) fn rms_inv(row: &[f32], eps: f32) -> f32 {
     let ss: f32 = row.iter().map(|v| v * v).sum();
@@ -67,6 +83,12 @@ pub(crate) fn rms_norm_backward_row(x: &[f32], inv: f32, w: &[f32], g: &[f32], o
 
 /// Softmax of `scale · row[..n]` in place; the positions after `n` (future keys) become 0.
 pub(crate) fn causal_softmax_row(row: &mut [f32], n: usize, scale: f32) {
+    causal_softmax_row_stats(row, n, scale);
+}
+
+/// [`causal_softmax_row`], returning the row's statistics: the largest scaled score and the
+/// sum of the shifted exponentials (what [`causal_softmax_recompute`] needs).
+pub(crate) fn causal_softmax_row_stats(row: &mut [f32], n: usize, scale: f32) -> SoftmaxStats {
     let (head, tail) = row.split_at_mut(n);
     let m = head
         .iter()
@@ -78,6 +100,24 @@ pub(crate) fn causal_softmax_row(row: &mut [f32], n: usize, scale: f32) {
     }
     for y in head.iter_mut() {
         *y /= sum;
+    }
+    tail.fill(0.0);
+    SoftmaxStats { max: m, sum }
+}
+
+/// A softmax row's largest (scaled) input and sum of shifted exponentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SoftmaxStats {
+    pub(crate) max: f32,
+    pub(crate) sum: f32,
+}
+
+/// The probabilities [`causal_softmax_row_stats`] made from these scores, recomputed from its
+/// statistics: the same operations in the same order, so the same bits.
+pub(crate) fn causal_softmax_recompute(row: &mut [f32], n: usize, scale: f32, st: SoftmaxStats) {
+    let (head, tail) = row.split_at_mut(n);
+    for y in head.iter_mut() {
+        *y = (*y * scale - st.max).exp() / st.sum;
     }
     tail.fill(0.0);
 }

@@ -198,3 +198,22 @@ fn bad_sequences_are_refused_by_index() {
         Err(DenseError::Missing(n)) if n == "model.layers.1.mlp.up_proj.weight"
     ));
 }
+
+#[test]
+fn taking_the_weights_builds_the_same_model() {
+    let (cfg, w) = tiny(36);
+    let lora = LoraConfig::default();
+    for adapters in [None, Some((&lora, LoraInit { seed: 2 }))] {
+        let a = Dense::new(&cfg, &w, adapters).unwrap();
+        let b = Dense::from_weights(&cfg, w.clone(), adapters).unwrap();
+        assert_eq!(a.names, b.names);
+        assert!(a.params == b.params, "parameters differ");
+        assert_eq!(a.trained, b.trained);
+    }
+    let mut short = w.clone();
+    short.0.remove("model.norm.weight");
+    assert!(matches!(
+        Dense::from_weights(&cfg, short, None),
+        Err(DenseError::Missing(n)) if n == "model.norm.weight"
+    ));
+}

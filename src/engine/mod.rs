@@ -21,13 +21,16 @@ pub mod checkpoint;
 pub mod config;
 pub mod dense;
 mod dense_attention;
+mod dense_head;
 mod dense_ops;
 pub mod export;
 pub mod grad_ops;
+mod learner;
 pub mod llama;
 pub mod logprob;
 pub mod lora;
 pub mod train;
+mod train_params;
 pub mod weights;
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ fn dense_matches_graph(lora: Option<LoraConfig>) {
         std::cell::RefCell::new(vec![]),
         std::cell::RefCell::new(vec![]),
     );
-    let (dense, _) = fit(&cfg, &w, &p, 2, dpo, &mut |r| {
+    let (dense, _) = fit(&cfg, w.clone(), &p, 2, dpo, &mut |r| {
         losses_d.borrow_mut().push(r.loss)
     })
     .unwrap();
@@ -133,7 +133,7 @@ fn dense_matches_graph(lora: Option<LoraConfig>) {
     for (a, b) in losses_d.borrow().iter().zip(losses_g.borrow().iter()) {
         assert!((a - b).abs() < 1e-5, "losses {a} vs {b}");
     }
-    let (dense, _) = fit(&cfg, &w, &p, 2, sft, &mut quiet()).unwrap();
+    let (dense, _) = fit(&cfg, w.clone(), &p, 2, sft, &mut quiet()).unwrap();
     let model = Llama::new(&cfg, &w, &trainable).unwrap();
     run_loop(&mut GraphLearner::new(&model, &p, sft), 2, &p, &mut quiet()).unwrap();
     compare(dense.merged().unwrap(), model.merged_weights().unwrap());
@@ -189,7 +189,7 @@ fn dpo_loss_starts_at_ln2_and_falls() {
         beta: 0.1,
     };
     let mut losses = vec![];
-    let (_, m) = dpo_encoded(&cfg, &w, &pairs, &refs, &params, &mut |r| {
+    let (_, m) = dpo_encoded(&cfg, w.clone(), &pairs, &refs, &params, &mut |r| {
         losses.push(r.loss)
     })
     .unwrap();
@@ -222,7 +222,7 @@ fn training_is_deterministic_and_seed_dependent() {
         if lora {
             p.train.lora = Some(LoraConfig::default());
         }
-        let (t, _) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
+        let (t, _) = sft_encoded(&cfg, w.clone(), &data, &p, &mut quiet()).unwrap();
         t.merged()
             .unwrap()
             .safetensors_bytes(std::path::Path::new("mem"))
@@ -247,7 +247,7 @@ fn lora_trains_only_adapters() {
         alpha: 4.0,
         targets: vec!["v_proj".into(), "up_proj".into()],
     });
-    let (t, m) = sft_encoded(&cfg, &w, &data, &p, &mut quiet()).unwrap();
+    let (t, m) = sft_encoded(&cfg, w.clone(), &data, &p, &mut quiet()).unwrap();
     assert_eq!(m.steps, 1);
     assert_eq!(t.adapter().unwrap().0.len(), 2 * 2 * cfg.num_hidden_layers);
     let merged = t.merged().unwrap();

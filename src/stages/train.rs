@@ -134,19 +134,14 @@ pub fn sft(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         }
     }
     io.engine = training_engine(&base.path, &p.sft.train);
-    let (loaded, enc) = train::load_for_training(&base.path)?;
+    let (mut loaded, enc) = train::load_for_training(&base.path)?;
     let mut steps = Vec::new();
-    let (trained, m) = train::sft(
-        &loaded.cfg,
-        &loaded.weights,
-        &enc,
-        &rows,
-        &p.sft,
-        &mut |s| {
-            steps.push(StepFigures::from(s));
-            report(io, s)
-        },
-    )?;
+    // Training takes the weights, so they are not held twice (saving needs only the rest).
+    let weights = std::mem::take(&mut loaded.weights);
+    let (trained, m) = train::sft(&loaded.cfg, weights, &enc, &rows, &p.sft, &mut |s| {
+        steps.push(StepFigures::from(s));
+        report(io, s)
+    })?;
     save_full(io, &loaded, &enc, &trained)?;
     Ok(with_steps(&m, steps))
 }
@@ -161,7 +156,7 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         return Err("no preference pair to train on (every prompt was a tie or unparsed)".into());
     }
     io.engine = training_engine(&policy.path, &p.train);
-    let (loaded, enc) = train::load_for_training(&policy.path)?;
+    let (mut loaded, enc) = train::load_for_training(&policy.path)?;
     let reference = match io
         .inputs
         .keys()
@@ -171,10 +166,13 @@ pub fn dpo(io: &mut StageIo) -> Result<Metrics, StageFailure> {
         false => None,
     };
     let mut steps = Vec::new();
+    let weights = std::mem::take(&mut loaded.weights);
+    // The reference's weights go to training too, which frees them once its log-probs are in.
+    let (ref_cfg, ref_weights) = reference.map(|r| (r.cfg, r.weights)).unzip();
     let (trained, m) = train::dpo(
         &loaded.cfg,
-        &loaded.weights,
-        reference.as_ref().map(|r| (&r.cfg, &r.weights)),
+        weights,
+        ref_cfg.as_ref().zip(ref_weights),
         &enc,
         &rows,
         &p,
