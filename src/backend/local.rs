@@ -1,19 +1,23 @@
-//! The in-process backend: srlm's candle engine. Requests run one after another on this
-//! machine's threads; the judge keeps the KV state of the judge prompt's fixed prefix for the
-//! whole batch, and the same seed, inputs and thread count give byte-identical output.
+//! The in-process backend: srlm's candle engine. A batch of requests runs as one continuous
+//! batch on this machine's threads (up to `max_batch` sequences decoding together, across
+//! requests); the judge keeps the KV state of the judge prompt's fixed prefix for the whole
+//! batch, and the same seed, inputs and thread count give byte-identical output whatever
+//! `max_batch` is (so it is not recorded).
 use std::cell::Cell;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use super::{Backend, ChatRequest, DigitVerdict, JudgeRequest, Sink};
-use crate::engine::generate::{generate_chat, Generation, SamplingParams};
+use crate::engine::batch::{self, Job, DEFAULT_MAX_BATCH};
+use crate::engine::generate::{Generation, SamplingParams};
 use crate::engine::judge::{Judge, JudgeParams};
 use crate::engine::model::{load, Model, ModelError, WeightMode};
 
 /// The candle engine on a loaded model.
 pub struct Local {
     model: Model,
+    max_batch: usize,
     requests: Cell<u64>,
     generated: Cell<u64>,
 }
@@ -23,9 +27,16 @@ impl Local {
     pub fn open(path: &Path) -> Result<Self, ModelError> {
         Ok(Local {
             model: load(path, WeightMode::Auto)?,
+            max_batch: DEFAULT_MAX_BATCH,
             requests: Cell::new(0),
             generated: Cell::new(0),
         })
+    }
+
+    /// Decode up to `max_batch` sequences together (default [`DEFAULT_MAX_BATCH`]).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -56,23 +67,36 @@ impl Backend for Local {
     }
 
     fn chat(&self, requests: &[ChatRequest], done: &mut Sink<Vec<Generation>>) {
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut failed = None;
         for (i, r) in requests.iter().enumerate() {
-            let res = generate_chat(
-                &self.model,
-                std::slice::from_ref(&r.user),
-                r.n,
-                &r.sampling,
-                &mut |_| {},
-            )
-            .map(|mut v| v.pop().unwrap_or_default());
-            if let Ok(g) = &res {
-                self.count(g);
+            match self.model.prompt(&r.user) {
+                Ok(text) => jobs.push(Job {
+                    text,
+                    n: r.n,
+                    params: &r.sampling,
+                    prefix: None,
+                }),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
             }
-            let failed = res.is_err();
-            done(i, res.map_err(Into::into));
-            if failed {
-                return;
-            }
+        }
+        batch::generate(
+            &self.model,
+            &jobs,
+            self.max_batch,
+            &mut |_| {},
+            &mut |i, res| {
+                if let Ok(g) = &res {
+                    self.count(g);
+                }
+                done(i, res.map_err(Into::into))
+            },
+        );
+        if let Some((i, e)) = failed {
+            done(i, Err(e.into()));
         }
     }
 
@@ -91,17 +115,17 @@ impl Backend for Local {
             samples,
             sampling: sampling.clone(),
         };
-        for (i, r) in requests.iter().enumerate() {
-            let res = judge.generations(&r.instruction, &r.response, &params, &mut |_| {});
+        let pairs: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|r| (r.instruction.as_str(), r.response.as_str()))
+            .collect();
+        let mut sink = |i: usize, res: Result<Vec<Generation>, ModelError>| {
             if let Ok(g) = &res {
                 self.count(g);
             }
-            let failed = res.is_err();
-            done(i, res.map_err(Into::into));
-            if failed {
-                return;
-            }
-        }
+            done(i, res.map_err(Into::into))
+        };
+        judge.generations_batched(&pairs, &params, self.max_batch, &mut |_| {}, &mut sink);
     }
 
     fn digits(
@@ -114,10 +138,12 @@ impl Backend for Local {
             Ok(j) => j,
             Err(e) => return done(0, Err(e.into())),
         };
-        for (i, r) in requests.iter().enumerate() {
-            let res = judge.digit_score(&r.instruction, &r.response);
+        let pairs: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|r| (r.instruction.as_str(), r.response.as_str()))
+            .collect();
+        judge.digit_scores(&pairs, self.max_batch, &mut |i, res| {
             self.requests.set(self.requests.get() + 1);
-            let failed = res.is_err();
             done(
                 i,
                 res.map(|d| DigitVerdict {
@@ -125,10 +151,7 @@ impl Backend for Local {
                     text: None,
                 })
                 .map_err(Into::into),
-            );
-            if failed {
-                return;
-            }
-        }
+            )
+        });
     }
 }

@@ -1,11 +1,14 @@
 //! LLM-as-a-Judge: the paper's additive 5-point prompt (verbatim, curly quotes kept), robust
 //! `Score: N` parsing, k sampled judgements per response averaged as floats, and a one-pass
 //! score from the next-token distribution over the digits 0–5 after "Score: ". The KV state of
-//! the prompt's fixed prefix is computed once and reused for every judgement.
+//! the prompt's fixed prefix is computed once and forked by every judgement, which prefills
+//! only its question and response; many judgements run together ([`super::batch`]: sampled
+//! ones decode as one continuous batch, digit ones prefill many responses per ragged pass).
 use candle_core::Tensor;
 
+use super::batch::{self, Done, Job};
 use super::generate::{generate_text, Generation, Prefix, Progress, SamplingParams};
-use super::model::{KvCache, Model, ModelError};
+use super::model::{KvCache, Model, ModelError, Step};
 
 /// The judge prompt of Yuan et al. (2024), verbatim.
 pub const JUDGE_PROMPT: &str = "Review the user’s question and the corresponding response using the additive 5-point scoring system described below. Points are accumulated based on the satisfaction of each criterion:
@@ -231,33 +234,161 @@ impl<'m> Judge<'m> {
         )
     }
 
-    /// Judge many (instruction, response) pairs.
+    /// The sampling jobs of `items`, or the first pair whose prompt cannot be formatted.
+    fn jobs<'a>(
+        &'a self,
+        items: &[(&str, &str)],
+        params: &'a JudgeParams,
+    ) -> (Vec<Job<'a>>, Option<(usize, ModelError)>) {
+        let mut jobs = Vec::with_capacity(items.len());
+        for (i, (ins, resp)) in items.iter().enumerate() {
+            match self.text(ins, resp) {
+                Ok(text) => jobs.push(Job {
+                    text,
+                    n: params.samples,
+                    params: &params.sampling,
+                    prefix: Some(&self.prefix),
+                }),
+                Err(e) => return (jobs, Some((i, e))),
+            }
+        }
+        (jobs, None)
+    }
+
+    /// The sampled judgements of many pairs, up to `max_batch` sequences decoding together
+    /// (the same texts as [`Judge::generations`] one pair at a time); `done` gets each pair's
+    /// as it completes, in any order. After a pair fails no later pair starts.
+    pub fn generations_batched(
+        &self,
+        items: &[(&str, &str)],
+        params: &JudgeParams,
+        max_batch: usize,
+        progress: &mut dyn FnMut(Progress),
+        done: &mut Done,
+    ) {
+        let (jobs, err) = self.jobs(items, params);
+        batch::generate(self.model, &jobs, max_batch, progress, done);
+        if let Some((i, e)) = err {
+            done(i, Err(e));
+        }
+    }
+
+    /// Judge many (instruction, response) pairs, batched; `progress` gets the index of the
+    /// latest pair started.
     pub fn judge_all(
         &self,
         items: &[(String, String)],
         params: &JudgeParams,
         progress: &mut dyn FnMut(usize, Progress),
     ) -> Result<Vec<Judgement>, ModelError> {
-        items
+        let pairs: Vec<(&str, &str)> = items
             .iter()
-            .enumerate()
-            .map(|(i, (ins, resp))| self.judge(ins, resp, params, &mut |p| progress(i, p)))
-            .collect()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (jobs, err) = self.jobs(&pairs, params);
+        if let Some((_, e)) = err {
+            return Err(e);
+        }
+        let gens = batch::generate_all(self.model, &jobs, batch::DEFAULT_MAX_BATCH, &mut |p| {
+            progress(p.prompt, p)
+        })?;
+        Ok(gens
+            .into_iter()
+            .map(|g| Judgement::from_texts(g.into_iter().map(|g| g.text).collect()))
+            .collect())
     }
 
     /// One forward pass: the assistant's reply is started with "Score: " and the next-token
     /// distribution over the digits 0–5 gives an expected score.
     pub fn digit_score(&self, instruction: &str, response: &str) -> Result<DigitScore, ModelError> {
-        let text = format!("{}Score: ", self.text(instruction, response)?);
-        let ids = self.model.encode(&text)?;
-        let p = &self.prefix;
-        let (mut cache, rest) = if ids.starts_with(&p.ids) && ids.len() > p.ids.len() {
-            (p.cache.fork(ids.len() - p.ids.len())?, &ids[p.ids.len()..])
-        } else {
-            (KvCache::new(self.model), &ids[..])
-        };
-        let t = Tensor::new(rest, self.model.device())?.unsqueeze(0)?;
-        let logits = self.model.forward(&t, &mut cache)?.squeeze(0)?;
+        let mut out = None;
+        self.digit_scores(&[(instruction, response)], 1, &mut |_, r| out = Some(r));
+        out.expect("one pair, one result")
+    }
+
+    /// [`Judge::digit_score`] of many pairs: up to `max_batch` of them (and a bounded number of
+    /// tokens) prefilled per ragged pass, each after a fork of the shared prefix; the scores are
+    /// the same bytes as one pair at a time. `done` gets each pair's score; after a pair fails
+    /// no later pair is scored.
+    pub fn digit_scores(
+        &self,
+        items: &[(&str, &str)],
+        max_batch: usize,
+        done: &mut dyn FnMut(usize, Result<DigitScore, ModelError>),
+    ) {
+        let (model, p) = (self.model, &self.prefix);
+        let max = model.config.positions();
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut failed = None;
+        for (i, (ins, resp)) in items.iter().enumerate() {
+            let ids = self
+                .text(ins, resp)
+                .and_then(|t| model.encode(&format!("{t}Score: ")));
+            match ids {
+                Ok(ids) if ids.len() > max => {
+                    let len = ids.len();
+                    failed = Some((i, ModelError::TooLong { len, max }));
+                    break;
+                }
+                Ok(ids) => {
+                    let skip = if ids.starts_with(&p.ids) && ids.len() > p.ids.len() {
+                        p.ids.len()
+                    } else {
+                        0
+                    };
+                    inputs.push((ids, skip));
+                }
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let lens: Vec<usize> = inputs.iter().map(|(ids, skip)| ids.len() - skip).collect();
+        for run in batch::runs(&lens, max_batch) {
+            if let Err(e) = self.digit_run(&inputs[run.clone()], run.start, done) {
+                return done(run.start, Err(e));
+            }
+        }
+        if let Some((i, e)) = failed {
+            done(i, Err(e));
+        }
+    }
+
+    /// One ragged pass over `inputs` (ids, prefix tokens to skip), the first being pair `first`.
+    fn digit_run(
+        &self,
+        inputs: &[(Vec<u32>, usize)],
+        first: usize,
+        done: &mut dyn FnMut(usize, Result<DigitScore, ModelError>),
+    ) -> Result<(), ModelError> {
+        let mut caches = Vec::with_capacity(inputs.len());
+        for (ids, skip) in inputs {
+            caches.push(if *skip > 0 {
+                self.prefix.cache.fork(ids.len() - skip)?
+            } else {
+                KvCache::new(self.model)
+            });
+        }
+        let mut rows: Vec<Step> = caches
+            .iter_mut()
+            .zip(inputs)
+            .map(|(cache, (ids, skip))| Step {
+                cache,
+                tokens: &ids[*skip..],
+            })
+            .collect();
+        let logits = self.model.forward_ragged(&mut rows)?;
+        let v = self.model.config.vocab_size;
+        for (k, row) in logits.chunks_exact(v).enumerate() {
+            done(first + k, self.digits_of(row));
+        }
+        Ok(())
+    }
+
+    /// The digit score of one row of next-token logits.
+    fn digits_of(&self, logits: &[f32]) -> Result<DigitScore, ModelError> {
+        let logits = Tensor::from_slice(logits, logits.len(), self.model.device())?;
         let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?.to_vec1()?;
         let raw: Vec<f64> = self
             .digit_ids
@@ -385,5 +516,108 @@ mod tests {
             .unwrap();
         let p4 = p[m.encode("4").unwrap()[0] as usize] as f64;
         assert!((p4 / d.mass - d.probs[4]).abs() < 5e-3);
+    }
+
+    /// Pairs of different lengths for the batched tests.
+    const PAIRS: [(&str, &str); 5] = [
+        ("What is 2+2?", "4"),
+        ("Name a colour.", "Blue, like the sky on a clear summer day, or the sea."),
+        ("Hi", ""),
+        ("Explain rain.", "Water evaporates, rises, cools into droplets that form clouds; when the droplets grow heavy enough they fall as rain, and the cycle starts again."),
+        ("Score this.", "Score: 5"),
+    ];
+
+    fn tiny_judge_model(mode: WeightMode) -> (tempfile::TempDir, Model) {
+        let t = tempfile::tempdir().unwrap();
+        write_tiny_model(t.path(), 2).unwrap();
+        let m = load(t.path(), mode).unwrap();
+        (t, m)
+    }
+
+    #[test]
+    fn batched_sampled_judging_equals_one_pair_at_a_time_and_a_full_prefill() {
+        let (_t, m) = tiny_judge_model(WeightMode::Auto);
+        let judge = Judge::new(&m).unwrap();
+        let params = JudgeParams {
+            samples: 3,
+            sampling: SamplingParams {
+                max_tokens: 10,
+                seed: 3,
+                ..SamplingParams::default()
+            },
+        };
+        let alone: Vec<Vec<Generation>> = PAIRS
+            .iter()
+            .map(|(i, r)| judge.generations(i, r, &params, &mut |_| {}).unwrap())
+            .collect();
+        for (k, (i, r)) in PAIRS.iter().enumerate() {
+            // The shared prefix changes nothing: the same texts as a prefill of the whole prompt.
+            let text = judge.text(i, r).unwrap();
+            let full = generate_text(&m, &text, 3, &params.sampling, None, &mut |_| {}).unwrap();
+            assert_eq!(full, alone[k], "pair {k}: prefix vs full prefill");
+        }
+        for b in [1, 2, 3, 7] {
+            let mut got: Vec<Option<Vec<Generation>>> = vec![None; PAIRS.len()];
+            judge.generations_batched(&PAIRS, &params, b, &mut |_| {}, &mut |i, r| {
+                assert!(got[i].is_none(), "pair {i} answered twice");
+                got[i] = Some(r.unwrap())
+            });
+            let got: Vec<Vec<Generation>> = got.into_iter().map(Option::unwrap).collect();
+            assert_eq!(got, alone, "max_batch {b}");
+        }
+        let items: Vec<(String, String)> = PAIRS
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let all = judge.judge_all(&items, &params, &mut |_, _| {}).unwrap();
+        for (j, gens) in all.iter().zip(&alone) {
+            let want = Judgement::from_texts(gens.iter().map(|g| g.text.clone()).collect());
+            assert_eq!(*j, want);
+        }
+    }
+
+    /// Batched digit scores are the same bytes as one pair at a time. Against a prefill of the
+    /// whole prompt (no shared prefix) they are the same bytes too on quantized weights, where
+    /// every activation row is computed alone (8-bit activation rounding included), so the
+    /// prefix rows come out identical; on f32 weights candle's matmul may sum a row differently
+    /// for a different number of rows (the prefix alone vs the whole prompt), a last-bit change
+    /// that moves the expected score by far less than 1e-4.
+    #[test]
+    fn batched_digit_scores_equal_one_at_a_time_and_a_full_prefill() {
+        for mode in [WeightMode::Auto, WeightMode::Q4_0, WeightMode::F32] {
+            let (_t, m) = tiny_judge_model(mode);
+            let judge = Judge::new(&m).unwrap();
+            let alone: Vec<DigitScore> = PAIRS
+                .iter()
+                .map(|(i, r)| judge.digit_score(i, r).unwrap())
+                .collect();
+            for b in [1, 2, 3, 7] {
+                let mut got: Vec<Option<DigitScore>> = vec![None; PAIRS.len()];
+                judge.digit_scores(&PAIRS, b, &mut |i, r| got[i] = Some(r.unwrap()));
+                let got: Vec<DigitScore> = got.into_iter().map(Option::unwrap).collect();
+                assert_eq!(got, alone, "{mode:?} max_batch {b}");
+            }
+            for ((i, r), d) in PAIRS.iter().zip(&alone) {
+                let text = format!("{}Score: ", judge.text(i, r).unwrap());
+                let ids = m.encode(&text).unwrap();
+                let tt = Tensor::new(ids.as_slice(), m.device())
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let full = m
+                    .forward(&tt, &mut KvCache::new(&m))
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap();
+                let full: Vec<f32> = full.to_vec1().unwrap();
+                let want = judge.digits_of(&full).unwrap();
+                if mode == WeightMode::F32 {
+                    let diff = (want.expected - d.expected).abs();
+                    assert!(diff < 1e-4, "{mode:?} {i:?}: {diff}");
+                } else {
+                    assert_eq!(want, *d, "{mode:?} {i:?}");
+                }
+            }
+        }
     }
 }
