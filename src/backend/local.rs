@@ -155,3 +155,94 @@ impl Backend for Local {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::collect;
+    use crate::engine::fixture::write_tiny_model;
+
+    fn sampling(seed: u64, max_tokens: usize) -> SamplingParams {
+        SamplingParams {
+            max_tokens,
+            seed,
+            temperature: 1.0,
+            ..SamplingParams::default()
+        }
+    }
+
+    /// Every request is answered once, with what the engine gives it alone, whatever the
+    /// batch size.
+    #[test]
+    fn batched_requests_answer_each_as_alone() {
+        let t = tempfile::tempdir().unwrap();
+        write_tiny_model(t.path(), 6).unwrap();
+        let chats: Vec<ChatRequest> = [("Hi", 3, 1), ("Write a long poem about rain.", 1, 2)]
+            .iter()
+            .chain(&[("Add 2 and 3.", 2, 3), ("Name a colour.", 4, 4)])
+            .map(|&(user, n, seed)| ChatRequest {
+                user: user.into(),
+                n,
+                sampling: sampling(seed, 5 + seed as usize * 3),
+            })
+            .collect();
+        let pairs: Vec<JudgeRequest> = [("What is 2+2?", "4"), ("Hi", "Hello!"), ("Why?", "")]
+            .iter()
+            .map(|&(i, r)| JudgeRequest {
+                instruction: i.into(),
+                response: r.into(),
+            })
+            .collect();
+        let judged = sampling(9, 6);
+        let base = Local::open(t.path()).unwrap().with_max_batch(1);
+        let m = base.model();
+        let judge = Judge::new(m).unwrap();
+        let want_chat: Vec<Vec<Generation>> = chats
+            .iter()
+            .map(|r| {
+                let one = std::slice::from_ref(&r.user);
+                let mut g =
+                    crate::engine::generate::generate_chat(m, one, r.n, &r.sampling, &mut |_| {});
+                g.as_mut().unwrap().pop().unwrap()
+            })
+            .collect();
+        let params = JudgeParams {
+            samples: 2,
+            sampling: judged.clone(),
+        };
+        let want_judge: Vec<Vec<Generation>> = pairs
+            .iter()
+            .map(|p| {
+                judge
+                    .generations(&p.instruction, &p.response, &params, &mut |_| {})
+                    .unwrap()
+            })
+            .collect();
+        let want_digits: Vec<DigitVerdict> = pairs
+            .iter()
+            .map(|p| DigitVerdict {
+                score: Some(judge.digit_score(&p.instruction, &p.response).unwrap()),
+                text: None,
+            })
+            .collect();
+        for b in [1, 2, 5, DEFAULT_MAX_BATCH] {
+            let local = Local::open(t.path()).unwrap().with_max_batch(b);
+            let mut calls = vec![0; chats.len()];
+            let got = collect(chats.len(), |sink| {
+                local.chat(&chats, &mut |i, r| {
+                    calls[i] += 1;
+                    sink(i, r)
+                })
+            })
+            .unwrap();
+            assert_eq!(calls, vec![1; chats.len()], "max_batch {b}");
+            assert_eq!(got, want_chat, "chat, max_batch {b}");
+            let got = collect(pairs.len(), |s| local.judge(&pairs, 2, &judged, s)).unwrap();
+            assert_eq!(got, want_judge, "judge, max_batch {b}");
+            let got = collect(pairs.len(), |s| local.digits(&pairs, &judged, s)).unwrap();
+            assert_eq!(got, want_digits, "digits, max_batch {b}");
+            let usage = local.usage();
+            assert_eq!(usage["requests"], (chats.len() + 2 * pairs.len()) as u64);
+        }
+    }
+}
