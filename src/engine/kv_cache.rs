@@ -81,7 +81,7 @@ impl KvCache {
         self.seqs.len()
     }
 
-    fn from_seqs(&self, seqs: Vec<SeqKv>) -> KvCache {
+    fn with_seqs(&self, seqs: Vec<SeqKv>) -> KvCache {
         KvCache {
             seqs,
             kv_heads: self.kv_heads,
@@ -96,7 +96,7 @@ impl KvCache {
             .iter()
             .map(|s| s.with_cap((s.len + extra).max(16), self.kv_heads, self.head_dim))
             .collect();
-        Ok(self.from_seqs(seqs))
+        Ok(self.with_seqs(seqs))
     }
 
     /// The batch-1 cache repeated `n` times (candidates sharing one prompt's prefill).
@@ -107,7 +107,7 @@ impl KvCache {
                 input: 1,
             });
         }
-        Ok(self.from_seqs(vec![self.seqs[0].clone(); n]))
+        Ok(self.with_seqs(vec![self.seqs[0].clone(); n]))
     }
 
     /// Keep only the sequences at `rows` (candidates still generating).
@@ -118,7 +118,7 @@ impl KvCache {
                 input: bad + 1,
             });
         }
-        Ok(self.from_seqs(rows.iter().map(|&r| self.seqs[r].clone()).collect()))
+        Ok(self.with_seqs(rows.iter().map(|&r| self.seqs[r].clone()).collect()))
     }
 
     /// Split into one-sequence caches (for a ragged pass).
