@@ -1,20 +1,24 @@
-//! `srlm bench engine`: prefill and decode tokens/s, batched decode, and judge seconds per
-//! response, for each way of holding the weights.
+//! `srlm bench engine`: prefill tokens/s, decode tokens/s per batch size, generation
+//! throughput prompt by prompt and continuously batched, and judge seconds per response, for
+//! each way of holding the weights.
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Tensor;
 
 use super::Ctx;
-use crate::engine::generate::SamplingParams;
+use crate::engine::batch::{generate_all, Job};
+use crate::engine::generate::{Generation, SamplingParams};
 use crate::engine::judge::{Judge, JudgeParams};
-use crate::engine::model::{load, resolve_model, KvCache, Model, WeightMode};
+use crate::engine::model::{load, resolve_model, KvCache, Model, Step, WeightMode};
 
 /// Prefill / decode tokens per second and judge seconds per response on the default model.
 ///
-/// For each weight mode: prefill tokens/s on a judge prompt, decode tokens/s for one sequence
-/// and for a batch of N sharing its prefill, sampled judging (k samples) and digit-probability
-/// judging, in seconds per response. Threads: rayon's pool (RAYON_NUM_THREADS, else all cores).
+/// For each weight mode: prefill tokens/s on a judge prompt, decode tokens/s for each batch
+/// size (sequences with their own caches, one ragged pass per step), generation of P prompts ×
+/// N candidates prompt by prompt and continuously batched, sampled judging (k samples) and
+/// digit-probability judging, in seconds per response. Threads: rayon's pool
+/// (RAYON_NUM_THREADS, else all cores).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model (default: $SRLM_MODEL, else the default SmolLM2 GGUF).
@@ -26,7 +30,16 @@ pub struct Args {
     /// Decode steps per measurement.
     #[arg(long, default_value_t = 64)]
     pub tokens: usize,
-    /// Batch size for the batched decode.
+    /// Batch sizes for the decode measurement, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,32")]
+    pub batch: Vec<usize>,
+    /// Prompts for the generation measurement (0 skips it): built-in instructions, `--n`
+    /// sampled candidates each of up to `--tokens` tokens, first one prompt at a time (its
+    /// candidates as one batch, as srlm decoded before continuous batching), then with each
+    /// `--batch` size above 1 as the most sequences in flight.
+    #[arg(long, default_value_t = 8)]
+    pub gen_prompts: usize,
+    /// Candidates per prompt in the generation measurement.
     #[arg(long, default_value_t = 4)]
     pub n: usize,
     /// Responses judged per sampled-judge measurement (cycling through 4 built-in pairs).
@@ -51,9 +64,12 @@ struct Row {
     load_s: f64,
     prompt_tokens: usize,
     prefill_tok_s: f64,
-    decode_tok_s: f64,
-    batch: usize,
-    batch_decode_tok_s: f64,
+    /// (batch size, total decode tokens/s).
+    decode_tok_s: Vec<(usize, f64)>,
+    /// Generation throughput: (most sequences in flight, 0 = one prompt at a time, total
+    /// generated tokens/s), with the tokens generated; the outputs are checked identical.
+    generate_tok_s: Vec<(usize, f64)>,
+    generated_tokens: usize,
     judge_s_per_response: Option<f64>,
     judge_tokens_per_response: Option<f64>,
     /// Sampled judgements with a parseable `Score: N`, and how many were sampled.
@@ -77,7 +93,8 @@ const PAIRS: [(&str, &str); 4] = [
 
 const RESPONSE: &str = "Lists are mutable: you can append, remove and change items, which suits collections that grow or change. Tuples are immutable, so they are hashable (usable as dictionary keys), slightly smaller and faster to create, and signal that the data should not change, such as coordinates or database rows. Use a list for a sequence of similar items you will modify, and a tuple for a fixed record of possibly different fields.";
 
-/// Greedy decode of `steps` tokens for a batch of `n` after a shared prefill (stops ignored).
+/// Greedy decode of `steps` tokens for `n` sequences, each with its own fork of a shared
+/// prefill, one ragged pass per step (stops ignored).
 fn decode(
     model: &Model,
     cache: &KvCache,
@@ -85,19 +102,87 @@ fn decode(
     steps: usize,
     n: usize,
 ) -> anyhow::Result<f64> {
-    let mut c = if n == 1 {
-        cache.fork(steps + 1)?
-    } else {
-        cache.fork(steps + 1)?.repeat(n)?
-    };
+    let mut caches = (0..n)
+        .map(|_| cache.fork(steps + 1))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut toks = vec![first; n];
+    let v = model.config.vocab_size;
     let t0 = Instant::now();
     for _ in 0..steps {
-        let t = Tensor::new(toks.as_slice(), model.device())?.unsqueeze(1)?;
-        let logits = model.forward(&t, &mut c)?;
-        toks = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+        let mut rows: Vec<Step> = caches
+            .iter_mut()
+            .zip(&toks)
+            .map(|(cache, t)| Step {
+                cache,
+                tokens: std::slice::from_ref(t),
+            })
+            .collect();
+        let logits = model.forward_ragged(&mut rows)?;
+        for (t, row) in toks.iter_mut().zip(logits.chunks_exact(v)) {
+            let mut best = 0;
+            for (i, l) in row.iter().enumerate() {
+                if *l > row[best] {
+                    best = i;
+                }
+            }
+            *t = best as u32;
+        }
     }
     Ok((steps * n) as f64 / t0.elapsed().as_secs_f64())
+}
+
+const GEN_PROMPTS: [&str; 8] = [
+    "Write a short poem about the sea.",
+    "What is the capital of France?",
+    "Explain how a bicycle stays upright.",
+    "Give me three tips for learning a language.",
+    "What is 17 times 23?",
+    "Describe a cat to someone who has never seen one.",
+    "Why is the sky blue?",
+    "Suggest a name for a bakery.",
+];
+
+/// Generated tokens/s of `prompts` × `n` candidates: one prompt at a time, then continuously
+/// batched with each batch size; fails if any run's output differs from the first.
+fn generation(model: &Model, args: &Args) -> anyhow::Result<(Vec<(usize, f64)>, usize)> {
+    let params = SamplingParams {
+        max_tokens: args.tokens,
+        seed: 1,
+        ..SamplingParams::default()
+    };
+    let jobs = (0..args.gen_prompts)
+        .map(|i| {
+            Ok(Job {
+                text: model.prompt(GEN_PROMPTS[i % GEN_PROMPTS.len()])?,
+                n: args.n,
+                params: &params,
+                prefix: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tokens = |g: &[Vec<Generation>]| g.iter().flatten().map(|c| c.tokens).sum::<usize>();
+    let t0 = Instant::now();
+    let mut want = Vec::new();
+    for j in &jobs {
+        want.extend(generate_all(
+            model,
+            std::slice::from_ref(j),
+            args.n,
+            &mut |_| {},
+        )?);
+    }
+    let total = tokens(&want);
+    let mut out = vec![(0, total as f64 / t0.elapsed().as_secs_f64())];
+    for &b in args.batch.iter().filter(|&&b| b > 1) {
+        let t0 = Instant::now();
+        let got = generate_all(model, &jobs, b, &mut |_| {})?;
+        out.push((b, total as f64 / t0.elapsed().as_secs_f64()));
+        anyhow::ensure!(
+            got == want,
+            "batch {b}: output differs from one prompt at a time"
+        );
+    }
+    Ok((out, total))
 }
 
 fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Result<Row> {
@@ -118,8 +203,16 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
     let prefill_tok_s = ids.len() as f64 / t0.elapsed().as_secs_f64();
     let first: u32 = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?[0];
 
-    let decode_tok_s = decode(&model, &cache, first, args.tokens, 1)?;
-    let batch_decode_tok_s = decode(&model, &cache, first, args.tokens, args.n)?;
+    let decode_tok_s = args
+        .batch
+        .iter()
+        .map(|&b| Ok((b, decode(&model, &cache, first, args.tokens, b.max(1))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (generate_tok_s, generated_tokens) = if args.gen_prompts > 0 {
+        generation(&model, args)?
+    } else {
+        (Vec::new(), 0)
+    };
 
     let (judge_s, judge_tokens, judge_parsed) = if args.no_judge {
         (None, None, None)
@@ -135,9 +228,14 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         let t0 = Instant::now();
         let mut tokens = 0usize;
         let (mut parsed, mut sampled) = (0, 0);
-        for i in 0..args.responses {
-            let (ins, resp) = PAIRS[i % PAIRS.len()];
-            let j = judge.judge(ins, resp, &params, &mut |_| {})?;
+        // All responses judged as one continuous batch, as the judge stage does.
+        let items: Vec<(String, String)> = (0..args.responses)
+            .map(|i| {
+                let (ins, resp) = PAIRS[i % PAIRS.len()];
+                (ins.to_string(), resp.to_string())
+            })
+            .collect();
+        for j in judge.judge_all(&items, &params, &mut |_, _| {})? {
             tokens += j
                 .samples
                 .iter()
@@ -154,9 +252,14 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         )
     };
     let t0 = Instant::now();
-    let mut digit_scores = Vec::new();
-    for (ins, resp) in PAIRS {
-        digit_scores.push(judge.digit_score(ins, resp)?.expected);
+    let mut digit_scores = vec![0.0; PAIRS.len()];
+    let mut failed = None;
+    judge.digit_scores(&PAIRS, PAIRS.len(), &mut |i, r| match r {
+        Ok(d) => digit_scores[i] = d.expected,
+        Err(e) => failed = Some(e),
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     let digit = t0.elapsed().as_secs_f64() / PAIRS.len() as f64;
     Ok(Row {
@@ -165,8 +268,8 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
         prompt_tokens: ids.len(),
         prefill_tok_s,
         decode_tok_s,
-        batch: args.n,
-        batch_decode_tok_s,
+        generate_tok_s,
+        generated_tokens,
         judge_s_per_response: judge_s,
         judge_tokens_per_response: judge_tokens,
         judge_parsed,
@@ -200,8 +303,19 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         "weights".to_string(),
         "load s".into(),
         "prefill tok/s".into(),
-        "decode tok/s".into(),
-        format!("decode N={} tok/s", args.n),
+        format!("decode tok/s (batch {})", join(&args.batch)),
+        format!(
+            "generate {}×{} tok/s (prompt at a time; max batch {})",
+            args.gen_prompts,
+            args.n,
+            join(
+                &args.batch[..]
+                    .iter()
+                    .copied()
+                    .filter(|&b| b > 1)
+                    .collect::<Vec<_>>()
+            )
+        ),
         format!("judge s/resp (k={})", args.samples),
         "digit judge s/resp (scores: good, poor, Huh?, off-topic)".into(),
     ]);
@@ -210,8 +324,24 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             r.weights.clone(),
             format!("{:.2}", r.load_s),
             format!("{:.0} ({} tok)", r.prefill_tok_s, r.prompt_tokens),
-            format!("{:.1}", r.decode_tok_s),
-            format!("{:.1}", r.batch_decode_tok_s),
+            r.decode_tok_s
+                .iter()
+                .map(|(_, t)| format!("{t:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            if r.generate_tok_s.is_empty() {
+                "-".into()
+            } else {
+                format!(
+                    "{} ({} tok, same output)",
+                    r.generate_tok_s
+                        .iter()
+                        .map(|(_, t)| format!("{t:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    r.generated_tokens
+                )
+            },
             match (
                 r.judge_s_per_response,
                 r.judge_tokens_per_response,
@@ -235,4 +365,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     writeln!(ctx.out, "{table}")?;
     Ok(())
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,13 +1,13 @@
-//! Seeded sampling with a KV cache: N candidates per prompt decoded as one batch after a single
-//! shared prefill, stopping at end-of-turn. Same seed, inputs and thread count give
+//! Seeded sampling with a KV cache: N candidates per prompt after a single shared prefill,
+//! stopping at end-of-turn, decoded together with other prompts' candidates by the
+//! continuous-batching scheduler ([`super::batch`]). Same seed, inputs and thread count give
 //! byte-identical output. Each candidate's random stream is derived from (seed, prompt text,
 //! candidate index), so results do not depend on how prompts are batched or ordered.
-use std::time::Instant;
-
 use candle_core::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::batch::{self, Job, DEFAULT_MAX_BATCH};
 use super::model::{KvCache, Model, ModelError};
 
 /// Sampling settings. Defaults follow the paper's generation settings (T=0.7, top-p 0.9).
@@ -60,10 +60,10 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Progress of a generation call, reported after the prefill and each decode step.
+/// Progress of a generation call, reported after each prefill and each decode step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
-    /// Index of the prompt being worked on, and how many there are.
+    /// Index of the latest prompt started (prefilled), and how many there are.
     pub prompt: usize,
     pub prompts: usize,
     /// Prompt tokens prefilled and tokens generated so far in this call.
@@ -102,33 +102,6 @@ impl Prefix {
     }
 }
 
-/// Counters shared by the calls of one batch, for progress reports.
-struct Meter<'a> {
-    prompt: usize,
-    prompts: usize,
-    prompt_tokens: usize,
-    generated: usize,
-    decode_time: f64,
-    cb: &'a mut dyn FnMut(Progress),
-}
-
-impl Meter<'_> {
-    fn report(&mut self) {
-        let p = Progress {
-            prompt: self.prompt,
-            prompts: self.prompts,
-            prompt_tokens: self.prompt_tokens,
-            generated_tokens: self.generated,
-            decode_tokens_per_s: if self.decode_time > 0.0 {
-                self.generated as f64 / self.decode_time
-            } else {
-                0.0
-            },
-        };
-        (self.cb)(p)
-    }
-}
-
 /// `n` candidate continuations of the already-formatted `text` (no chat template applied).
 /// When `prefix` is given and `text`'s tokens start with its ids, its KV state is reused.
 pub fn generate_text(
@@ -139,19 +112,18 @@ pub fn generate_text(
     prefix: Option<&Prefix>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Generation>, ModelError> {
-    let mut meter = Meter {
-        prompt: 0,
-        prompts: 1,
-        prompt_tokens: 0,
-        generated: 0,
-        decode_time: 0.0,
-        cb: progress,
+    let job = Job {
+        text: text.to_string(),
+        n,
+        params,
+        prefix,
     };
-    candidates(model, text, n, params, prefix, &mut meter)
+    let mut out = batch::generate_all(model, std::slice::from_ref(&job), n.max(1), progress)?;
+    Ok(out.pop().unwrap_or_default())
 }
 
 /// The batch API the stages call: for each user instruction (chat template applied), `n`
-/// candidate responses.
+/// candidate responses; up to [`DEFAULT_MAX_BATCH`] sequences decode together.
 pub fn generate_chat(
     model: &Model,
     instructions: &[String],
@@ -159,60 +131,48 @@ pub fn generate_chat(
     params: &SamplingParams,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Vec<Generation>>, ModelError> {
-    let mut meter = Meter {
-        prompt: 0,
-        prompts: instructions.len(),
-        prompt_tokens: 0,
-        generated: 0,
-        decode_time: 0.0,
-        cb: progress,
-    };
-    let mut out = Vec::with_capacity(instructions.len());
-    for (i, ins) in instructions.iter().enumerate() {
-        meter.prompt = i;
-        let text = model.prompt(ins)?;
-        out.push(candidates(model, &text, n, params, None, &mut meter)?);
-    }
-    Ok(out)
+    let jobs = instructions
+        .iter()
+        .map(|ins| {
+            Ok(Job {
+                text: model.prompt(ins)?,
+                n,
+                params,
+                prefix: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    batch::generate_all(model, &jobs, DEFAULT_MAX_BATCH, progress)
 }
 
-/// One candidate while decoding.
-struct Live {
-    index: usize,
-    rng: ChaCha8Rng,
-    ids: Vec<u32>,
-}
-
-/// The next token of `live` from one row of logits: repeat penalty, then greedy or
-/// temperature sampling restricted by top-k and top-p.
-fn sample(
-    live: &mut Live,
-    logits: &Tensor,
+/// The next token of a candidate that has generated `ids` so far, from its row of `logits`:
+/// repeat penalty (over `context`, the prompt, then `ids`), then greedy or temperature
+/// sampling restricted by top-k and top-p.
+pub(super) fn sample(
+    rng: &mut ChaCha8Rng,
+    ids: &[u32],
+    logits: &[f32],
     context: &[u32],
     params: &SamplingParams,
-) -> Result<u32, ModelError> {
-    let mut logits: Vec<f32> = logits.to_vec1()?;
-    if params.repeat_penalty != 1.0 {
-        let start = (context.len() + live.ids.len()).saturating_sub(params.repeat_last_n);
-        let mut seen: Vec<u32> = context
-            .iter()
-            .chain(&live.ids)
-            .skip(start)
-            .copied()
-            .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for id in seen {
-            if let Some(l) = logits.get_mut(id as usize) {
-                *l = if *l < 0.0 {
-                    *l * params.repeat_penalty
-                } else {
-                    *l / params.repeat_penalty
-                };
-            }
+) -> u32 {
+    if params.repeat_penalty == 1.0 {
+        return pick(logits, params, rng);
+    }
+    let mut logits = logits.to_vec();
+    let start = (context.len() + ids.len()).saturating_sub(params.repeat_last_n);
+    let mut seen: Vec<u32> = context.iter().chain(ids).skip(start).copied().collect();
+    seen.sort_unstable();
+    seen.dedup();
+    for id in seen {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l = if *l < 0.0 {
+                *l * params.repeat_penalty
+            } else {
+                *l / params.repeat_penalty
+            };
         }
     }
-    Ok(pick(&logits, params, &mut live.rng))
+    pick(&logits, params, rng)
 }
 
 /// Greedy (`temperature <= 0`) or a draw from `softmax(logits / T)` over the top-k tokens,
@@ -284,103 +244,10 @@ fn nucleus(probs: &[f32], params: &SamplingParams) -> Vec<u32> {
     cand
 }
 
-fn candidates(
-    model: &Model,
-    text: &str,
-    n: usize,
-    params: &SamplingParams,
-    prefix: Option<&Prefix>,
-    meter: &mut Meter,
-) -> Result<Vec<Generation>, ModelError> {
-    if n == 0 {
-        return Ok(vec![]);
-    }
-    let ids = model.encode(text)?;
-    let reuse =
-        prefix.filter(|p| !p.ids.is_empty() && ids.starts_with(&p.ids) && p.ids.len() < ids.len());
-    let room = params.max_tokens + 1;
-    let (mut cache, rest) = match reuse {
-        Some(p) => (
-            p.cache.fork(ids.len() - p.ids.len() + room)?,
-            &ids[p.ids.len()..],
-        ),
-        None => (KvCache::new(model), &ids[..]),
-    };
-    if rest.is_empty() {
-        return Err(ModelError::Config {
-            path: model.path.clone(),
-            message: "cannot generate from an empty prompt".into(),
-        });
-    }
-    let t = Tensor::new(rest, model.device())?.unsqueeze(0)?;
-    let logits = model.forward(&t, &mut cache)?.squeeze(0)?;
-    meter.prompt_tokens += rest.len();
-    meter.report();
-
-    let mut live: Vec<Live> = (0..n)
-        .map(|i| Live {
-            index: i,
-            rng: ChaCha8Rng::seed_from_u64(candidate_seed(params.seed, text, i)),
-            ids: Vec::new(),
-        })
-        .collect();
-    let mut done: Vec<Option<Generation>> = vec![None; n];
-    let mut next: Vec<u32> = Vec::with_capacity(n);
-    for c in live.iter_mut() {
-        next.push(sample(c, &logits, &ids, params)?);
-    }
-    if n > 1 {
-        cache = cache.repeat(n)?;
-    }
-    loop {
-        // Retire candidates that stopped or are full; keep the rest in the batch.
-        let mut keep = Vec::with_capacity(live.len());
-        let mut still = Vec::with_capacity(live.len());
-        let mut tokens = Vec::with_capacity(live.len());
-        for (row, (mut c, tok)) in live.drain(..).zip(next.drain(..)).enumerate() {
-            let stop = model.stop_ids.contains(&tok);
-            if !stop {
-                c.ids.push(tok);
-            }
-            if stop || c.ids.len() >= params.max_tokens {
-                done[c.index] = Some(Generation {
-                    text: model.decode(&c.ids)?,
-                    tokens: c.ids.len(),
-                    finish: if stop { Finish::Stop } else { Finish::Length },
-                });
-            } else {
-                tokens.push(tok);
-                keep.push(row);
-                still.push(c);
-            }
-        }
-        live = still;
-        if live.is_empty() {
-            break;
-        }
-        if keep.len() < cache.batch() {
-            cache = cache.select(&keep)?;
-        }
-        let started = Instant::now();
-        let t = Tensor::new(tokens.as_slice(), model.device())?.unsqueeze(1)?;
-        let logits = model.forward(&t, &mut cache)?;
-        for (row, c) in live.iter_mut().enumerate() {
-            let l = logits.get(row)?;
-            next.push(sample(c, &l, &ids, params)?);
-        }
-        meter.decode_time += started.elapsed().as_secs_f64();
-        meter.generated += live.len();
-        meter.report();
-    }
-    Ok(done
-        .into_iter()
-        .map(|g| g.expect("every candidate finished"))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     /// The nucleus by sorting the whole vocabulary, as a reference.
     fn nucleus_by_full_sort(probs: &[f32], p: f32) -> Vec<u32> {

@@ -1,11 +1,14 @@
 //! LLM-as-a-Judge: the paper's additive 5-point prompt (verbatim, curly quotes kept), robust
 //! `Score: N` parsing, k sampled judgements per response averaged as floats, and a one-pass
 //! score from the next-token distribution over the digits 0–5 after "Score: ". The KV state of
-//! the prompt's fixed prefix is computed once and reused for every judgement.
+//! the prompt's fixed prefix is computed once and forked by every judgement, which prefills
+//! only its question and response; many judgements run together ([`super::batch`]: sampled
+//! ones decode as one continuous batch, digit ones prefill many responses per ragged pass).
 use candle_core::Tensor;
 
+use super::batch::{self, Done, Job};
 use super::generate::{generate_text, Generation, Prefix, Progress, SamplingParams};
-use super::model::{KvCache, Model, ModelError};
+use super::model::{KvCache, Model, ModelError, Step};
 
 /// The judge prompt of Yuan et al. (2024), verbatim.
 pub const JUDGE_PROMPT: &str = "Review the user’s question and the corresponding response using the additive 5-point scoring system described below. Points are accumulated based on the satisfaction of each criterion:
@@ -231,33 +234,161 @@ impl<'m> Judge<'m> {
         )
     }
 
-    /// Judge many (instruction, response) pairs.
+    /// The sampling jobs of `items`, or the first pair whose prompt cannot be formatted.
+    fn jobs<'a>(
+        &'a self,
+        items: &[(&str, &str)],
+        params: &'a JudgeParams,
+    ) -> (Vec<Job<'a>>, Option<(usize, ModelError)>) {
+        let mut jobs = Vec::with_capacity(items.len());
+        for (i, (ins, resp)) in items.iter().enumerate() {
+            match self.text(ins, resp) {
+                Ok(text) => jobs.push(Job {
+                    text,
+                    n: params.samples,
+                    params: &params.sampling,
+                    prefix: Some(&self.prefix),
+                }),
+                Err(e) => return (jobs, Some((i, e))),
+            }
+        }
+        (jobs, None)
+    }
+
+    /// The sampled judgements of many pairs, up to `max_batch` sequences decoding together
+    /// (the same texts as [`Judge::generations`] one pair at a time); `done` gets each pair's
+    /// as it completes, in any order. After a pair fails no later pair starts.
+    pub fn generations_batched(
+        &self,
+        items: &[(&str, &str)],
+        params: &JudgeParams,
+        max_batch: usize,
+        progress: &mut dyn FnMut(Progress),
+        done: &mut Done,
+    ) {
+        let (jobs, err) = self.jobs(items, params);
+        batch::generate(self.model, &jobs, max_batch, progress, done);
+        if let Some((i, e)) = err {
+            done(i, Err(e));
+        }
+    }
+
+    /// Judge many (instruction, response) pairs, batched; `progress` gets the index of the
+    /// latest pair started.
     pub fn judge_all(
         &self,
         items: &[(String, String)],
         params: &JudgeParams,
         progress: &mut dyn FnMut(usize, Progress),
     ) -> Result<Vec<Judgement>, ModelError> {
-        items
+        let pairs: Vec<(&str, &str)> = items
             .iter()
-            .enumerate()
-            .map(|(i, (ins, resp))| self.judge(ins, resp, params, &mut |p| progress(i, p)))
-            .collect()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (jobs, err) = self.jobs(&pairs, params);
+        if let Some((_, e)) = err {
+            return Err(e);
+        }
+        let gens = batch::generate_all(self.model, &jobs, batch::DEFAULT_MAX_BATCH, &mut |p| {
+            progress(p.prompt, p)
+        })?;
+        Ok(gens
+            .into_iter()
+            .map(|g| Judgement::from_texts(g.into_iter().map(|g| g.text).collect()))
+            .collect())
     }
 
     /// One forward pass: the assistant's reply is started with "Score: " and the next-token
     /// distribution over the digits 0–5 gives an expected score.
     pub fn digit_score(&self, instruction: &str, response: &str) -> Result<DigitScore, ModelError> {
-        let text = format!("{}Score: ", self.text(instruction, response)?);
-        let ids = self.model.encode(&text)?;
-        let p = &self.prefix;
-        let (mut cache, rest) = if ids.starts_with(&p.ids) && ids.len() > p.ids.len() {
-            (p.cache.fork(ids.len() - p.ids.len())?, &ids[p.ids.len()..])
-        } else {
-            (KvCache::new(self.model), &ids[..])
-        };
-        let t = Tensor::new(rest, self.model.device())?.unsqueeze(0)?;
-        let logits = self.model.forward(&t, &mut cache)?.squeeze(0)?;
+        let mut out = None;
+        self.digit_scores(&[(instruction, response)], 1, &mut |_, r| out = Some(r));
+        out.expect("one pair, one result")
+    }
+
+    /// [`Judge::digit_score`] of many pairs: up to `max_batch` of them (and a bounded number of
+    /// tokens) prefilled per ragged pass, each after a fork of the shared prefix; the scores are
+    /// the same bytes as one pair at a time. `done` gets each pair's score; after a pair fails
+    /// no later pair is scored.
+    pub fn digit_scores(
+        &self,
+        items: &[(&str, &str)],
+        max_batch: usize,
+        done: &mut dyn FnMut(usize, Result<DigitScore, ModelError>),
+    ) {
+        let (model, p) = (self.model, &self.prefix);
+        let max = model.config.positions();
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut failed = None;
+        for (i, (ins, resp)) in items.iter().enumerate() {
+            let ids = self
+                .text(ins, resp)
+                .and_then(|t| model.encode(&format!("{t}Score: ")));
+            match ids {
+                Ok(ids) if ids.len() > max => {
+                    let len = ids.len();
+                    failed = Some((i, ModelError::TooLong { len, max }));
+                    break;
+                }
+                Ok(ids) => {
+                    let skip = if ids.starts_with(&p.ids) && ids.len() > p.ids.len() {
+                        p.ids.len()
+                    } else {
+                        0
+                    };
+                    inputs.push((ids, skip));
+                }
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let lens: Vec<usize> = inputs.iter().map(|(ids, skip)| ids.len() - skip).collect();
+        for run in batch::runs(&lens, max_batch) {
+            if let Err(e) = self.digit_run(&inputs[run.clone()], run.start, done) {
+                return done(run.start, Err(e));
+            }
+        }
+        if let Some((i, e)) = failed {
+            done(i, Err(e));
+        }
+    }
+
+    /// One ragged pass over `inputs` (ids, prefix tokens to skip), the first being pair `first`.
+    fn digit_run(
+        &self,
+        inputs: &[(Vec<u32>, usize)],
+        first: usize,
+        done: &mut dyn FnMut(usize, Result<DigitScore, ModelError>),
+    ) -> Result<(), ModelError> {
+        let mut caches = Vec::with_capacity(inputs.len());
+        for (ids, skip) in inputs {
+            caches.push(if *skip > 0 {
+                self.prefix.cache.fork(ids.len() - skip)?
+            } else {
+                KvCache::new(self.model)
+            });
+        }
+        let mut rows: Vec<Step> = caches
+            .iter_mut()
+            .zip(inputs)
+            .map(|(cache, (ids, skip))| Step {
+                cache,
+                tokens: &ids[*skip..],
+            })
+            .collect();
+        let logits = self.model.forward_ragged(&mut rows)?;
+        let v = self.model.config.vocab_size;
+        for (k, row) in logits.chunks_exact(v).enumerate() {
+            done(first + k, self.digits_of(row));
+        }
+        Ok(())
+    }
+
+    /// The digit score of one row of next-token logits.
+    fn digits_of(&self, logits: &[f32]) -> Result<DigitScore, ModelError> {
+        let logits = Tensor::from_slice(logits, logits.len(), self.model.device())?;
         let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?.to_vec1()?;
         let raw: Vec<f64> = self
             .digit_ids
@@ -279,111 +410,5 @@ impl<'m> Judge<'m> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::fixture::write_tiny_model;
-    use crate::engine::model::{load, WeightMode};
-
-    #[test]
-    fn parses_scores_robustly() {
-        let cases: &[(&str, Option<f64>)] = &[
-            ("Score: 4", Some(4.0)),
-            ("score: 4", Some(4.0)),
-            ("SCORE: 2", Some(2.0)),
-            ("Score: 4/5", Some(4.0)),
-            ("Score: 4 / 5", Some(4.0)),
-            ("“Score: 3”", Some(3.0)),
-            ("\"Score: 5\"", Some(5.0)),
-            ("**Score:** 2", Some(2.0)),
-            ("Score:3", Some(3.0)),
-            (
-                "The response is fine.\nScore: 1\nActually, Score: 2",
-                Some(2.0),
-            ),
-            ("Total score: 0", Some(0.0)),
-            ("Score: 3.5", Some(3.5)),
-            ("Score: 4.", Some(4.0)),
-            ("Score: <total points>", None),
-            ("Score: 7", None),
-            ("Score: 8/10", None),
-            ("I give it four points.", None),
-            ("", None),
-            ("Score: 3 then Score: nonsense", Some(3.0)),
-            ("ÜBER gut. Score: 5", Some(5.0)),
-            ("Scores: 4", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_score(text), *want, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn prompt_is_verbatim_and_slots_filled_once() {
-        assert!(JUDGE_PROMPT.contains("user’s question"));
-        assert!(JUDGE_PROMPT.contains("“Score: <total points>”"));
-        let p = judge_prompt("What is 2+2?", "It is <INSTRUCTION_HERE> 4.");
-        assert!(p.contains("User: What is 2+2?\n<response>It is <INSTRUCTION_HERE> 4.</response>"));
-        assert!(!p.contains(RESPONSE_SLOT));
-    }
-
-    #[test]
-    fn averages_parsed_samples_and_keeps_unparsed_as_none() {
-        let j = Judgement::from_texts(vec!["Score: 4".into(), "no idea".into(), "Score: 3".into()]);
-        assert_eq!(j.score, Some(3.5));
-        assert_eq!(j.samples[1].score, None);
-        assert_eq!(j.samples[1].text, "no idea");
-        let none = Judgement::from_texts(vec!["meh".into(), "hmm".into()]);
-        assert_eq!(none.score, None);
-    }
-
-    #[test]
-    fn judges_on_the_tiny_model() {
-        let t = tempfile::tempdir().unwrap();
-        write_tiny_model(t.path(), 2).unwrap();
-        let m = load(t.path(), WeightMode::Auto).unwrap();
-        let judge = Judge::new(&m).unwrap();
-        let params = JudgeParams {
-            samples: 3,
-            sampling: SamplingParams {
-                max_tokens: 8,
-                seed: 3,
-                ..SamplingParams::default()
-            },
-        };
-        let a = judge
-            .judge("What is 2+2?", "4", &params, &mut |_| {})
-            .unwrap();
-        let b = judge
-            .judge("What is 2+2?", "4", &params, &mut |_| {})
-            .unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.samples.len(), 3);
-        // Whatever the random model writes, the score is exactly what the parser finds.
-        for s in &a.samples {
-            assert_eq!(s.score, parse_score(&s.text));
-        }
-        let d = judge.digit_score("What is 2+2?", "4").unwrap();
-        assert!((d.probs.iter().sum::<f64>() - 1.0).abs() < 1e-6);
-        assert!((0.0..=5.0).contains(&d.expected));
-        assert!(d.mass > 0.0 && d.mass <= 1.0);
-        // The prefix reuse gives the same distribution as a fresh full pass, up to the 8-bit
-        // rounding of activations (a last-bit difference upstream can flip one rounding).
-        let text = format!("{}Score: ", judge.text("What is 2+2?", "4").unwrap());
-        let ids = m.encode(&text).unwrap();
-        let tt = Tensor::new(ids.as_slice(), m.device())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let full = m
-            .forward(&tt, &mut KvCache::new(&m))
-            .unwrap()
-            .squeeze(0)
-            .unwrap();
-        let p: Vec<f32> = candle_nn::ops::softmax_last_dim(&full)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let p4 = p[m.encode("4").unwrap()[0] as usize] as f64;
-        assert!((p4 / d.mass - d.probs[4]).abs() < 5e-3);
-    }
-}
+#[path = "judge_tests.rs"]
+mod tests;

@@ -4,8 +4,10 @@
 //! deterministically. Knows nothing of the store or the stages.
 
 // Inference side.
+pub mod batch;
 pub mod chat;
 pub mod fixture;
+pub mod forward;
 pub mod generate;
 pub mod gguf;
 pub mod judge;

@@ -3,20 +3,20 @@
 //! sharded) + `tokenizer.json`), one [`load`] for both ([`super::loader`] builds it). Quantized matrices (Q4_1, Q8_0, Q4_0, as stored or re-quantized) run on
 //! srlm's own kernels ([`super::kernels`]); f32 ones on candle's matmul. The KV cache is explicit
 //! ([`KvCache`]) so generation can share a prompt's prefill across candidates and the judge can
-//! reuse the KV state of its fixed prompt prefix.
+//! reuse the KV state of its fixed prompt prefix; the forward pass is in [`super::forward`].
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, QMatMul};
-use candle_core::{Device, Module, Tensor};
+use candle_core::Device;
 use tokenizers::Tokenizer;
 
 use super::chat::{ChatError, ChatTemplate};
 pub use super::config::ModelConfig;
+pub use super::forward::Step;
 use super::gguf::GgufError;
-use super::kernels::{self, QMatrix, XQuant};
+use super::kernels::QMatrix;
 pub use super::kv_cache::KvCache;
 use super::tokenizer::{self, TokenizerError};
-use rayon::prelude::*;
 
 /// Environment variable naming the default model.
 pub const MODEL_ENV: &str = "SRLM_MODEL";
@@ -194,47 +194,6 @@ pub(super) enum Linear {
     Candle(QMatMul),
 }
 
-/// The input rows of one or more matrix products, quantized once on first use (q, k and v
-/// read the same rows, as do gate and up).
-struct Act<'a> {
-    x: &'a [f32],
-    width: usize,
-    quantized: Option<XQuant>,
-}
-
-impl<'a> Act<'a> {
-    fn new(x: &'a [f32], width: usize) -> Self {
-        Act {
-            x,
-            width,
-            quantized: None,
-        }
-    }
-}
-
-impl Linear {
-    /// `x · Wᵀ` for the rows of `x`.
-    fn apply(&self, act: &mut Act) -> Result<Vec<f32>> {
-        let rows = act.x.len() / act.width;
-        match self {
-            Linear::Quant(w) => {
-                let xq = act.quantized.get_or_insert_with(|| {
-                    let mut q = XQuant::default();
-                    q.quantize(act.x, act.width);
-                    q
-                });
-                let mut out = vec![0f32; rows * w.dims().0];
-                w.matmul(xq, &mut out);
-                Ok(out)
-            }
-            Linear::Candle(m) => {
-                let x = Tensor::from_slice(act.x, (rows, act.width), &Device::Cpu)?;
-                Ok(m.forward(&x)?.flatten_all()?.to_vec1()?)
-            }
-        }
-    }
-}
-
 /// One decoder layer; q/k/v biases for Qwen2.
 pub(super) struct Layer {
     pub(super) attn_norm: Vec<f32>,
@@ -283,9 +242,6 @@ pub fn load(path: &Path, mode: WeightMode) -> Result<Model> {
     }
 }
 
-/// Query positions per attention task: the prompt's rows split so both threads get work.
-const ATTN_ROWS: usize = 64;
-
 impl Model {
     /// Encode text (special tokens spelled out in it are recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -308,167 +264,13 @@ impl Model {
     pub fn device(&self) -> &Device {
         &self.device
     }
-
-    /// Run `tokens` (batch × seq, u32) after what `cache` holds; returns the logits of the last
-    /// position of each sequence (batch × vocab, f32) and extends the cache.
-    pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let ids = tokens.to_vec2::<u32>()?;
-        // Run the whole pass on a rayon worker: the kernels' parallel loops then start from a
-        // worker instead of handing each of ~200 matrix products per token over from (and
-        // back to) this thread, a sleep and a wake-up each time.
-        let logits = rayon::scope(|_| self.forward_rows(&ids, cache))?;
-        Ok(Tensor::from_vec(
-            logits,
-            (ids.len(), self.config.vocab_size),
-            &self.device,
-        )?)
-    }
-
-    /// The pass itself, on plain f32 rows (`batch·seq × width`, sequence-major): one token's
-    /// step is ~200 matrix products and a few hundred small vector operations, which as
-    /// tensor ops would cost more in dispatch and allocation than in arithmetic.
-    fn forward_rows(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let c = &self.config;
-        let (b, s) = (ids.len(), ids.first().map_or(0, Vec::len));
-        if s == 0 || ids.iter().any(|r| r.len() != s) {
-            return Err(ModelError::Input(
-                "every sequence needs the same number (> 0) of tokens".into(),
-            ));
-        }
-        let pos = cache.len();
-        let max = c.positions();
-        if pos + s > max {
-            return Err(ModelError::TooLong { len: pos + s, max });
-        }
-        cache.reserve(b, pos + s)?;
-        let (h, hd) = (c.hidden_size, c.head_dim());
-        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
-        let eps = c.rms_norm_eps as f32;
-        let mut x = Vec::with_capacity(b * s * h);
-        for &id in ids.iter().flatten() {
-            let id = id as usize;
-            if id >= c.vocab_size {
-                return Err(ModelError::Input(format!(
-                    "token id {id} is outside the vocabulary of {}",
-                    c.vocab_size
-                )));
-            }
-            x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
-        }
-        for (li, layer) in self.layers.iter().enumerate() {
-            let mut n = x.clone();
-            kernels::rms_norm(&mut n, &layer.attn_norm, eps);
-            let mut act = Act::new(&n, h);
-            let mut q = layer.wq.apply(&mut act)?;
-            let mut k = layer.wk.apply(&mut act)?;
-            let mut v = layer.wv.apply(&mut act)?;
-            for (y, b) in [
-                (&mut q, &layer.bq),
-                (&mut k, &layer.bk),
-                (&mut v, &layer.bv),
-            ] {
-                if let Some(b) = b {
-                    y.chunks_exact_mut(b.len()).for_each(|row| add(row, b));
-                }
-            }
-            for (r, (qr, kr)) in q
-                .chunks_exact_mut(nh * hd)
-                .zip(k.chunks_exact_mut(nkv * hd))
-                .enumerate()
-            {
-                let p = pos + r % s;
-                let (cos, sin) = (
-                    &self.cos[p * hd / 2..(p + 1) * hd / 2],
-                    &self.sin[p * hd / 2..(p + 1) * hd / 2],
-                );
-                for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
-                    kernels::rope(head, cos, sin, self.rope_interleaved);
-                }
-            }
-            cache.write(li, &k, &v, s);
-            let y = self.attention(li, &q, cache, b, s);
-            let o = layer.wo.apply(&mut Act::new(&y, nh * hd))?;
-            add(&mut x, &o);
-            let mut n = x.clone();
-            kernels::rms_norm(&mut n, &layer.ffn_norm, eps);
-            let mut act = Act::new(&n, h);
-            let mut gate = layer.w_gate.apply(&mut act)?;
-            let up = layer.w_up.apply(&mut act)?;
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u; // silu(gate) · up
-            }
-            let down = layer
-                .w_down
-                .apply(&mut Act::new(&gate, c.intermediate_size))?;
-            add(&mut x, &down);
-        }
-        cache.len += s;
-        let mut last = Vec::with_capacity(b * h);
-        for row in x.chunks_exact(s * h) {
-            last.extend_from_slice(&row[(s - 1) * h..]);
-        }
-        kernels::rms_norm(&mut last, &self.norm, eps);
-        self.lm_head.apply(&mut Act::new(&last, h))
-    }
-
-    /// Causal attention of the `s` new positions of each sequence over the cache of `layer`
-    /// (which already holds them); query heads share kv heads in groups (GQA), read in place.
-    fn attention(&self, layer: usize, q: &[f32], cache: &KvCache, b: usize, s: usize) -> Vec<f32> {
-        let c = &self.config;
-        let (nh, hd, nkv) = (c.num_attention_heads, c.head_dim(), c.kv_heads());
-        let n_rep = nh / nkv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let pos = cache.len;
-        let (keys, vals) = &cache.layers[layer];
-        let chunks = s.div_ceil(ATTN_ROWS);
-        let outs: Vec<Vec<f32>> = (0..b * nh * chunks)
-            .into_par_iter()
-            .map(|t| {
-                let (bh, chunk) = (t / chunks, t % chunks);
-                let (bi, head) = (bh / nh, bh % nh);
-                let base = (bi * nkv + head / n_rep) * cache.cap * hd;
-                let rows = chunk * ATTN_ROWS..((chunk + 1) * ATTN_ROWS).min(s);
-                let mut out = vec![0f32; rows.len() * hd];
-                let mut scores = Vec::new();
-                for (o, i) in out.chunks_exact_mut(hd).zip(rows) {
-                    let n = (pos + i + 1) * hd;
-                    let at = (bi * s + i) * nh * hd + head * hd;
-                    kernels::attend(
-                        &q[at..at + hd],
-                        &keys[base..base + n],
-                        &vals[base..base + n],
-                        scale,
-                        &mut scores,
-                        o,
-                    );
-                }
-                out
-            })
-            .collect();
-        let mut y = vec![0f32; b * s * nh * hd];
-        for (t, out) in outs.iter().enumerate() {
-            let (bh, chunk) = (t / chunks, t % chunks);
-            let (bi, head) = (bh / nh, bh % nh);
-            for (k, o) in out.chunks_exact(hd).enumerate() {
-                let i = chunk * ATTN_ROWS + k;
-                let at = (bi * s + i) * nh * hd + head * hd;
-                y[at..at + hd].copy_from_slice(o);
-            }
-        }
-        y
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::fixture::write_tiny_model;
+    use candle_core::Tensor;
 
     fn tiny(mode: WeightMode) -> (tempfile::TempDir, Model) {
         let t = tempfile::tempdir().unwrap();
