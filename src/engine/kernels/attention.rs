@@ -1,7 +1,7 @@
 //! One query head's attention over a cached run of keys and values: scores, softmax, weighted
 //! sum, with AVX2 kernels for the two products.
 use super::has_avx2;
-use super::vector::{axpy, dot};
+use super::vector::{axpy, dot, exp};
 
 /// One query head attending over `keys`/`values` (`len × hd` each, row-major):
 /// `out = softmax(q·Kᵀ · scale) · V`. `scores` is scratch.
@@ -33,11 +33,11 @@ pub fn attend(
         }
     }
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
     for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+        *s -= max;
     }
+    exp(scores);
+    let sum: f32 = scores.iter().sum();
     let inv = 1.0 / sum;
     for s in scores.iter_mut() {
         *s *= inv;

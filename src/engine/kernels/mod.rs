@@ -9,7 +9,8 @@
 //! - [`QMatrix`] (`q_matrix`): the weights, their panel layout and the tiled product.
 //! - [`XQuant`] (`x_quant`): the activations quantized to 8-bit blocks.
 //! - `panel_avx2` / `panel_scalar`: the micro-kernels, one panel × up to four activation rows.
-//! - [`attend`] (`attention`) and `vector` ([`dot`], [`axpy`], [`rms_norm`], [`rope`]).
+//! - [`attend`] (`attention`) and `vector` ([`dot`], [`axpy`], [`rms_norm`], [`rope`], [`exp`],
+//!   [`silu_mul`]).
 mod attention;
 mod panel_avx2;
 mod panel_scalar;
@@ -19,7 +20,7 @@ mod x_quant;
 
 pub use attention::attend;
 pub use q_matrix::{QKind, QMatrix, BLOCK};
-pub use vector::{axpy, dot, rms_norm, rope};
+pub use vector::{axpy, dot, exp, rms_norm, rope, silu_mul};
 pub use x_quant::XQuant;
 
 /// Whether the AVX2 kernels run: the CPU has AVX2, FMA and F16C and `SRLM_NO_SIMD` is unset.
