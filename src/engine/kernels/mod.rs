@@ -12,6 +12,7 @@
 //! - [`attend`] (`attention`) and `vector` ([`dot`], [`axpy`], [`rms_norm`], [`rope`], [`exp`],
 //!   [`silu_mul`]).
 mod attention;
+#[cfg(target_arch = "x86_64")]
 mod panel_avx2;
 mod panel_scalar;
 mod q_matrix;
@@ -22,6 +23,30 @@ pub use attention::attend;
 pub use q_matrix::{QKind, QMatrix, BLOCK};
 pub use vector::{axpy, dot, exp, rms_norm, rope, silu_mul};
 pub use x_quant::XQuant;
+
+/// The instruction set the quantized products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Scalar,
+    Avx2,
+    /// AVX2 with AVX-512 VNNI's `vpdpbusd` on 256-bit registers.
+    Vnni,
+}
+
+impl Isa {
+    /// The fastest this CPU has (`SRLM_NO_SIMD` / `SRLM_NO_AVX512` rule AVX2 / VNNI out).
+    fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            return if panel_avx2::has_vnni() {
+                Isa::Vnni
+            } else {
+                Isa::Avx2
+            };
+        }
+        Isa::Scalar
+    }
+}
 
 /// Whether the AVX2 kernels run: the CPU has AVX2, FMA and F16C and `SRLM_NO_SIMD` is unset.
 fn has_avx2() -> bool {

@@ -15,7 +15,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 
 use super::x_quant::XQuant;
-use super::{has_avx2, panel_scalar};
+use super::{panel_scalar, Isa};
 
 /// Values per block, for every supported kind.
 pub const BLOCK: usize = 32;
@@ -149,11 +149,11 @@ impl QMatrix {
 
     /// `out[t·rows + j] = Σ_c x[t][c] · W[j][c]` for the `x.len()` quantized rows of `x`.
     pub fn matmul(&self, x: &XQuant, out: &mut [f32]) {
-        self.product(has_avx2(), x, out)
+        self.product(Isa::best(), x, out)
     }
 
-    /// [`Self::matmul`] on the AVX2 kernels or the scalar ones.
-    fn product(&self, simd: bool, x: &XQuant, out: &mut [f32]) {
+    /// [`Self::matmul`] on the kernels of one instruction set.
+    fn product(&self, isa: Isa, x: &XQuant, out: &mut [f32]) {
         assert_eq!(x.cols, self.cols, "activation width vs matrix width");
         let (m, n) = (x.len(), self.rows);
         assert!(out.len() >= m * n, "output buffer too small");
@@ -169,14 +169,14 @@ impl QMatrix {
                 for p in task.clone() {
                     let mut t = rows.start;
                     while t + TILE <= rows.end {
-                        self.tile::<TILE>(simd, p, x, t, dst);
+                        self.tile::<TILE>(isa, p, x, t, dst);
                         t += TILE;
                     }
                     match rows.end - t {
                         0 => {}
-                        1 => self.tile::<1>(simd, p, x, t, dst),
-                        2 => self.tile::<2>(simd, p, x, t, dst),
-                        _ => self.tile::<3>(simd, p, x, t, dst),
+                        1 => self.tile::<1>(isa, p, x, t, dst),
+                        2 => self.tile::<2>(isa, p, x, t, dst),
+                        _ => self.tile::<3>(isa, p, x, t, dst),
                     }
                 }
             }
@@ -185,11 +185,11 @@ impl QMatrix {
 
     /// Panel `p` times activation rows `t0..t0+R`, written to `dst` (`x.len() × rows`).
     #[inline]
-    fn tile<const R: usize>(&self, simd: bool, p: usize, x: &XQuant, t0: usize, dst: OutPtr) {
+    fn tile<const R: usize>(&self, isa: Isa, p: usize, x: &XQuant, t0: usize, dst: OutPtr) {
         let pb = self.panel_bytes();
         let panel = &self.data[p * pb..(p + 1) * pb];
         assert!(t0 + R <= x.len());
-        let v = self.micro::<R>(simd, panel, x, t0);
+        let v = self.micro::<R>(isa, panel, x, t0);
         let (j0, n) = (p * PANEL, self.rows);
         let width = (n - j0).min(PANEL);
         for (r, row) in v.iter().enumerate() {
@@ -202,25 +202,28 @@ impl QMatrix {
     #[inline]
     fn micro<const R: usize>(
         &self,
-        simd: bool,
+        isa: Isa,
         panel: &[u8],
         x: &XQuant,
         t0: usize,
     ) -> [[f32; PANEL]; R] {
         #[cfg(target_arch = "x86_64")]
-        if simd {
-            use super::panel_avx2;
-            // SAFETY: `has_avx2` checked the CPU; `panel` is one whole panel of
-            // `x.blocks_per_row()` blocks (the widths were asserted equal) and `tile`
-            // asserted `t0 + R <= x.len()`.
-            return unsafe {
-                match self.kind {
-                    QKind::Q4_1 => panel_avx2::q4_1::<R>(panel.as_ptr(), x, t0),
-                    QKind::Q8_0 => panel_avx2::q8_0::<R>(panel.as_ptr(), x, t0),
+        {
+            use super::panel_avx2 as k;
+            let p = panel.as_ptr();
+            // SAFETY: `Isa::best` checked the CPU for the set (the tests ask only for what
+            // it has); `panel` is one whole panel of `x.blocks_per_row()` blocks (the widths
+            // were asserted equal) and `tile` asserted `t0 + R <= x.len()`.
+            unsafe {
+                match (isa, self.kind) {
+                    (Isa::Avx2, QKind::Q4_1) => return k::q4_1::<R>(p, x, t0),
+                    (Isa::Avx2, QKind::Q8_0) => return k::q8_0::<R>(p, x, t0),
+                    (Isa::Vnni, QKind::Q4_1) => return k::q4_1_vnni::<R>(p, x, t0),
+                    (Isa::Vnni, QKind::Q8_0) => return k::q8_0_vnni::<R>(p, x, t0),
+                    (Isa::Scalar, _) => {}
                 }
-            };
+            }
         }
-        let _ = simd;
         match self.kind {
             QKind::Q4_1 => panel_scalar::q4_1::<R>(panel, x, t0),
             QKind::Q8_0 => panel_scalar::q8_0::<R>(panel, x, t0),

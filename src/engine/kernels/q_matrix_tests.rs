@@ -35,18 +35,18 @@ fn quantized(x: &[f32], k: usize) -> XQuant {
     xq
 }
 
-/// The kernels this machine can run: the scalar one, and AVX2 where present.
-fn kernels() -> Vec<bool> {
-    if has_avx2() {
-        vec![false, true]
-    } else {
-        vec![false]
+/// The kernels this machine can run: the scalar ones, AVX2 and VNNI where present.
+fn kernels() -> Vec<Isa> {
+    match Isa::best() {
+        Isa::Scalar => vec![Isa::Scalar],
+        Isa::Avx2 => vec![Isa::Scalar, Isa::Avx2],
+        Isa::Vnni => vec![Isa::Scalar, Isa::Avx2, Isa::Vnni],
     }
 }
 
-fn product(m: &QMatrix, simd: bool, xq: &XQuant) -> Vec<f32> {
+fn product(m: &QMatrix, isa: Isa, xq: &XQuant) -> Vec<f32> {
     let mut out = vec![0f32; xq.len() * m.dims().0];
-    m.product(simd, xq, &mut out);
+    m.product(isa, xq, &mut out);
     out
 }
 
@@ -62,13 +62,13 @@ fn kernels_match_the_dequantized_product() {
             let xq = quantized(&x, k);
             let want = reference(&m, &x);
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for simd in kernels() {
-                let out = product(&m, simd, &xq);
+            for isa in kernels() {
+                let out = product(&m, isa, &xq);
                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                     // the activations' 8-bit rounding is the only difference
                     assert!(
                         (a - b).abs() < 0.02 * scale,
-                        "{kind:?} simd {simd} rows {rows} [{i}]: {a} vs {b}"
+                        "{kind:?} {isa:?} rows {rows} [{i}]: {a} vs {b}"
                     );
                 }
             }
@@ -77,19 +77,22 @@ fn kernels_match_the_dequantized_product() {
 }
 
 #[test]
-fn the_scalar_kernels_give_the_avx2_bits() {
-    if !has_avx2() {
-        eprintln!("skipping: no AVX2 on this machine");
+fn every_instruction_set_gives_the_same_bits() {
+    if kernels().len() == 1 {
+        eprintln!("skipping: only the scalar kernels run on this machine");
         return;
     }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for kind in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
         let (n, k) = (45, 160);
         let m = matrix(kind, n, k);
         for rows in [1, 2, 3, 4, 5, 11] {
             let xq = quantized(&random(rows, k, 40 + rows as u64), k);
-            let (s, v) = (product(&m, false, &xq), product(&m, true, &xq));
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&s), bits(&v), "{kind:?} rows {rows}");
+            let scalar = bits(&product(&m, Isa::Scalar, &xq));
+            for isa in &kernels()[1..] {
+                let v = bits(&product(&m, *isa, &xq));
+                assert_eq!(scalar, v, "{kind:?} {isa:?} rows {rows}");
+            }
         }
     }
 }
@@ -169,21 +172,21 @@ fn a_row_alone_equals_the_row_in_a_batch() {
     for kind in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
         let m = matrix(kind, n, k);
         let x = random(total, k, 5);
-        for simd in kernels() {
-            let all = product(&m, simd, &quantized(&x, k));
+        for isa in kernels() {
+            let all = product(&m, isa, &quantized(&x, k));
             for t in 0..total {
-                let one = product(&m, simd, &quantized(&x[t * k..(t + 1) * k], k));
+                let one = product(&m, isa, &quantized(&x[t * k..(t + 1) * k], k));
                 assert_eq!(&one[..], &all[t * n..(t + 1) * n], "{kind:?} row {t}");
             }
             // every count 1..=70, starting at rows that fall on every tile position
             for start in 0..TILE {
                 for rows in 1..=total - start {
                     let part = &x[start * k..(start + rows) * k];
-                    let got = product(&m, simd, &quantized(part, k));
+                    let got = product(&m, isa, &quantized(part, k));
                     assert_eq!(
                         &got[..],
                         &all[start * n..(start + rows) * n],
-                        "{kind:?} simd {simd} rows {start}..{}",
+                        "{kind:?} {isa:?} rows {start}..{}",
                         start + rows
                     );
                 }
