@@ -1,11 +1,13 @@
 //! `srlm bench engine`: prefill tokens/s, decode tokens/s per batch size, generation
 //! throughput prompt by prompt and continuously batched, and judge seconds per response, for
-//! each way of holding the weights.
-use std::path::PathBuf;
+//! each way of holding the weights; llama.cpp's prefill beside srlm's when llama-cpp-python is
+//! at hand ([`super::bench_llama`]).
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
 
+use super::bench_llama::{find_python, Peer};
 use super::Ctx;
 use crate::engine::batch::{generate_all, Job};
 use crate::engine::generate::{Generation, SamplingParams};
@@ -18,7 +20,11 @@ use crate::engine::model::{load, resolve_model, KvCache, Model, Step, WeightMode
 /// size (sequences with their own caches, one ragged pass per step), generation of P prompts ×
 /// N candidates prompt by prompt and continuously batched, sampled judging (k samples) and
 /// digit-probability judging, in seconds per response. Threads: rayon's pool
-/// (RAYON_NUM_THREADS, else all cores).
+/// (RAYON_NUM_THREADS, else all cores). With llama-cpp-python at hand, llama.cpp's prefill of
+/// the same token ids on the same GGUF (re-quantized by llama.cpp for a re-quantized mode) and
+/// threads, its runs alternating with srlm's.
+///
+/// Example: `srlm bench engine --prefill-only --prefill-tokens 512 --reps 5`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model (default: $SRLM_MODEL, else the default SmolLM2 GGUF).
@@ -54,6 +60,23 @@ pub struct Args {
     /// Skip the (slow) sampled-judge measurement.
     #[arg(long)]
     pub no_judge: bool,
+    /// Prompt length of the prefill figure: the judge prompt's tokens, cycled or cut
+    /// (default: the judge prompt as it is, about 490 tokens).
+    #[arg(long, value_name = "N")]
+    pub prefill_tokens: Option<usize>,
+    /// Timed prefills per weight mode (the median is reported), alternating with llama.cpp's.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only the prefill figure: skip decoding, generation and judging.
+    #[arg(long)]
+    pub prefill_only: bool,
+    /// A Python with llama-cpp-python, for llama.cpp's prefill beside srlm's (default:
+    /// $SRLM_LLAMA_SERVER_PYTHON, else ~/.cache/srlm/llama-server-venv/bin/python if present).
+    #[arg(long, value_name = "PATH")]
+    pub llama_python: Option<PathBuf>,
+    /// Leave llama.cpp out even where it is found.
+    #[arg(long)]
+    pub no_llama: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -63,7 +86,14 @@ struct Row {
     weights: String,
     load_s: f64,
     prompt_tokens: usize,
+    /// The median of `prefill_runs_tok_s`.
     prefill_tok_s: f64,
+    prefill_runs_tok_s: Vec<f64>,
+    /// llama.cpp on the same token ids, GGUF (held as this row's mode) and threads.
+    llama_prefill_tok_s: Option<f64>,
+    llama_prefill_runs_tok_s: Vec<f64>,
+    /// llama-cpp-python's version, when it ran.
+    llama_version: Option<String>,
     /// (batch size, total decode tokens/s).
     decode_tok_s: Vec<(usize, f64)>,
     /// Generation throughput: (most sequences in flight, 0 = one prompt at a time, total
@@ -74,9 +104,19 @@ struct Row {
     judge_tokens_per_response: Option<f64>,
     /// Sampled judgements with a parseable `Score: N`, and how many were sampled.
     judge_parsed: Option<(usize, usize)>,
-    digit_judge_s_per_response: f64,
+    digit_judge_s_per_response: Option<f64>,
     /// Expected digit score of each built-in pair (good, poor, "Huh?", off-topic).
     digit_scores: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 const INSTRUCTION: &str = "What are the main differences between a list and a tuple in Python, and when should I use each?";
@@ -185,36 +225,76 @@ fn generation(model: &Model, args: &Args) -> anyhow::Result<(Vec<(usize, f64)>, 
     Ok((out, total))
 }
 
-fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Result<Row> {
+/// One timed prefill of `ids` into a fresh cache: tokens/s, the cache and the last logits.
+fn prefill(model: &Model, ids: &[u32]) -> anyhow::Result<(f64, KvCache, Tensor)> {
+    let t = Tensor::new(ids, model.device())?.unsqueeze(0)?;
+    let mut cache = KvCache::new(model);
+    let t0 = Instant::now();
+    let logits = model.forward(&t, &mut cache)?;
+    Ok((ids.len() as f64 / t0.elapsed().as_secs_f64(), cache, logits))
+}
+
+fn measure(
+    args: &Args,
+    path: &Path,
+    mode: WeightMode,
+    llama: Option<&Path>,
+    ctx: &mut Ctx,
+) -> anyhow::Result<Row> {
     let t0 = Instant::now();
     let model = load(path, mode)?;
     let load_s = t0.elapsed().as_secs_f64();
     let judge = Judge::new(&model)?;
     let text = judge.text(INSTRUCTION, RESPONSE)?;
-    let ids = model.encode(&text)?;
+    let mut ids = model.encode(&text)?;
+    if let Some(n) = args.prefill_tokens {
+        ids = ids.iter().copied().cycle().take(n.max(1)).collect();
+    }
     // Warm up (thread pool, allocations) on a short input.
     let warm = Tensor::new(&ids[..8.min(ids.len())], model.device())?.unsqueeze(0)?;
     model.forward(&warm, &mut KvCache::new(&model))?;
 
-    let t = Tensor::new(ids.as_slice(), model.device())?.unsqueeze(0)?;
-    let mut cache = KvCache::new(&model);
-    let t0 = Instant::now();
-    let logits = model.forward(&t, &mut cache)?;
-    let prefill_tok_s = ids.len() as f64 / t0.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
+    let mut peer = match llama {
+        Some(python) => match Peer::start(python, path, mode, threads, &ids) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                writeln!(ctx.err, "llama.cpp left out: {e:#}")?;
+                None
+            }
+        },
+        None => None,
+    };
+    let (mut runs, mut peer_runs) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..args.reps.max(1) {
+        let (tok_s, cache, logits) = prefill(&model, &ids)?;
+        runs.push(tok_s);
+        last = Some((cache, logits));
+        if let Some(p) = peer.as_mut() {
+            peer_runs.push(ids.len() as f64 / p.prefill()?);
+        }
+    }
+    let llama_version = peer.as_ref().map(|p| p.version.clone());
+    drop(peer);
+    let (cache, logits) = last.expect("at least one prefill");
     let first: u32 = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?[0];
 
-    let decode_tok_s = args
-        .batch
-        .iter()
-        .map(|&b| Ok((b, decode(&model, &cache, first, args.tokens, b.max(1))?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (generate_tok_s, generated_tokens) = if args.gen_prompts > 0 {
+    let decode_tok_s = if args.prefill_only {
+        Vec::new()
+    } else {
+        args.batch
+            .iter()
+            .map(|&b| Ok((b, decode(&model, &cache, first, args.tokens, b.max(1))?)))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let (generate_tok_s, generated_tokens) = if args.gen_prompts > 0 && !args.prefill_only {
         generation(&model, args)?
     } else {
         (Vec::new(), 0)
     };
 
-    let (judge_s, judge_tokens, judge_parsed) = if args.no_judge {
+    let (judge_s, judge_tokens, judge_parsed) = if args.no_judge || args.prefill_only {
         (None, None, None)
     } else {
         let params = JudgeParams {
@@ -251,22 +331,33 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
             Some((parsed, sampled)),
         )
     };
-    let t0 = Instant::now();
-    let mut digit_scores = vec![0.0; PAIRS.len()];
-    let mut failed = None;
-    judge.digit_scores(&PAIRS, PAIRS.len(), &mut |i, r| match r {
-        Ok(d) => digit_scores[i] = d.expected,
-        Err(e) => failed = Some(e),
-    });
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    let digit = t0.elapsed().as_secs_f64() / PAIRS.len() as f64;
+    let (digit_scores, digit) = if args.prefill_only {
+        (Vec::new(), None)
+    } else {
+        let t0 = Instant::now();
+        let mut digit_scores = vec![0.0; PAIRS.len()];
+        let mut failed = None;
+        judge.digit_scores(&PAIRS, PAIRS.len(), &mut |i, r| match r {
+            Ok(d) => digit_scores[i] = d.expected,
+            Err(e) => failed = Some(e),
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        (
+            digit_scores,
+            Some(t0.elapsed().as_secs_f64() / PAIRS.len() as f64),
+        )
+    };
     Ok(Row {
         weights: model.weights.clone(),
         load_s,
         prompt_tokens: ids.len(),
-        prefill_tok_s,
+        prefill_tok_s: median(&runs),
+        prefill_runs_tok_s: runs,
+        llama_prefill_tok_s: (!peer_runs.is_empty()).then(|| median(&peer_runs)),
+        llama_prefill_runs_tok_s: peer_runs,
+        llama_version,
         decode_tok_s,
         generate_tok_s,
         generated_tokens,
@@ -281,12 +372,17 @@ fn measure(args: &Args, path: &std::path::Path, mode: WeightMode) -> anyhow::Res
 pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let path = resolve_model(args.model.as_deref().map(|p| ctx.cwd.join(p)).as_deref())?;
     let threads = rayon::current_num_threads();
+    let llama = if args.no_llama {
+        None
+    } else {
+        find_python(args.llama_python.as_deref().map(|p| ctx.cwd.join(p)).as_deref())
+    };
     let mut rows = Vec::new();
     for &mode in &args.weights {
         if !ctx.quiet {
             writeln!(ctx.err, "measuring {mode:?} ...")?;
         }
-        rows.push(measure(&args, &path, mode)?);
+        rows.push(measure(&args, &path, mode, llama.as_deref(), ctx)?);
     }
     if args.json {
         let v = serde_json::json!({
@@ -302,7 +398,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     table.set_header(vec![
         "weights".to_string(),
         "load s".into(),
-        "prefill tok/s".into(),
+        format!("prefill tok/s (median of {})", args.reps.max(1)),
+        "llama.cpp prefill tok/s".into(),
         format!("decode tok/s (batch {})", join(&args.batch)),
         format!(
             "generate {}×{} tok/s (prompt at a time; max batch {})",
@@ -324,6 +421,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             r.weights.clone(),
             format!("{:.2}", r.load_s),
             format!("{:.0} ({} tok)", r.prefill_tok_s, r.prompt_tokens),
+            match (r.llama_prefill_tok_s, &r.llama_version) {
+                (Some(t), Some(v)) => format!("{t:.0} (llama-cpp-python {v})"),
+                _ => "-".into(),
+            },
             r.decode_tok_s
                 .iter()
                 .map(|(_, t)| format!("{t:.1}"))
@@ -352,15 +453,17 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
                 }
                 _ => "-".into(),
             },
-            format!(
-                "{:.3} ({})",
-                r.digit_judge_s_per_response,
-                r.digit_scores
-                    .iter()
-                    .map(|x| format!("{x:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            match r.digit_judge_s_per_response {
+                Some(s) => format!(
+                    "{s:.3} ({})",
+                    r.digit_scores
+                        .iter()
+                        .map(|x| format!("{x:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "-".into(),
+            },
         ]);
     }
     writeln!(ctx.out, "{table}")?;

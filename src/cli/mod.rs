@@ -10,6 +10,7 @@ pub mod add;
 pub mod bench;
 pub mod bench_diff;
 pub mod bench_engine;
+pub mod bench_llama;
 pub mod bench_loop;
 pub mod bench_remote;
 pub mod bench_server;

@@ -223,9 +223,7 @@ impl Model {
             let mut act = Act::new(&n, h, &starts);
             let mut gate = layer.w_gate.apply(&mut act)?;
             let up = layer.w_up.apply(&mut act)?;
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u; // silu(gate) · up
-            }
+            kernels::silu_mul(&mut gate, &up);
             let down = layer
                 .w_down
                 .apply(&mut Act::new(&gate, c.intermediate_size, &starts))?;
