@@ -375,7 +375,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let llama = if args.no_llama {
         None
     } else {
-        find_python(args.llama_python.as_deref().map(|p| ctx.cwd.join(p)).as_deref())
+        find_python(
+            args.llama_python
+                .as_deref()
+                .map(|p| ctx.cwd.join(p))
+                .as_deref(),
+        )
     };
     let mut rows = Vec::new();
     for &mode in &args.weights {

@@ -171,7 +171,11 @@ unsafe fn q8_0_with<D: BytesDot, const R: usize>(
 /// AVX2, FMA and F16C present; `panel` holds `x.blocks_per_row()` panel blocks; `t0 + R <=
 /// x.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4_1<const R: usize>(panel: *const u8, x: &XQuant, t0: usize) -> [[f32; 8]; R] {
+pub(super) unsafe fn q4_1<const R: usize>(
+    panel: *const u8,
+    x: &XQuant,
+    t0: usize,
+) -> [[f32; 8]; R] {
     q4_1_with::<Avx2, R>(panel, x, t0)
 }
 
@@ -180,7 +184,11 @@ pub(super) unsafe fn q4_1<const R: usize>(panel: *const u8, x: &XQuant, t0: usiz
 /// # Safety
 /// As for [`q4_1`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q8_0<const R: usize>(panel: *const u8, x: &XQuant, t0: usize) -> [[f32; 8]; R] {
+pub(super) unsafe fn q8_0<const R: usize>(
+    panel: *const u8,
+    x: &XQuant,
+    t0: usize,
+) -> [[f32; 8]; R] {
     q8_0_with::<Avx2, R>(panel, x, t0)
 }
 

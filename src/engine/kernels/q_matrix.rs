@@ -254,7 +254,8 @@ fn to_panels(kind: QKind, rows: usize, cols: usize, ggml: &[u8]) -> Vec<u8> {
                 QKind::Q8_0 => (1, &blk[2..]),
             };
             for s in 0..scales {
-                dst[16 * s + 2 * lane..16 * s + 2 * lane + 2].copy_from_slice(&blk[2 * s..2 * s + 2]);
+                dst[16 * s + 2 * lane..16 * s + 2 * lane + 2]
+                    .copy_from_slice(&blk[2 * s..2 * s + 2]);
             }
             for (k, group) in qs.chunks_exact(4).enumerate() {
                 let at = 16 * scales + 32 * k + 4 * lane;

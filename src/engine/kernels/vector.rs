@@ -142,7 +142,10 @@ pub(super) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(EXP_HI)), _mm256_set1_ps(EXP_LO));
+        let x = _mm256_max_ps(
+            _mm256_min_ps(x, _mm256_set1_ps(EXP_HI)),
+            _mm256_set1_ps(EXP_LO),
+        );
         let n = _mm256_round_ps(
             _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -184,7 +187,10 @@ pub(super) mod avx2 {
         for i in (0..n).step_by(8) {
             let x = _mm256_loadu_ps(g.add(i));
             let e = exp8(_mm256_xor_ps(x, sign));
-            let y = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u.add(i)));
+            let y = _mm256_mul_ps(
+                _mm256_div_ps(x, _mm256_add_ps(one, e)),
+                _mm256_loadu_ps(u.add(i)),
+            );
             _mm256_storeu_ps(g.add(i), y);
         }
         n
@@ -234,7 +240,10 @@ mod tests {
                 continue;
             }
             let ulp = f32::EPSILON as f64 * want;
-            assert!((*y as f64 - want).abs() <= 2.0 * ulp, "exp({x}) = {y}, not {want}");
+            assert!(
+                (*y as f64 - want).abs() <= 2.0 * ulp,
+                "exp({x}) = {y}, not {want}"
+            );
             // the scalar path gives the same bits as the 8-lane one
             assert_eq!(y.to_bits(), exp1(*x).to_bits(), "exp({x})");
         }
@@ -243,14 +252,19 @@ mod tests {
 
     #[test]
     fn silu_mul_is_gate_times_sigmoid_times_up() {
-        let gate: Vec<f32> = (0..100_001).map(|i| (i as f32 * 0.37).sin() * 12.0).collect();
+        let gate: Vec<f32> = (0..100_001)
+            .map(|i| (i as f32 * 0.37).sin() * 12.0)
+            .collect();
         let up: Vec<f32> = (0..100_001).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut got = gate.clone();
         silu_mul(&mut got, &up);
         for i in 0..gate.len() {
             let g = gate[i] as f64;
             let want = g / (1.0 + (-g).exp()) * up[i] as f64;
-            assert!((got[i] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "[{i}]");
+            assert!(
+                (got[i] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "[{i}]"
+            );
             let one = gate[i] / (1.0 + exp1(-gate[i])) * up[i];
             assert_eq!(got[i].to_bits(), one.to_bits(), "[{i}]");
         }

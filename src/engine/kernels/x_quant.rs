@@ -138,9 +138,13 @@ mod avx2 {
         let (a, b, c, d) = (r(0), r(8), r(16), r(24));
         let sum = _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d));
         let packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-        let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, ordered);
-        let s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        );
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
@@ -175,7 +179,11 @@ mod tests {
             let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
             let sa = quantize_block(true, &xs, &mut a);
             let sb = quantize_block(false, &xs, &mut b);
-            assert_eq!((a, sa.0.to_bits(), sa.1), (b, sb.0.to_bits(), sb.1), "case {case}");
+            assert_eq!(
+                (a, sa.0.to_bits(), sa.1),
+                (b, sb.0.to_bits(), sb.1),
+                "case {case}"
+            );
         }
     }
 }
