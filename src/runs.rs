@@ -554,7 +554,7 @@ mod tests {
     #[test]
     fn training_figures_say_what_they_come_from() {
         let m: Metrics = serde_json::from_value(serde_json::json!({
-            "steps": 1, "examples": 3, "final_loss": 0.6931, "reward_accuracy": 0.0,
+            "steps": 1, "examples": 3, "final_loss": 0.6932, "reward_accuracy": 0.0,
             "seconds": 12.5
         }))
         .unwrap();
