@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::bench_util::{cpu_seconds, peak_rss};
 use super::Ctx;
 use crate::dataset::engine::DiffOptions;
 
@@ -150,25 +151,6 @@ pub fn generate(dir: &Path, rows: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
     a.flush()?;
     b.flush()?;
     Ok((pa, pb))
-}
-
-/// Peak resident memory of this process in bytes (VmHWM), if the OS reports it.
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat`: on a shared
-/// machine wall time includes waiting for a core, CPU time does not.
-pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 fn child(mode: &str, a: &str, b: &str, ctx: &mut Ctx) -> anyhow::Result<()> {

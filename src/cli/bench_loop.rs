@@ -128,10 +128,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     lp.gen_responses.n = args.n;
     lp.gen_responses.sampling.max_tokens = args.max_tokens;
     lp.judge.method = args.method;
-    lp.judge.judge.samples = match args.method {
-        JudgeMethod::Sample => args.samples,
-        JudgeMethod::Digits => 1,
-    };
+    lp.judge.judge.samples = samples(&args);
     // every pair, once: one optimizer step per 4 pairs
     lp.dpo.train.epochs = 1;
 
@@ -168,7 +165,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     let report = LoopBench {
         prompts: args.prompts,
         n: args.n,
-        samples: lp_samples(&args),
+        samples: samples(&args),
         method: args.method,
         max_tokens: args.max_tokens,
         threads: rayon::current_num_threads(),
@@ -188,7 +185,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lp_samples(args: &Args) -> usize {
+/// Judgements per response: the digit judge takes one pass, whatever `--samples` says.
+fn samples(args: &Args) -> usize {
     match args.method {
         JudgeMethod::Sample => args.samples,
         JudgeMethod::Digits => 1,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use comfy_table::Table;
 
+use super::bench_util::cpu_seconds;
 use super::Ctx;
 use crate::backend::local::Local;
 use crate::backend::server::{Server, ServerOptions, ServerTarget};
@@ -60,19 +61,6 @@ struct Row {
     client_cpu_share: Option<f64>,
     sampled_judge_s_per_response: Option<f64>,
     digit_judge_s_per_response: Option<f64>,
-}
-
-/// This process's CPU time (user + system, all threads), from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // fields after the command name (which is in parentheses and may hold spaces)
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn requests(args: &Args) -> Vec<ChatRequest> {
@@ -146,9 +134,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             ..ServerOptions::default()
         };
         let server = Server::connect(&target, &options)?;
-        let cpu0 = cpu_seconds();
+        let cpu0 = cpu_seconds().unwrap_or(0.0);
         let (tokens, wall, sampled, digits) = measure(&server, &args, &reqs, c == last)?;
-        let cpu = cpu_seconds() - cpu0;
+        let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
         rows.push(Row {
             backend: format!("server {}", server.model()),
             concurrency: Some(c),

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::bench_util::{cpu_seconds, peak_rss_mb};
 use super::Ctx;
 use crate::engine::dense::Dense;
 use crate::engine::lora::{LoraConfig, LoraInit};
@@ -40,32 +41,6 @@ pub struct Args {
 pub enum Only {
     Full,
     Lora,
-}
-
-/// Peak resident memory of this process so far (VmHWM), in MB.
-fn peak_mb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// CPU seconds this process has used (user + system, all threads), from /proc/self/stat.
-/// On a busy machine wall-clock time measures the neighbours; with one thread, CPU time is
-/// what the step would take on an idle core.
-fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -143,7 +118,7 @@ fn time_steps(
     let mut tape = 0usize;
     for step in 0..steps + 1 {
         let t = Instant::now();
-        let c0 = cpu_seconds();
+        let c0 = cpu_seconds().unwrap_or(f64::NAN);
         let (mut f, mut b) = (0.0, 0.0);
         for _ in 0..accum {
             let out = learner.example(next % n, accum)?;
@@ -161,7 +136,7 @@ fn time_steps(
             bw.push(b / k);
             ad.push(a / k);
             tot.push(t.elapsed().as_secs_f64() / k);
-            cpu.push((cpu_seconds() - c0) / k);
+            cpu.push((cpu_seconds().unwrap_or(f64::NAN) - c0) / k);
         }
     }
     Ok(Row {
@@ -254,7 +229,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
             let dpo = time_steps(&mut learner, p.lr, (n, args.steps, accum))?;
             rows.push(Row {
                 name: format!("DPO {kind}, {accum} pair/step"),
-                peak_mb: peak_mb(),
+                peak_mb: peak_rss_mb(),
                 ..dpo
             });
         }
@@ -264,7 +239,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> anyhow::Result<()> {
         let sft = time_steps(&mut learner, p.lr, (n, args.steps, 1))?;
         rows.push(Row {
             name: format!("SFT {kind}, 1 example/step"),
-            peak_mb: peak_mb(),
+            peak_mb: peak_rss_mb(),
             ..sft
         });
     }
